@@ -1,0 +1,42 @@
+/**
+ * NumPy-style broadcasting for elementwise ops, and its adjoint: summing a gradient back to an
+ * operand's shape.
+ *
+ * @module
+ */
+
+import { formatShape, sameShape, type Shape, type Tensor } from "./tensor.ts";
+
+/** The broadcast shape of several operands (NumPy rules), or a build error naming the op. */
+export function broadcastShapes(op: string, operands: readonly Tensor[]): number[] {
+  const rank = Math.max(...operands.map((t) => t.rank));
+  const out: number[] = new Array(rank).fill(1);
+  for (const t of operands) {
+    const offset = rank - t.rank;
+    t.shape.forEach((d, i) => {
+      const o = out[offset + i];
+      if (o === 1) out[offset + i] = d;
+      else if (d !== 1 && d !== o) {
+        t.graph.fail(
+          op,
+          `shapes ${operands.map((x) => formatShape(x.shape)).join(" and ")} cannot be broadcast`,
+        );
+      }
+    });
+  }
+  return out;
+}
+
+/**
+ * The axes of `from` (a broadcast result) that must be summed to recover `to`, and whether a
+ * reshape is needed afterwards. Returns undefined when the shapes are already equal.
+ */
+export function reductionAxesFor(from: Shape, to: Shape): number[] | undefined {
+  if (sameShape(from, to)) return undefined;
+  const offset = from.length - to.length;
+  const axes: number[] = [];
+  for (let i = 0; i < from.length; i++) {
+    if (i < offset || (to[i - offset] === 1 && from[i] !== 1)) axes.push(i);
+  }
+  return axes;
+}

@@ -1,0 +1,434 @@
+/**
+ * The Graph recorder: the object every op writes into. It records graph inputs, parameters,
+ * constants, ONNX nodes, outputs and the tape of differentiable ops that {@link grad} walks.
+ *
+ * Nothing is computed here: an op function checks dtypes and shapes, appends one or more ONNX
+ * nodes with {@link Graph.emit}, and registers its vector-Jacobian product with
+ * {@link Graph.record}.
+ *
+ * @module
+ */
+
+import { type DType, formatShape, isFloatDType, type Shape, shapeSize, Tensor } from "./tensor.ts";
+
+/** Typed array holding the data of a constant or initializer, matching its dtype. */
+export type TensorData = Float32Array | Float64Array | BigInt64Array | Uint8Array | Uint16Array;
+
+/** An ONNX node attribute, tagged by its ONNX attribute type. */
+export type Attribute =
+  | { i: number }
+  | { f: number }
+  | { s: string }
+  | { ints: readonly number[] }
+  | { floats: readonly number[] }
+  | { t: ConstantSpec };
+
+/** The ONNX operator domains the writer can import. */
+export type Domain = "" | "com.microsoft";
+
+/** One ONNX node as recorded. */
+export interface NodeSpec {
+  /** Unique node name, prefixed by the scope it was emitted in. */
+  readonly name: string;
+  /** ONNX operator type, e.g. `MatMul`. */
+  readonly opType: string;
+  /** `""` for the default `ai.onnx` domain, or `com.microsoft` for contrib ops. */
+  readonly domain: Domain;
+  /** Input value names; `""` marks an omitted optional input. */
+  readonly inputs: readonly string[];
+  /** Output value names. */
+  readonly outputs: readonly string[];
+  /** Attributes by name. */
+  readonly attributes: Readonly<Record<string, Attribute>>;
+}
+
+/** A constant tensor (an ONNX initializer). */
+export interface ConstantSpec {
+  readonly name: string;
+  readonly dtype: DType;
+  readonly shape: Shape;
+  readonly data: TensorData;
+}
+
+/**
+ * How a parameter's initial value is drawn (applied by the runtime's state store with a seeded
+ * RNG). `torchDefault` is PyTorch's default Linear/Conv init: U(±1/√fanIn) for weight and bias.
+ */
+export type InitRule =
+  | { readonly kind: "zeros" }
+  | { readonly kind: "ones" }
+  | { readonly kind: "constant"; readonly value: number }
+  | { readonly kind: "normal"; readonly std: number; readonly mean?: number }
+  | {
+    readonly kind: "truncNormal";
+    readonly std: number;
+    readonly mean?: number;
+    /** Lower bound in value units (PyTorch's `trunc_normal_` convention). */
+    readonly a: number;
+    /** Upper bound in value units. */
+    readonly b: number;
+  }
+  | { readonly kind: "uniform"; readonly low: number; readonly high: number }
+  | { readonly kind: "torchDefault"; readonly fanIn: number };
+
+/** A trainable parameter: a graph input whose value lives in the runtime's state store. */
+export interface ParamSpec {
+  /** Full dotted name, e.g. `backbone.blocks.0.attn.qkv.weight`. */
+  readonly name: string;
+  readonly dtype: DType;
+  readonly shape: Shape;
+  readonly init: InitRule;
+}
+
+/** A graph input or output: name, dtype, static shape. */
+export interface ValueSpec {
+  readonly name: string;
+  readonly dtype: DType;
+  readonly shape: Shape;
+}
+
+/**
+ * Vector-Jacobian product of one recorded op: given the gradients of its outputs (undefined for
+ * outputs that receive none), return the gradients of its inputs (undefined where there is none).
+ */
+export type VJP = (outputGrads: readonly (Tensor | undefined)[]) => readonly (Tensor | undefined)[];
+
+/** One differentiable op on the tape. */
+export interface TapeEntry {
+  /** Op name for messages, e.g. `matmul`. */
+  readonly op: string;
+  /** Scope the op was recorded in. */
+  readonly scope: string;
+  readonly inputs: readonly Tensor[];
+  readonly outputs: readonly Tensor[];
+  readonly vjp: VJP;
+}
+
+/** The ONNX operators the graph may emit, with their domains. Anything else fails at build time. */
+const KNOWN_OPS: Readonly<Record<string, Domain>> = Object.fromEntries([
+  ...[
+    "Abs",
+    "Add",
+    "And",
+    "ArgMax",
+    "Cast",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "ConvTranspose",
+    "CumSum",
+    "Div",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Gelu",
+    "Gemm",
+    "Greater",
+    "GreaterOrEqual",
+    "Identity",
+    "LayerNormalization",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "LogSoftmax",
+    "MatMul",
+    "Max",
+    "Min",
+    "Mul",
+    "Neg",
+    "Not",
+    "Or",
+    "Pad",
+    "Pow",
+    "Reciprocal",
+    "ReduceL2",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "ScatterElements",
+    "ScatterND",
+    "Sigmoid",
+    "Sign",
+    "Slice",
+    "Softmax",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Tile",
+    "TopK",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
+  ].map((op) => [op, "" as Domain]),
+  ...["FusedMatMul"].map((op) => [op, "com.microsoft" as Domain]),
+]);
+
+/** Records a computation as an ONNX graph plus a tape for reverse-mode autodiff. */
+export class Graph {
+  /** Graph inputs that are fed data each run (images, masks, scalars). */
+  readonly inputs: ValueSpec[] = [];
+  /** Trainable parameters, in declaration order (also graph inputs). */
+  readonly params: ParamSpec[] = [];
+  /** Constants, written as initializers. */
+  readonly constants: ConstantSpec[] = [];
+  /** ONNX nodes in topological (emission) order. */
+  readonly nodes: NodeSpec[] = [];
+  /** Graph outputs. */
+  readonly outputs: ValueSpec[] = [];
+  /** Differentiable ops in emission order. */
+  readonly tape: TapeEntry[] = [];
+
+  readonly #scopes: string[] = [];
+  readonly #names = new Set<string>();
+  readonly #paramTensors = new Map<string, Tensor>();
+  readonly #scalarCache = new Map<string, Tensor>();
+  #counter = 0;
+
+  constructor(
+    /** Graph name written into the model. */
+    readonly name = "graph",
+  ) {}
+
+  /** The current dotted scope, e.g. `backbone.blocks.0.attn` (empty at top level). */
+  get scopeName(): string {
+    return this.#scopes.join(".");
+  }
+
+  /** Runs `build` with `name` appended to the scope; parameters and node names get the prefix. */
+  scope<T>(name: string, build: () => T): T {
+    this.#scopes.push(name);
+    try {
+      return build();
+    } finally {
+      this.#scopes.pop();
+    }
+  }
+
+  /** Throws a build-time error naming the op and the current scope. */
+  fail(op: string, message: string): never {
+    const where = this.scopeName ? ` (in scope ${this.scopeName})` : "";
+    throw new Error(`${op}: ${message}${where}`);
+  }
+
+  /** Declares a graph input fed with data at run time. */
+  input(name: string, dtype: DType, shape: Shape): Tensor {
+    this.#checkShape("input", shape);
+    this.#claim("input", name);
+    this.inputs.push({ name, dtype, shape: [...shape] });
+    return new Tensor(this, name, dtype, [...shape]);
+  }
+
+  /**
+   * Declares a trainable parameter named `<scope>.<localName>`. Declaring the same full name
+   * twice returns the same tensor if the shape and dtype agree (shared weights), else throws.
+   */
+  param(localName: string, shape: Shape, init: InitRule, dtype: DType = "float32"): Tensor {
+    const name = this.scopeName ? `${this.scopeName}.${localName}` : localName;
+    this.#checkShape("param", shape);
+    const existing = this.#paramTensors.get(name);
+    if (existing) {
+      if (existing.dtype !== dtype || formatShape(existing.shape) !== formatShape(shape)) {
+        this.fail(
+          "param",
+          `${name} was declared as ${existing.dtype}${
+            formatShape(existing.shape)
+          }, now as ${dtype}${formatShape(shape)}`,
+        );
+      }
+      return existing;
+    }
+    this.#claim("param", name);
+    this.params.push({ name, dtype, shape: [...shape], init });
+    const t = new Tensor(this, name, dtype, [...shape]);
+    this.#paramTensors.set(name, t);
+    return t;
+  }
+
+  /** The tensor of a declared parameter, by full name. */
+  paramTensor(name: string): Tensor {
+    const t = this.#paramTensors.get(name);
+    if (!t) this.fail("paramTensor", `no parameter named ${name}`);
+    return t;
+  }
+
+  /** Adds a constant tensor (an initializer). `values` may be a plain array or a typed array. */
+  constant(values: ArrayLike<number> | TensorData, dtype: DType, shape: Shape): Tensor {
+    this.#checkShape("constant", shape);
+    if (values.length !== shapeSize(shape)) {
+      this.fail(
+        "constant",
+        `${values.length} values do not fill shape ${formatShape(shape)}`,
+      );
+    }
+    const name = this.#unique("const");
+    const data = toTensorData(values, dtype);
+    this.constants.push({ name, dtype, shape: [...shape], data });
+    return new Tensor(this, name, dtype, [...shape]);
+  }
+
+  /** A cached scalar constant of the given dtype (one initializer per distinct value). */
+  scalar(value: number, dtype: DType = "float32"): Tensor {
+    const key = `${dtype}:${Object.is(value, -0) ? "-0" : value}`;
+    let t = this.#scalarCache.get(key);
+    if (!t) {
+      t = this.constant([value], dtype, []);
+      this.#scalarCache.set(key, t);
+    }
+    return t;
+  }
+
+  /** A cached int64 vector constant (shapes, axes, indices for shape ops). */
+  int64s(values: readonly number[]): Tensor {
+    const key = `int64s:${values.join(",")}`;
+    let t = this.#scalarCache.get(key);
+    if (!t) {
+      t = this.constant(values, "int64", [values.length]);
+      this.#scalarCache.set(key, t);
+    }
+    return t;
+  }
+
+  /** Marks `tensor` as a graph output called `name` (an Identity node renames it if needed). */
+  output(name: string, tensor: Tensor): void {
+    if (tensor.graph !== this) this.fail("output", `${tensor} belongs to another graph`);
+    if (this.outputs.some((o) => o.name === name)) {
+      this.fail("output", `an output named ${name} already exists`);
+    }
+    const isFed = this.inputs.some((i) => i.name === tensor.name) ||
+      this.#paramTensors.has(tensor.name) || this.constants.some((c) => c.name === tensor.name);
+    if (tensor.name !== name || isFed) {
+      this.#claim("output", name);
+      this.nodes.push({
+        name: this.#unique("Identity"),
+        opType: "Identity",
+        domain: "",
+        inputs: [tensor.name],
+        outputs: [name],
+        attributes: {},
+      });
+    }
+    this.outputs.push({ name, dtype: tensor.dtype, shape: tensor.shape });
+  }
+
+  /**
+   * Appends one ONNX node and returns handles for its outputs. `outputs` gives each output's
+   * dtype and shape (the op function has checked and inferred them). Inputs may be `null` for
+   * omitted optional inputs.
+   */
+  emit(
+    opType: string,
+    inputs: readonly (Tensor | null)[],
+    outputs: readonly { dtype: DType; shape: Shape }[],
+    attributes: Record<string, Attribute> = {},
+  ): Tensor[] {
+    const domain = KNOWN_OPS[opType];
+    if (domain === undefined) {
+      this.fail(
+        opType,
+        `unknown op '${opType}': it is not in the set of ONNX ops this graph emits`,
+      );
+    }
+    for (const t of inputs) {
+      if (t && t.graph !== this) this.fail(opType, `input ${t} belongs to another graph`);
+      if (t && t.dtype === "float16") {
+        this.fail(opType, `float16 is reserved and not supported by the ops yet (input ${t})`);
+      }
+    }
+    const nodeName = this.#unique(opType);
+    const outs = outputs.map((o, i) => {
+      this.#checkShape(opType, o.shape);
+      const name = outputs.length === 1 ? nodeName : `${nodeName}:${i}`;
+      this.#names.add(name);
+      return new Tensor(this, name, o.dtype, [...o.shape]);
+    });
+    this.nodes.push({
+      name: nodeName,
+      opType,
+      domain,
+      inputs: inputs.map((t) => (t ? t.name : "")),
+      outputs: outs.map((t) => t.name),
+      attributes,
+    });
+    return outs;
+  }
+
+  /** Emits a single-output node whose output has the given dtype and shape. */
+  emit1(
+    opType: string,
+    inputs: readonly (Tensor | null)[],
+    dtype: DType,
+    shape: Shape,
+    attributes: Record<string, Attribute> = {},
+  ): Tensor {
+    return this.emit(opType, inputs, [{ dtype, shape }], attributes)[0];
+  }
+
+  /** Registers a differentiable op on the tape with its VJP rule. */
+  record(op: string, inputs: readonly Tensor[], outputs: readonly Tensor[], vjp: VJP): void {
+    if (inputs.some((t) => t.isFloat)) {
+      this.tape.push({ op, scope: this.scopeName, inputs, outputs, vjp });
+    }
+  }
+
+  #claim(op: string, name: string): void {
+    if (this.#names.has(name)) this.fail(op, `the name ${name} is already used in this graph`);
+    this.#names.add(name);
+  }
+
+  #unique(base: string): string {
+    const prefix = this.scopeName ? `${this.scopeName}/` : "";
+    let name: string;
+    do {
+      name = `${prefix}${base}_${this.#counter++}`;
+    } while (this.#names.has(name));
+    this.#names.add(name);
+    return name;
+  }
+
+  #checkShape(op: string, shape: Shape): void {
+    if (!shape.every((d) => Number.isInteger(d) && d >= 0)) {
+      this.fail(op, `shape ${formatShape(shape)} must contain non-negative integers`);
+    }
+  }
+}
+
+/** Converts numbers to the typed array that stores `dtype` (bool as 0/1 bytes). */
+export function toTensorData(values: ArrayLike<number> | TensorData, dtype: DType): TensorData {
+  switch (dtype) {
+    case "float32":
+      return values instanceof Float32Array
+        ? values
+        : Float32Array.from(values as ArrayLike<number>);
+    case "float64":
+      return values instanceof Float64Array
+        ? values
+        : Float64Array.from(values as ArrayLike<number>);
+    case "int64":
+      return values instanceof BigInt64Array
+        ? values
+        : BigInt64Array.from(Array.from(values as ArrayLike<number>, (v) => BigInt(v)));
+    case "bool":
+      return Uint8Array.from(values as ArrayLike<number>, (v) => (v ? 1 : 0));
+    case "float16":
+      if (values instanceof Uint16Array) return values;
+      throw new Error("constant: float16 constants must be given as raw Uint16Array bits");
+  }
+}
+
+/** Asserts that `t` has a floating-point dtype, naming the op otherwise. */
+export function requireFloat(op: string, t: Tensor): void {
+  if (!isFloatDType(t.dtype)) t.graph.fail(op, `expects a floating-point tensor, got ${t}`);
+}

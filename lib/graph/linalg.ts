@@ -1,0 +1,153 @@
+/**
+ * Matrix products: batched, broadcasting `matmul` with optional transposes and scale, and
+ * `linear` (PyTorch's `nn.Linear`: y = x·Wᵀ + b with W of shape [out, in]).
+ *
+ * Emission keeps onnxruntime's fast paths: 2-D products become `Gemm` (transposes are flags, no
+ * Transpose node), batched float32 products with a transpose or scale become `FusedMatMul`.
+ *
+ * @module
+ */
+
+import { requireFloat } from "./graph.ts";
+import { sum, sumToShape } from "./reduce.ts";
+import { reshape } from "./shape.ts";
+import { formatShape, type Tensor } from "./tensor.ts";
+
+/** Options of {@link matmul}: transpose the last two axes of an operand, scale the product. */
+export interface MatmulOptions {
+  readonly transA?: boolean;
+  readonly transB?: boolean;
+  /** Scalar factor applied to the product. */
+  readonly alpha?: number;
+}
+
+/**
+ * alpha · op(a) · op(b), where op transposes the last two axes when asked. Both operands have
+ * rank ≥ 2; leading (batch) axes broadcast. Shapes: [..., m, k] × [..., k, n] → [..., m, n].
+ */
+export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
+  const { transA = false, transB = false, alpha = 1 } = options;
+  const g = a.graph;
+  requireFloat("matmul", a);
+  if (a.dtype !== b.dtype) g.fail("matmul", `dtypes differ: ${a} and ${b}`);
+  if (a.rank < 2 || b.rank < 2) g.fail("matmul", `operands need rank ≥ 2, got ${a} and ${b}`);
+  const [m, k] = lastTwo(a, transA);
+  const [k2, n] = lastTwo(b, transB);
+  if (k !== k2) {
+    g.fail(
+      "matmul",
+      `inner dimensions differ: ${formatShape(a.shape)}${transA ? "ᵀ" : ""} × ${
+        formatShape(b.shape)
+      }${transB ? "ᵀ" : ""} (${k} ≠ ${k2})`,
+    );
+  }
+  const batch = broadcastBatch(a, b);
+  const shape = [...batch, m, n];
+  const y = emitMatmul(a, b, transA, transB, alpha, shape);
+  g.record("matmul", [a, b], [y], ([gy]) => {
+    const gc = gy!;
+    const ga = transA
+      ? matmul(b, gc, { transA: transB, transB: true, alpha })
+      : matmul(gc, b, { transB: !transB, alpha });
+    const gb = transB
+      ? matmul(gc, a, { transA: true, transB: transA, alpha })
+      : matmul(a, gc, { transA: !transA, alpha });
+    return [sumToShape(ga, a.shape), sumToShape(gb, b.shape)];
+  });
+  return y;
+}
+
+function lastTwo(t: Tensor, trans: boolean): [number, number] {
+  const r = t.shape[t.rank - 2];
+  const c = t.shape[t.rank - 1];
+  return trans ? [c, r] : [r, c];
+}
+
+function broadcastBatch(a: Tensor, b: Tensor): number[] {
+  const ba = a.shape.slice(0, -2);
+  const bb = b.shape.slice(0, -2);
+  const rank = Math.max(ba.length, bb.length);
+  const out: number[] = [];
+  for (let i = 0; i < rank; i++) {
+    const da = ba[i - (rank - ba.length)] ?? 1;
+    const db = bb[i - (rank - bb.length)] ?? 1;
+    if (da !== db && da !== 1 && db !== 1) {
+      a.graph.fail("matmul", `batch axes of ${a} and ${b} cannot be broadcast`);
+    }
+    out.push(da === 1 ? db : da);
+  }
+  return out;
+}
+
+function emitMatmul(
+  a: Tensor,
+  b: Tensor,
+  transA: boolean,
+  transB: boolean,
+  alpha: number,
+  shape: number[],
+): Tensor {
+  const g = a.graph;
+  if (a.rank === 2 && b.rank === 2) {
+    return g.emit1("Gemm", [a, b], a.dtype, shape, {
+      transA: { i: transA ? 1 : 0 },
+      transB: { i: transB ? 1 : 0 },
+      alpha: { f: alpha },
+    });
+  }
+  if (!transA && !transB && alpha === 1) return g.emit1("MatMul", [a, b], a.dtype, shape);
+  if (a.dtype === "float32") {
+    return g.emit1("FusedMatMul", [a, b], a.dtype, shape, {
+      transA: { i: transA ? 1 : 0 },
+      transB: { i: transB ? 1 : 0 },
+      alpha: { f: alpha },
+    });
+  }
+  // FusedMatMul is float32-only: spell the transposes and the scale out.
+  const swap = (t: Tensor) => {
+    const perm = t.shape.map((_, i) => i);
+    [perm[t.rank - 2], perm[t.rank - 1]] = [perm[t.rank - 1], perm[t.rank - 2]];
+    return g.emit1("Transpose", [t], t.dtype, perm.map((p) => t.shape[p]), {
+      perm: { ints: perm },
+    });
+  };
+  const product = g.emit1("MatMul", [transA ? swap(a) : a, transB ? swap(b) : b], a.dtype, shape);
+  return alpha === 1
+    ? product
+    : g.emit1("Mul", [product, g.scalar(alpha, a.dtype)], a.dtype, shape);
+}
+
+/**
+ * PyTorch `nn.Linear`: x [..., in] · weightᵀ [in, out] + bias [out] → [..., out], with
+ * weight [out, in]. Leading axes are flattened so that one `Gemm` does the work.
+ */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
+  const g = x.graph;
+  requireFloat("linear", x);
+  const inFeatures = x.shape[x.rank - 1];
+  if (weight.rank !== 2 || weight.shape[1] !== inFeatures) {
+    g.fail("linear", `weight ${weight} does not fit input ${x} (expected [out, ${inFeatures}])`);
+  }
+  const outFeatures = weight.shape[0];
+  if (bias && (bias.rank !== 1 || bias.shape[0] !== outFeatures)) {
+    g.fail("linear", `bias ${bias} does not fit weight ${weight} (expected [${outFeatures}])`);
+  }
+  const x2 = reshape(x, [-1, inFeatures]);
+  const rows = x2.shape[0];
+  const y2 = g.emit1(
+    "Gemm",
+    bias ? [x2, weight, bias] : [x2, weight],
+    x.dtype,
+    [rows, outFeatures],
+    {
+      transB: { i: 1 },
+    },
+  );
+  const inputs = bias ? [x2, weight, bias] : [x2, weight];
+  g.record("linear", inputs, [y2], ([gy]) => [
+    matmul(gy!, weight),
+    matmul(gy!, x2, { transA: true }),
+    ...(bias ? [sum(gy!, [0])] : []),
+  ]);
+  return reshape(y2, [...x.shape.slice(0, -1), outFeatures]);
+}

@@ -1,0 +1,90 @@
+/**
+ * Tensor handles: the values a {@link Graph} records. A handle carries a name, a dtype and a
+ * static shape; it holds no data.
+ *
+ * @module
+ */
+
+import type { Graph } from "./graph.ts";
+
+/** Element types a graph can carry. `float16` is reserved: declaring it is allowed, ops reject it. */
+export type DType = "float32" | "float64" | "int64" | "bool" | "float16";
+
+/** A static shape: one non-negative integer per axis, row-major. `[]` is a scalar. */
+export type Shape = readonly number[];
+
+/** A symbolic value in a {@link Graph}: the output of a node, a graph input, a parameter or a constant. */
+export class Tensor {
+  constructor(
+    /** The graph that produced this value. */
+    readonly graph: Graph,
+    /** The ONNX value name (unique in the graph). */
+    readonly name: string,
+    /** Element type. */
+    readonly dtype: DType,
+    /** Static shape. */
+    readonly shape: Shape,
+  ) {}
+
+  /** Number of axes. */
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  /** Number of elements. */
+  get size(): number {
+    return shapeSize(this.shape);
+  }
+
+  /** True for float32, float64 and float16: the dtypes that carry gradients. */
+  get isFloat(): boolean {
+    return isFloatDType(this.dtype);
+  }
+
+  /** `name[d0,d1,...]:dtype`, for messages. */
+  toString(): string {
+    return `${this.name}${formatShape(this.shape)}:${this.dtype}`;
+  }
+}
+
+/** Number of elements of a shape (1 for a scalar). */
+export function shapeSize(shape: Shape): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/** `[2,3]` style rendering of a shape, for error messages. */
+export function formatShape(shape: Shape): string {
+  return `[${shape.join(",")}]`;
+}
+
+/** True when two shapes are equal axis by axis. */
+export function sameShape(a: Shape, b: Shape): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** True for the floating-point dtypes (the ones autodiff differentiates). */
+export function isFloatDType(dtype: DType): boolean {
+  return dtype === "float32" || dtype === "float64" || dtype === "float16";
+}
+
+/** Bytes per element of a dtype as stored in ONNX raw data. */
+export function dtypeBytes(dtype: DType): number {
+  switch (dtype) {
+    case "float32":
+      return 4;
+    case "float64":
+    case "int64":
+      return 8;
+    case "float16":
+      return 2;
+    case "bool":
+      return 1;
+  }
+}
+
+/** The ONNX `TensorProto.DataType` code of a dtype. */
+export function onnxElemType(dtype: DType): number {
+  return { float32: 1, bool: 9, int64: 7, float64: 11, float16: 10 }[dtype];
+}

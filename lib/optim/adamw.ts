@@ -1,0 +1,96 @@
+/**
+ * In-graph AdamW with PyTorch semantics (`torch.optim.AdamW`, amsgrad off): decoupled weight
+ * decay p ← p·(1 − lr·wd), then the Adam step with bias correction,
+ * p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps).
+ *
+ * The learning rate, weight decay and step number are scalar graph inputs, so one compiled graph
+ * serves a whole schedule. Moments are graph inputs too; the updated values are outputs.
+ *
+ * @module
+ */
+
+import type { Graph } from "../graph/graph.ts";
+import { add, div, mul, pow, sqrt, sub } from "../graph/math.ts";
+import type { Tensor } from "../graph/tensor.ts";
+
+/** AdamW hyper-parameters that are fixed for a run (PyTorch defaults). */
+export interface AdamWConfig {
+  readonly beta1?: number;
+  readonly beta2?: number;
+  readonly eps?: number;
+}
+
+/** The per-step scalar inputs of AdamW, each a float32 scalar. */
+export interface AdamWScalars {
+  /** Learning rate of this step. */
+  readonly lr: Tensor;
+  /** Weight decay of this step (applied to the parameters marked `decay`). */
+  readonly weightDecay: Tensor;
+  /** Step number t, counting from 1. */
+  readonly step: Tensor;
+}
+
+/** Graph input names of the AdamW scalars. */
+export const ADAMW_SCALAR_INPUTS = { lr: "lr", weightDecay: "weight_decay", step: "step" } as const;
+
+/** Declares the scalar inputs `lr`, `weight_decay` and `step`. */
+export function adamwScalars(g: Graph): AdamWScalars {
+  return {
+    lr: g.input(ADAMW_SCALAR_INPUTS.lr, "float32", []),
+    weightDecay: g.input(ADAMW_SCALAR_INPUTS.weightDecay, "float32", []),
+    step: g.input(ADAMW_SCALAR_INPUTS.step, "float32", []),
+  };
+}
+
+/** Name of the first-moment state of a parameter (PyTorch's `exp_avg`). */
+export function expAvgName(param: string): string {
+  return `exp_avg.${param}`;
+}
+
+/** Name of the second-moment state of a parameter (PyTorch's `exp_avg_sq`). */
+export function expAvgSqName(param: string): string {
+  return `exp_avg_sq.${param}`;
+}
+
+/** Name of the graph output that carries the next value of a state tensor. */
+export function nextStateName(name: string): string {
+  return `${name}.next`;
+}
+
+/** One parameter to update: its tensor, its gradient, and whether weight decay applies. */
+export interface AdamWTarget {
+  readonly param: Tensor;
+  readonly grad: Tensor;
+  readonly decay: boolean;
+}
+
+/**
+ * Appends the AdamW update of every target: declares the moment inputs (`exp_avg.<name>`,
+ * `exp_avg_sq.<name>`) and writes outputs `<name>.next`, `exp_avg.<name>.next` and
+ * `exp_avg_sq.<name>.next`.
+ */
+export function applyAdamW(
+  g: Graph,
+  targets: readonly AdamWTarget[],
+  scalars: AdamWScalars,
+  config: AdamWConfig = {},
+): void {
+  const { beta1 = 0.9, beta2 = 0.999, eps = 1e-8 } = config;
+  g.scope("adamw", () => {
+    const stepSize = div(scalars.lr, sub(1, pow(g.scalar(beta1), scalars.step)));
+    const correction2 = sqrt(sub(1, pow(g.scalar(beta2), scalars.step)));
+    const decayFactor = sub(1, mul(scalars.lr, scalars.weightDecay));
+    for (const { param, grad, decay } of targets) {
+      const m = g.input(expAvgName(param.name), "float32", param.shape);
+      const v = g.input(expAvgSqName(param.name), "float32", param.shape);
+      const m1 = add(mul(m, beta1), mul(grad, 1 - beta1));
+      const v1 = add(mul(v, beta2), mul(mul(grad, grad), 1 - beta2));
+      const denominator = add(div(sqrt(v1), correction2), eps);
+      const decayed = decay ? mul(param, decayFactor) : param;
+      const updated = sub(decayed, mul(div(m1, denominator), stepSize));
+      g.output(nextStateName(param.name), updated);
+      g.output(nextStateName(m.name), m1);
+      g.output(nextStateName(v.name), v1);
+    }
+  });
+}
