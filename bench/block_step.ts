@@ -9,13 +9,7 @@ import { grad } from "../lib/graph/grad.ts";
 import { mul } from "../lib/graph/math.ts";
 import { sum } from "../lib/graph/reduce.ts";
 import { transformerBlock } from "../lib/models/block.ts";
-import {
-  adamwScalars,
-  applyAdamW,
-  expAvgName,
-  expAvgSqName,
-  nextStateName,
-} from "../lib/optim/adamw.ts";
+import { adamwScalars, addAdamWMoments, applyAdamW } from "../lib/optim/adamw.ts";
 import { Rng } from "../lib/runtime/rng.ts";
 import { CompiledGraph, type CompileOptions } from "../lib/runtime/session.ts";
 import { StateStore } from "../lib/runtime/store.ts";
@@ -52,12 +46,7 @@ export async function prepareBlockStep(options: CompileOptions = {}): Promise<Bl
   const session = await CompiledGraph.create(g, options);
 
   const store = StateStore.fromParams(g.params, 0);
-  const stateNames = g.params.flatMap((p) => [p.name, expAvgName(p.name), expAvgSqName(p.name)]);
-  for (const p of g.params) {
-    for (const name of [expAvgName(p.name), expAvgSqName(p.name)]) {
-      store.set(name, new Float32Array(store.get(p.name).length), p.shape);
-    }
-  }
+  const stateNames = addAdamWMoments(store, store.names());
   const rng = new Rng(1);
   const data = () => Float32Array.from({ length: batch * tokens * width }, () => rng.normal());
   const feeds: Record<string, Float32Array> = {
@@ -73,7 +62,7 @@ export async function prepareBlockStep(options: CompileOptions = {}): Promise<Bl
     async step() {
       feeds.step[0] += 1;
       const out = await session.run(feeds);
-      for (const name of stateNames) store.get(name).set(out[nextStateName(name)] as Float32Array);
+      store.commitNext(out as Record<string, Float32Array>, stateNames);
     },
   };
 }

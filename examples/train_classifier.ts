@@ -11,16 +11,9 @@
 import { Graph } from "../lib/graph/graph.ts";
 import { grad } from "../lib/graph/grad.ts";
 import { mean } from "../lib/graph/reduce.ts";
-import { gelu, logSoftmax } from "../lib/graph/nn.ts";
-import { crossEntropySoft } from "../lib/graph/nn.ts";
+import { crossEntropySoft, gelu, logSoftmax } from "../lib/graph/nn.ts";
 import { linear } from "../lib/models/layers.ts";
-import {
-  adamwScalars,
-  applyAdamW,
-  expAvgName,
-  expAvgSqName,
-  nextStateName,
-} from "../lib/optim/adamw.ts";
+import { adamwScalars, addAdamWMoments, applyAdamW } from "../lib/optim/adamw.ts";
 import { Rng } from "../lib/runtime/rng.ts";
 import { CompiledGraph } from "../lib/runtime/session.ts";
 import { StateStore } from "../lib/runtime/store.ts";
@@ -61,13 +54,7 @@ export async function trainClassifier(options: ClassifierExampleOptions = {}): P
 
   // State: parameters from their init rules, zero moments.
   const store = StateStore.fromParams(g.params, seed);
-  const stateNames: string[] = [];
-  for (const p of g.params) {
-    for (const name of [expAvgName(p.name), expAvgSqName(p.name)]) {
-      store.set(name, new Float32Array(store.get(p.name).length), p.shape);
-    }
-    stateNames.push(p.name, expAvgName(p.name), expAvgSqName(p.name));
-  }
+  const stateNames = addAdamWMoments(store, store.names());
 
   // Data: one Gaussian blob per class around a random centre.
   const rng = new Rng(seed + 1);
@@ -96,7 +83,7 @@ export async function trainClassifier(options: ClassifierExampleOptions = {}): P
     }
     feeds.step[0] = step;
     const out = await session.run(feeds);
-    for (const name of stateNames) store.get(name).set(out[nextStateName(name)] as Float32Array);
+    store.commitNext(out as Record<string, Float32Array>, stateNames);
     const value = (out.loss as Float32Array)[0];
     losses.push(value);
     options.onStep?.(step, value);

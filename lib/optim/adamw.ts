@@ -12,6 +12,7 @@
 import type { Graph } from "../graph/graph.ts";
 import { add, div, mul, pow, sqrt, sub } from "../graph/math.ts";
 import type { Tensor } from "../graph/tensor.ts";
+import { nextStateName, type StateStore } from "../runtime/store.ts";
 
 /** AdamW hyper-parameters that are fixed for a run (PyTorch defaults). */
 export interface AdamWConfig {
@@ -52,9 +53,16 @@ export function expAvgSqName(param: string): string {
   return `exp_avg_sq.${param}`;
 }
 
-/** Name of the graph output that carries the next value of a state tensor. */
-export function nextStateName(name: string): string {
-  return `${name}.next`;
+/**
+ * Adds zero AdamW moments (`exp_avg.<name>`, `exp_avg_sq.<name>`) for each parameter to the store
+ * and returns the names of all the state the step updates: the parameters and their moments.
+ */
+export function addAdamWMoments(store: StateStore, params: readonly string[]): string[] {
+  return [
+    ...params,
+    ...store.zerosLike("exp_avg", params),
+    ...store.zerosLike("exp_avg_sq", params),
+  ];
 }
 
 /** One parameter to update: its tensor, its gradient, and whether weight decay applies. */

@@ -11,6 +11,11 @@ import { initialValues } from "./init.ts";
 import { Rng } from "./rng.ts";
 import { loadSafetensors, type NamedTensor, saveSafetensors } from "./safetensors.ts";
 
+/** Name of the graph output that carries the next value of state tensor `name`. */
+export function nextStateName(name: string): string {
+  return `${name}.next`;
+}
+
 interface Entry {
   data: Float32Array;
   shape: readonly number[];
@@ -98,6 +103,18 @@ export class StateStore {
       this.set(target, new Float32Array(shapeSize(shape)), shape);
       return target;
     });
+  }
+
+  /**
+   * Copies each `name`'s next value, the graph output {@link nextStateName}(name), into the
+   * stored buffer: the step's state update.
+   */
+  commitNext(outputs: Readonly<Record<string, ArrayLike<number>>>, names: readonly string[]): void {
+    for (const name of names) {
+      const next = outputs[nextStateName(name)];
+      if (!next) throw new Error(`the step's outputs have no ${nextStateName(name)}`);
+      this.get(name).set(next);
+    }
   }
 
   /** Every tensor as a float32 {@link NamedTensor}, sharing the stored arrays. */

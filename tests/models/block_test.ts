@@ -4,13 +4,7 @@ import { grad } from "../../lib/graph/grad.ts";
 import { mul } from "../../lib/graph/math.ts";
 import { sum } from "../../lib/graph/reduce.ts";
 import { transformerBlock } from "../../lib/models/block.ts";
-import {
-  adamwScalars,
-  applyAdamW,
-  expAvgName,
-  expAvgSqName,
-  nextStateName,
-} from "../../lib/optim/adamw.ts";
+import { adamwScalars, addAdamWMoments, applyAdamW } from "../../lib/optim/adamw.ts";
 import { CompiledGraph } from "../../lib/runtime/session.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
@@ -69,10 +63,7 @@ Deno.test({
       const base = name.includes("norm") && name.endsWith("weight") ? 1 : 0;
       store.get(name).forEach((_, i, a) => (a[i] = base + 0.3 * rng.normal()));
     }
-    for (const p of g.params) {
-      store.set(expAvgName(p.name), new Float32Array(store.get(p.name).length), p.shape);
-      store.set(expAvgSqName(p.name), new Float32Array(store.get(p.name).length), p.shape);
-    }
+    const stateNames = addAdamWMoments(store, store.names());
     const data = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
     const xs = data(B * N * D);
     const rs = data(B * N * D);
@@ -102,11 +93,7 @@ Deno.test({
         weight_decay: Float32Array.of(WD),
         step: Float32Array.of(step),
       };
-      for (const p of g.params) {
-        for (const name of [p.name, expAvgName(p.name), expAvgSqName(p.name)]) {
-          feeds[name] = store.get(name);
-        }
-      }
+      for (const name of stateNames) feeds[name] = store.get(name);
       const out = await session.run(feeds);
       if (step === 1) {
         assertRelative(out.y as Float32Array, ref("y"), "y");
@@ -119,11 +106,7 @@ Deno.test({
         }
         assertRelative(out["grad.x"] as Float32Array, ref("grad.x"), "grad.x");
       }
-      for (const p of g.params) {
-        for (const name of [p.name, expAvgName(p.name), expAvgSqName(p.name)]) {
-          store.get(name).set(out[nextStateName(name)] as Float32Array);
-        }
-      }
+      store.commitNext(out as Record<string, Float32Array>, stateNames);
     }
     for (const p of g.params) {
       const ours = store.get(p.name);
@@ -139,4 +122,28 @@ Deno.test({
     }
     await Deno.remove(dir, { recursive: true });
   },
+});
+
+Deno.test("the block's training graph decodes with the expected fused-friendly nodes", async () => {
+  const { fromBinary } = await import("@bufbuild/protobuf");
+  const { ModelProtoSchema } = await import("onnx-buf");
+  const { encodeOnnxModel } = await import("../../lib/graph/onnx.ts");
+  const g = new Graph("block");
+  const x = g.input("x", "float32", [2, 5, 12]);
+  const loss = sum(transformerBlock(g, x, { heads: 3, mlpHidden: 48 }).out);
+  g.output("loss", loss);
+  const params = g.params.map((p) => g.paramTensor(p.name));
+  grad(loss, params).forEach((gi, i) => g.output(`grad.${params[i].name}`, gi));
+  const model = fromBinary(ModelProtoSchema, encodeOnnxModel(g).model);
+  const count = (op: string) => model.graph!.node.filter((n) => n.opType === op).length;
+  assert.equal(count("LayerNormalization"), 2);
+  assert.equal(count("Gelu"), 1);
+  assert.equal(count("Softmax"), 1);
+  assert.equal(count("Erf"), 1); // the GELU backward recomputes Φ(x) from x
+  assert(count("FusedMatMul") >= 2, "attention products use FusedMatMul");
+  assert.deepEqual(
+    model.graph!.input.map((i) => i.name).slice(0, 4),
+    ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias"],
+  );
+  await CompiledGraph.create(g); // loads with graphOptimizationLevel "all"
 });
