@@ -12,12 +12,16 @@ export function median(values: readonly number[]): number {
 
 /**
  * Runs `bench/<script>` with the settings a fair PyTorch timing needs on this CPU (OpenBLAS's
- * SkylakeX kernels, one OpenMP thread per core) and returns the milliseconds it prints.
+ * SkylakeX kernels, one OpenMP thread per core) and returns the number on its last output line.
  */
-export async function timeTorch(python: string, script: string): Promise<number> {
+export async function timeTorch(
+  python: string,
+  script: string,
+  args: string[] = [],
+): Promise<number> {
   const cores = String(navigator.hardwareConcurrency);
   const { success, stdout, stderr } = await new Deno.Command(python, {
-    args: [join(dirname(fileURLToPath(import.meta.url)), script)],
+    args: [join(dirname(fileURLToPath(import.meta.url)), script), ...args],
     env: { OPENBLAS_CORETYPE: "SkylakeX", OMP_NUM_THREADS: cores },
   }).output();
   if (!success) throw new Error(`${script} failed:\n${new TextDecoder().decode(stderr)}`);

@@ -379,7 +379,13 @@ export class Graph {
   /** Registers a differentiable op on the tape with its VJP rule. */
   record(op: string, inputs: readonly Tensor[], outputs: readonly Tensor[], vjp: VJP): void {
     if (inputs.some((t) => t.isFloat)) {
-      this.tape.push({ op, scope: this.scopeName, inputs, outputs, vjp });
+      this.tape.push({
+        op,
+        scope: this.scopeName,
+        inputs: [...inputs],
+        outputs: [...outputs],
+        vjp,
+      });
     }
   }
 

@@ -70,25 +70,43 @@ export interface AdamWTarget {
   readonly param: Tensor;
   readonly grad: Tensor;
   readonly decay: boolean;
+  /**
+   * For parameters that can be frozen for a while (iBOT's last layer): a scalar 0/1 input that
+   * turns the whole update (parameter, decay and moments) on or off, and the parameter's own
+   * step count (PyTorch counts steps per parameter, and a frozen parameter does not step).
+   */
+  readonly gate?: { readonly active: Tensor; readonly step: Tensor };
 }
 
 /**
  * Appends the AdamW update of every target: declares the moment inputs (`exp_avg.<name>`,
  * `exp_avg_sq.<name>`) and writes outputs `<name>.next`, `exp_avg.<name>.next` and
- * `exp_avg_sq.<name>.next`.
+ * `exp_avg_sq.<name>.next`. Returns the updated parameter tensors by name (for an EMA teacher).
  */
 export function applyAdamW(
   g: Graph,
   targets: readonly AdamWTarget[],
   scalars: AdamWScalars,
   config: AdamWConfig = {},
-): void {
+): Map<string, Tensor> {
   const { beta1 = 0.9, beta2 = 0.999, eps = 1e-8 } = config;
+  const next = new Map<string, Tensor>();
   g.scope("adamw", () => {
-    const stepSize = div(scalars.lr, sub(1, pow(g.scalar(beta1), scalars.step)));
-    const correction2 = sqrt(sub(1, pow(g.scalar(beta2), scalars.step)));
+    const corrections = new Map<Tensor, { stepSize: Tensor; correction2: Tensor }>();
+    const correctionsFor = (step: Tensor) => {
+      let c = corrections.get(step);
+      if (!c) {
+        c = {
+          stepSize: div(scalars.lr, sub(1, pow(g.scalar(beta1), step))),
+          correction2: sqrt(sub(1, pow(g.scalar(beta2), step))),
+        };
+        corrections.set(step, c);
+      }
+      return c;
+    };
     const decayFactor = sub(1, mul(scalars.lr, scalars.weightDecay));
-    for (const { param, grad, decay } of targets) {
+    for (const { param, grad, decay, gate } of targets) {
+      const { stepSize, correction2 } = correctionsFor(gate?.step ?? scalars.step);
       const m = g.input(expAvgName(param.name), "float32", param.shape);
       const v = g.input(expAvgSqName(param.name), "float32", param.shape);
       const m1 = add(mul(m, beta1), mul(grad, 1 - beta1));
@@ -96,9 +114,13 @@ export function applyAdamW(
       const denominator = add(div(sqrt(v1), correction2), eps);
       const decayed = decay ? mul(param, decayFactor) : param;
       const updated = sub(decayed, mul(div(m1, denominator), stepSize));
-      g.output(nextStateName(param.name), updated);
-      g.output(nextStateName(m.name), m1);
-      g.output(nextStateName(v.name), v1);
+      const gated = (before: Tensor, after: Tensor) =>
+        gate ? add(before, mul(sub(after, before), gate.active)) : after;
+      next.set(param.name, gated(param, updated));
+      g.output(nextStateName(param.name), next.get(param.name)!);
+      g.output(nextStateName(m.name), gated(m, m1));
+      g.output(nextStateName(v.name), gated(v, v1));
     }
   });
+  return next;
 }

@@ -121,9 +121,9 @@ export class CompiledGraph {
     return this.#outputs;
   }
 
-  /** Ends profiling (when enabled) and returns the profile file's path. */
-  endProfiling(): string {
-    return (this.#session as unknown as { endProfiling(): string }).endProfiling();
+  /** Ends profiling (when enabled with `profilePrefix`); onnxruntime writes the JSON profile. */
+  endProfiling(): void {
+    this.#session.endProfiling();
   }
 
   /** Releases the native session. */

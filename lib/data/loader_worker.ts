@@ -1,0 +1,159 @@
+/**
+ * The data-loader worker: opens a {@link SourceSpec} (once, on first use) and performs one task
+ * at a time — report the source's size, build a multi-crop batch, or build an evaluation batch —
+ * transferring the result buffers back. A failure is answered with its message instead.
+ *
+ * Started by `loader.ts` as `new Worker(new URL("./loader_worker.ts", import.meta.url), { type:
+ * "module" })`; never imported for its exports except the message types.
+ *
+ * @module
+ */
+
+import { Rng } from "../runtime/rng.ts";
+import { evalTransform, multiCrop, type MultiCropConfig } from "./augment.ts";
+import { type ImageSource, openSource, type SourceSpec } from "./source.ts";
+
+/** What a worker is asked to do. */
+export type WorkerTask =
+  | { type: "info"; source: SourceSpec }
+  | {
+    type: "multiCrop";
+    source: SourceSpec;
+    crops: MultiCropConfig;
+    seed: number;
+    epoch: number;
+    /** Dataset indices of the batch, in batch order. */
+    indices: Int32Array<ArrayBuffer>;
+  }
+  | {
+    type: "eval";
+    source: SourceSpec;
+    size: number;
+    resize: number;
+    /** Rows of the output buffers; rows past `indices.length` stay zero (labels −1). */
+    rows: number;
+    indices: Int32Array<ArrayBuffer>;
+  };
+
+/** The result of each kind of task. */
+export interface WorkerResults {
+  /** The source's image count and class names. */
+  info: { length: number; classes: string[] };
+  /** A multi-crop batch of B = indices.length images. */
+  multiCrop: {
+    /** Crop-major [G·B, 3, S, S]: global crop g of image b is row g·B + b. */
+    globals: Float32Array;
+    /** Crop-major [Lc·B, 3, s, s]. */
+    locals: Float32Array;
+    labels: Int32Array;
+    indices: Int32Array;
+  };
+  /** An evaluation batch: `rows` normalised images [rows, 3, size, size] and labels. */
+  eval: { images: Float32Array; labels: Int32Array; indices: Int32Array };
+}
+
+/** A message to a worker; `id` pairs it with its reply. */
+export interface WorkerRequest {
+  /** Request number, unique within a pool. */
+  id: number;
+  /** What to do. */
+  task: WorkerTask;
+}
+
+/** A worker's reply to the request with the same `id`: a result or an error message. */
+export type WorkerReply =
+  | { id: number; result: WorkerResults[WorkerTask["type"]] }
+  | { id: number; error: string };
+
+/** The parts of the worker global scope used here. */
+interface WorkerScope {
+  onmessage: ((event: MessageEvent<WorkerRequest>) => void) | null;
+  postMessage(message: WorkerReply, transfer?: Transferable[]): void;
+}
+
+const scope = globalThis as unknown as WorkerScope;
+
+let opened: { key: string; source: ImageSource } | null = null;
+
+/** The source of `spec`, opened on first use and kept while requests name the same spec. */
+async function sourceFor(spec: SourceSpec): Promise<ImageSource> {
+  const key = JSON.stringify(spec);
+  if (opened?.key !== key) opened = { key, source: await openSource(spec) };
+  return opened.source;
+}
+
+/** Builds a crop-major multi-crop batch; image i is augmented by `Rng(seed).fork("<e>:<i>")`. */
+async function multiCropBatch(
+  task: Extract<WorkerTask, { type: "multiCrop" }>,
+): Promise<[WorkerResults["multiCrop"], Transferable[]]> {
+  const { crops, seed, epoch, indices } = task;
+  const source = await sourceFor(task.source);
+  const batch = indices.length;
+  const globalSize = 3 * crops.globalCropSize ** 2;
+  const localSize = 3 * crops.localCropSize ** 2;
+  const globals = new Float32Array(crops.globalCropsNumber * batch * globalSize);
+  const locals = new Float32Array(crops.localCropsNumber * batch * localSize);
+  const labels = new Int32Array(batch);
+  for (let b = 0; b < batch; b++) {
+    const index = indices[b];
+    const views = await multiCrop(
+      await source.load(index),
+      crops,
+      new Rng(seed).fork(`${epoch}:${index}`),
+    );
+    for (let g = 0; g < crops.globalCropsNumber; g++) {
+      globals.set(views[g], (g * batch + b) * globalSize);
+    }
+    for (let l = 0; l < crops.localCropsNumber; l++) {
+      locals.set(views[crops.globalCropsNumber + l], (l * batch + b) * localSize);
+    }
+    labels[b] = source.label(index);
+  }
+  return [
+    { globals, locals, labels, indices },
+    [globals.buffer, locals.buffer, labels.buffer, indices.buffer],
+  ];
+}
+
+/** Builds an evaluation batch of `rows` rows, the images in `indices` first, zero padding after. */
+async function evalBatch(
+  task: Extract<WorkerTask, { type: "eval" }>,
+): Promise<[WorkerResults["eval"], Transferable[]]> {
+  const { size, resize, rows, indices } = task;
+  const source = await sourceFor(task.source);
+  const imageSize = 3 * size * size;
+  const images = new Float32Array(rows * imageSize);
+  const labels = new Int32Array(rows).fill(-1);
+  for (let b = 0; b < indices.length; b++) {
+    images.set(await evalTransform(await source.load(indices[b]), size, resize), b * imageSize);
+    labels[b] = source.label(indices[b]);
+  }
+  return [{ images, labels, indices }, [images.buffer, labels.buffer, indices.buffer]];
+}
+
+/** Runs a task; returns its result and the buffers to transfer with it. */
+async function perform(
+  task: WorkerTask,
+): Promise<[WorkerResults[WorkerTask["type"]], Transferable[]]> {
+  switch (task.type) {
+    case "info": {
+      const source = await sourceFor(task.source);
+      return [{ length: source.length, classes: [...source.classes] }, []];
+    }
+    case "multiCrop":
+      return await multiCropBatch(task);
+    case "eval":
+      return await evalBatch(task);
+  }
+}
+
+scope.onmessage = (event) => {
+  const { id, task } = event.data;
+  perform(task).then(
+    ([result, transfer]) => scope.postMessage({ id, result }, transfer),
+    (error: unknown) => {
+      const message = error instanceof Error ? error.message : String(error);
+      scope.postMessage({ id, error: message });
+    },
+  );
+};

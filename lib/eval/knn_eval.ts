@@ -1,0 +1,94 @@
+/**
+ * k-NN evaluation of a backbone held in a state store (§6.1): features of the train and test
+ * splits through the evaluation transform, L2-normalised, classified by weighted k-NN.
+ *
+ * @module
+ */
+
+import { evalBatches } from "../data/loader.ts";
+import { resolveDataPath, type SourceSpec } from "../data/source.ts";
+import type { VitConfig } from "../models/vit.ts";
+import { CompiledGraph } from "../runtime/session.ts";
+import type { StateStore } from "../runtime/store.ts";
+import { buildFeatureGraph, FEATURE_IO } from "./features.ts";
+import { knnClassify, type KnnResult, l2NormalizeRows } from "./knn.ts";
+
+/** Options of {@link extractFeatures} and {@link evaluateKnn}. */
+export interface FeatureOptions {
+  readonly backbone: Omit<VitConfig, "maskedImModeling">;
+  /** Scope of the backbone in the store: `teacher` or `student`. */
+  readonly prefix: string;
+  /** Input side in pixels. */
+  readonly size: number;
+  /** Images per run (default 128). */
+  readonly batch?: number;
+  /** `avgpool_patchtokens` (default 0) and `n_last_blocks` (default 1). */
+  readonly avgpool?: 0 | 1 | 2;
+  readonly nLastBlocks?: number;
+  /** Data-loading workers. */
+  readonly workers?: number;
+  /** onnxruntime threads. */
+  readonly threads?: number;
+}
+
+/** Features [n, dim] (not normalised) and labels [n] of every image of a source, in order. */
+export async function extractFeatures(
+  store: StateStore,
+  source: SourceSpec,
+  options: FeatureOptions,
+): Promise<{ features: Float32Array; labels: Int32Array; dim: number }> {
+  const batch = options.batch ?? 128;
+  const { graph, dim } = buildFeatureGraph({
+    backbone: options.backbone,
+    batch,
+    size: options.size,
+    avgpool: options.avgpool ?? 0,
+    nLastBlocks: options.nLastBlocks ?? 1,
+    prefix: options.prefix,
+  });
+  const session = await CompiledGraph.create(graph, { threads: options.threads });
+  const feeds: Record<string, Float32Array> = {};
+  for (const p of graph.params) feeds[p.name] = store.get(p.name);
+  const rows: Float32Array[] = [];
+  const labels: number[] = [];
+  try {
+    for await (const b of evalBatches(source, options.size, batch, options.workers)) {
+      feeds[FEATURE_IO.images] = b.images;
+      const out = await session.run(feeds);
+      rows.push((out[FEATURE_IO.features] as Float32Array).slice(0, b.count * dim));
+      for (let i = 0; i < b.count; i++) labels.push(b.labels[i]);
+    }
+  } finally {
+    await session.release();
+  }
+  const features = new Float32Array(labels.length * dim);
+  let offset = 0;
+  for (const r of rows) {
+    features.set(r, offset);
+    offset += r.length;
+  }
+  return { features, labels: Int32Array.from(labels), dim };
+}
+
+/** Weighted k-NN top-1/top-5 of a backbone on `dataPath`'s train and test splits. */
+export async function evaluateKnn(
+  store: StateStore,
+  dataPath: string,
+  options: FeatureOptions & { readonly ks?: readonly number[]; readonly temperature?: number },
+): Promise<KnnResult[]> {
+  const train = await extractFeatures(store, await resolveDataPath(dataPath, "train"), options);
+  const test = await extractFeatures(store, await resolveDataPath(dataPath, "test"), options);
+  l2NormalizeRows(train.features, train.dim);
+  l2NormalizeRows(test.features, test.dim);
+  const classes = Math.max(...train.labels, ...test.labels) + 1;
+  return knnClassify(
+    train.features,
+    train.labels,
+    test.features,
+    test.labels,
+    train.dim,
+    classes,
+    options.ks,
+    options.temperature,
+  );
+}

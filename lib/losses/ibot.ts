@@ -1,0 +1,131 @@
+/**
+ * The iBOT loss (`main_ibot.py: iBOTLoss`), in-graph: cross-view self-distillation of the CLS
+ * token and same-view distillation of the masked patch tokens, with centred, sharpened teacher
+ * distributions, plus the centre update.
+ *
+ * Patch terms are computed on "slots": for each global-crop row, up to M gathered patch
+ * positions with a 0/1 weight (1 = masked). With every patch as a slot and the mask as weights
+ * this is exactly the official formula; with only the masked positions it computes the same loss
+ * without the work on unmasked patches (their cross-entropy is multiplied by 0 officially).
+ *
+ * @module
+ */
+
+import { argMax } from "../graph/reduce.ts";
+import { add, cast, div, equal, maximum, mul, neg, stopGradient, sub } from "../graph/math.ts";
+import { logSoftmax, softmax } from "../graph/nn.ts";
+import { mean, sum } from "../graph/reduce.ts";
+import { reshape, slice, split } from "../graph/shape.ts";
+import type { Tensor } from "../graph/tensor.ts";
+
+/** Student temperature of both heads (hard-coded officially). */
+export const STUDENT_TEMPERATURE = 0.1;
+/** Momentum of both centres (hard-coded officially). */
+export const CENTER_MOMENTUM = 0.9;
+
+/** What the loss consumes. B = images per crop, G = global crops, A = all crops. */
+export interface IbotLossInputs {
+  /** Student CLS logits of all crops, crop-major: [A·B, K] (global crops first). */
+  readonly studentCls: Tensor;
+  /** Student patch logits at the slots: [G·B, M, Kp]. */
+  readonly studentPatch: Tensor;
+  /** Teacher CLS logits of the global crops: [G·B, K]. */
+  readonly teacherCls: Tensor;
+  /** Teacher patch logits at the same slots: [G·B, M, Kp]. */
+  readonly teacherPatch: Tensor;
+  /** 1 where a slot is a masked patch, 0 for padding or unmasked: [G·B, M]. */
+  readonly slotWeights: Tensor;
+  /** Centre of the CLS logits [1, K] and of the patch logits [1, 1, Kp] (the old values). */
+  readonly center: Tensor;
+  readonly center2: Tensor;
+  /** Teacher temperatures of this epoch (scalars). */
+  readonly teacherTemp: Tensor;
+  readonly teacherPatchTemp: Tensor;
+  /** Number of global crops G. */
+  readonly globalCrops: number;
+  /** Weights of the CLS and the patch terms. */
+  readonly lambda1: number;
+  readonly lambda2: number;
+}
+
+/** The loss terms; `cls` and `patch` include their lambdas, `loss` is their sum. */
+export interface IbotLossTerms {
+  readonly loss: Tensor;
+  readonly cls: Tensor;
+  readonly patch: Tensor;
+}
+
+/**
+ * The iBOT loss of §4.2: L_cls = λ1 · mean over pairs q ≠ v of mean_b CE(teacher q, student v)
+ * and L_mim = λ2 · mean over q of mean_b [Σ_slots CE·w / max(1, Σ w)]. Teacher terms carry no
+ * gradient.
+ */
+export function ibotLoss(inputs: IbotLossInputs): IbotLossTerms {
+  const { globalCrops: G } = inputs;
+  const rows = inputs.teacherCls.shape[0];
+  const batch = rows / G;
+  const allCrops = inputs.studentCls.shape[0] / batch;
+  const K = inputs.teacherCls.shape[1];
+
+  // Teacher distributions, centred with the old centres and sharpened; no gradient.
+  const teacherCls = stopGradient(
+    softmax(div(sub(inputs.teacherCls, inputs.center), inputs.teacherTemp)),
+  );
+  const teacherPatch = stopGradient(
+    softmax(div(sub(inputs.teacherPatch, inputs.center2), inputs.teacherPatchTemp)),
+  );
+  const studentCls = logSoftmax(div(inputs.studentCls, STUDENT_TEMPERATURE));
+  const studentPatch = logSoftmax(div(inputs.studentPatch, STUDENT_TEMPERATURE));
+
+  // CLS: Σ over q of Σ over v ≠ q of mean_b −t_q·s_v = Σ_q mean_b −t_q·(Σ_v s_v − s_q).
+  const studentByCrop = reshape(studentCls, [allCrops, batch, K]);
+  const studentSum = sum(studentByCrop, [0]);
+  const teacherByCrop = split(reshape(teacherCls, [G, batch, K]), Array(G).fill(1), 0);
+  let clsTotal: Tensor | undefined;
+  for (let q = 0; q < G; q++) {
+    const tq = reshape(teacherByCrop[q], [batch, K]);
+    const sq = reshape(slice(studentByCrop, [q], [q + 1], [0]), [batch, K]);
+    const term = mean(sum(neg(mul(tq, sub(studentSum, sq))), [1]));
+    clsTotal = clsTotal ? add(clsTotal, term) : term;
+  }
+  // With one crop in all there is no cross-view pair; the official code divides 0 by 0.
+  const pairs = G * allCrops - G;
+  const cls = mul(clsTotal!, pairs > 0 ? inputs.lambda1 / pairs : 0);
+
+  // MIM: same-view pairs only, averaged over masked slots per image, then over images and crops.
+  const crossEntropy = sum(neg(mul(teacherPatch, studentPatch)), [2]);
+  const masked = sum(inputs.slotWeights, [1]);
+  const perImage = div(sum(mul(crossEntropy, inputs.slotWeights), [1]), maximum(masked, 1));
+  const patch = mul(mean(perImage), inputs.lambda2);
+
+  return { loss: add(cls, patch), cls, patch };
+}
+
+/**
+ * The centre update of §4.3 (after the loss, no gradient): c ← 0.9·c + 0.1·mean over rows of the
+ * raw teacher CLS logits [G·B, K]; c2 ← 0.9·c2 + 0.1·mean over rows of each row's mean patch
+ * logits [G·B, Kp] (over all patches). Returns the new [1, K] and [1, 1, Kp] centres.
+ */
+export function updateCenters(
+  center: Tensor,
+  center2: Tensor,
+  teacherCls: Tensor,
+  teacherPatchMean: Tensor,
+): { center: Tensor; center2: Tensor } {
+  const clsMean = mean(stopGradient(teacherCls), [0], true);
+  const patchMean = reshape(mean(stopGradient(teacherPatchMean), [0], true), center2.shape);
+  return {
+    center: add(mul(center, CENTER_MOMENTUM), mul(clsMean, 1 - CENTER_MOMENTUM)),
+    center2: add(mul(center2, CENTER_MOMENTUM), mul(patchMean, 1 - CENTER_MOMENTUM)),
+  };
+}
+
+/**
+ * The official "acc" statistic: the fraction of images whose teacher CLS argmax on global crop 0
+ * equals the student CLS argmax on global crop 1. Both logits crop-major, B rows per crop.
+ */
+export function agreement(teacherCls: Tensor, studentCls: Tensor, batch: number): Tensor {
+  const teacherTop = argMax(slice(teacherCls, [0], [batch], [0]), 1);
+  const studentTop = argMax(slice(studentCls, [batch], [2 * batch], [0]), 1);
+  return mean(cast(equal(teacherTop, studentTop), teacherCls.dtype));
+}

@@ -1,0 +1,87 @@
+/**
+ * Training checkpoints: the whole training state in one safetensors file, written atomically.
+ *
+ * Tensors: `student.<official key>` and `teacher.<official key>` (keys of §8.2 and §8.4 without
+ * the `module.` prefix), the AdamW moments `exp_avg.student.<key>` and `exp_avg_sq.student.<key>`,
+ * and the loss centres `ibot_loss.center` [1, K] and `ibot_loss.center2` [1, 1, Kp].
+ * Metadata (JSON strings): the format tag, `epoch` (completed epochs, as the official checkpoint),
+ * `iteration` (batches done in the current epoch, 0 at an epoch boundary), the optimizer step
+ * counts, and the run's arguments.
+ *
+ * @module
+ */
+
+import { loadSafetensors } from "../runtime/safetensors.ts";
+import { StateStore } from "../runtime/store.ts";
+import type { PretrainArgs } from "./args.ts";
+
+/** Format tag written into every checkpoint's metadata. */
+export const CHECKPOINT_FORMAT = "ibot-deno-checkpoint-1";
+
+/** Where a run stands, besides its tensors. */
+export interface TrainingProgress {
+  /** Completed epochs. */
+  readonly epoch: number;
+  /** Batches done in epoch `epoch` (0 when the checkpoint is at an epoch boundary). */
+  readonly iteration: number;
+  /** AdamW steps taken by the parameters outside the last layer. */
+  readonly step: number;
+  /** AdamW steps taken by the last layer (it does not step while frozen). */
+  readonly lastLayerStep: number;
+}
+
+/** A loaded checkpoint. */
+export interface TrainingCheckpoint extends TrainingProgress {
+  readonly store: StateStore;
+  readonly args: PretrainArgs;
+}
+
+/** Writes the state and progress to `path` atomically (temporary file, then rename). */
+export async function saveTrainingCheckpoint(
+  path: string,
+  store: StateStore,
+  progress: TrainingProgress,
+  args: PretrainArgs,
+): Promise<void> {
+  await store.save(path, {
+    format: CHECKPOINT_FORMAT,
+    epoch: String(progress.epoch),
+    iteration: String(progress.iteration),
+    step: String(progress.step),
+    last_layer_step: String(progress.lastLayerStep),
+    args: JSON.stringify(args),
+  });
+}
+
+/** Reads a checkpoint written by {@link saveTrainingCheckpoint}; bad files get one clear sentence. */
+export async function loadTrainingCheckpoint(path: string): Promise<TrainingCheckpoint> {
+  const { tensors, metadata } = await loadSafetensors(path);
+  if (metadata.format !== CHECKPOINT_FORMAT) {
+    throw new Error(
+      `${path} is not a training checkpoint of this toolkit (format '${
+        metadata.format ?? "none"
+      }')`,
+    );
+  }
+  const integer = (key: string) => {
+    const value = Number(metadata[key]);
+    if (!Number.isInteger(value) || value < 0) {
+      throw new Error(`${path} has an invalid '${key}' entry`);
+    }
+    return value;
+  };
+  let args: PretrainArgs;
+  try {
+    args = JSON.parse(metadata.args);
+  } catch {
+    throw new Error(`${path} has unreadable run arguments`);
+  }
+  return {
+    store: StateStore.fromSafetensors(tensors),
+    epoch: integer("epoch"),
+    iteration: integer("iteration"),
+    step: integer("step"),
+    lastLayerStep: integer("last_layer_step"),
+    args,
+  };
+}

@@ -1,0 +1,275 @@
+/**
+ * The iBOT training artifact: one graph that runs the teacher on the global crops, the student on
+ * the masked global crops and the local crops, the iBOT loss, the backward pass, per-tensor
+ * gradient clipping, AdamW (with the official parameter groups and last-layer freezing), the EMA
+ * teacher update and the centre update, and returns the updated state plus loss, cls, patch and
+ * the official "acc" statistic.
+ *
+ * Only what the loss uses is computed: the student head runs on CLS tokens and on the masked
+ * patch slots only; the teacher's last layer runs on the CLS token, the slots, and one mean
+ * bottleneck vector per crop (the mean of the raw patch logits, by linearity, for `center2`).
+ *
+ * @module
+ */
+
+import { Graph } from "../graph/graph.ts";
+import { grad } from "../graph/grad.ts";
+import { add, div, minimum, mul, sub } from "../graph/math.ts";
+import { argMax, l2Norm, mean } from "../graph/reduce.ts";
+import { concat, gather, reshape, slice, split } from "../graph/shape.ts";
+import type { Tensor } from "../graph/tensor.ts";
+import { agreement, ibotLoss, updateCenters } from "../losses/ibot.ts";
+import {
+  clsLastLayer,
+  headBottleneck,
+  type HeadConfig,
+  patchLastLayer,
+  patchPrototypes,
+} from "../models/head.ts";
+import { dropPathRates, vit, type VitConfig } from "../models/vit.ts";
+import {
+  adamwScalars,
+  type AdamWTarget,
+  applyAdamW,
+  expAvgName,
+  expAvgSqName,
+} from "../optim/adamw.ts";
+import { nextStateName } from "../runtime/store.ts";
+
+/** Everything that fixes the shapes and the structure of the training graph. */
+export interface IbotStepConfig {
+  /** Backbone of both networks; the student gets `masked_embed` when `useMaskedImModeling`. */
+  readonly backbone: Omit<VitConfig, "maskedImModeling">;
+  readonly studentHead: HeadConfig;
+  /** The teacher's head: same sizes, its own `sharedHead` (`shared_head_teacher`). */
+  readonly teacherSharedHead: boolean;
+  /** Student last-layer gains `weight_g` frozen at 1 (`norm_last_layer`). */
+  readonly normLastLayer: boolean;
+  readonly useMaskedImModeling: boolean;
+  /** Images per crop (per step). */
+  readonly batch: number;
+  readonly globalCrops: number;
+  readonly globalSize: number;
+  readonly localCrops: number;
+  readonly localSize: number;
+  /** M: patch slots per global crop (an upper bound on the masked patches of one crop). */
+  readonly maskSlots: number;
+  /** Student stochastic-depth rate (`drop_path`). */
+  readonly dropPath: number;
+  /** Per-tensor gradient-norm clip (`clip_grad`); 0 disables. */
+  readonly clipGrad: number;
+  readonly lambda1: number;
+  readonly lambda2: number;
+}
+
+/** Names of the step's data and scalar inputs. */
+export const STEP_INPUTS = {
+  globals: "globals",
+  locals: "locals",
+  masks: "masks",
+  slotIndices: "slot_indices",
+  slotWeights: "slot_weights",
+  dropPathGlobal: "drop_path_global",
+  dropPathLocal: "drop_path_local",
+  momentum: "momentum",
+  teacherTemp: "teacher_temp",
+  teacherPatchTemp: "teacher_patch_temp",
+  lastLayerActive: "last_layer_active",
+  lastLayerStep: "last_layer_step",
+} as const;
+
+/** Names of the step's statistics outputs. */
+export const STEP_OUTPUTS = ["loss", "cls", "patch", "acc"] as const;
+
+/** Name of the output holding the teacher's CLS argmax on global crop 0, int64 [B]. */
+export const TEACHER_PREDICTION = "teacher_prediction";
+
+/** Names of the loss centres in the state. */
+export const CENTER_NAMES = { center: "ibot_loss.center", center2: "ibot_loss.center2" } as const;
+
+/** The built training graph and what the trainer needs to drive it. */
+export interface IbotStep {
+  readonly graph: Graph;
+  /** Student parameters that AdamW updates (their moments are state too). */
+  readonly trainable: readonly string[];
+  /** Every state tensor the step updates (each has a `<name>.next` output). */
+  readonly updatedState: readonly string[];
+  /** Student parameters whose names contain `last_layer` (frozen during `freeze_last_layer`). */
+  readonly lastLayer: readonly string[];
+}
+
+/** Prefix of the student's and the teacher's parameter names in the state. */
+export const STUDENT = "student";
+export const TEACHER = "teacher";
+
+/** Builds the training graph. */
+export function buildIbotStep(config: IbotStepConfig): IbotStep {
+  const g = new Graph("ibot_train_step");
+  const { batch: B, globalCrops: G, localCrops: L, maskSlots: M } = config;
+  const p = config.backbone.patchSize;
+  const patches = (config.globalSize / p) ** 2;
+  const depth = config.backbone.depth;
+  const rates = dropPathRates(config.dropPath, depth);
+  const useDropPath = config.dropPath > 0;
+  const teacherHead: HeadConfig = { ...config.studentHead, sharedHead: config.teacherSharedHead };
+  const prototypes = patchPrototypes(config.studentHead);
+  if (patchPrototypes(teacherHead) !== prototypes) {
+    g.fail(
+      "buildIbotStep",
+      `the student's patch head has ${prototypes} prototypes but the teacher's has ${
+        patchPrototypes(teacherHead)
+      }`,
+    );
+  }
+
+  const globals = g.input(STEP_INPUTS.globals, "float32", [
+    G * B,
+    3,
+    config.globalSize,
+    config.globalSize,
+  ]);
+  const locals = L > 0
+    ? g.input(STEP_INPUTS.locals, "float32", [L * B, 3, config.localSize, config.localSize])
+    : undefined;
+  const masks = g.input(STEP_INPUTS.masks, "float32", [G * B, patches]);
+  const slotIndices = g.input(STEP_INPUTS.slotIndices, "int64", [G * B * M]);
+  const slotWeights = g.input(STEP_INPUTS.slotWeights, "float32", [G * B, M]);
+  const dropGlobal = useDropPath
+    ? g.input(STEP_INPUTS.dropPathGlobal, "float32", [depth, 2, G * B])
+    : undefined;
+  const dropLocal = useDropPath && L > 0
+    ? g.input(STEP_INPUTS.dropPathLocal, "float32", [depth, 2, L * B])
+    : undefined;
+  const momentum = g.input(STEP_INPUTS.momentum, "float32", []);
+  const teacherTemp = g.input(STEP_INPUTS.teacherTemp, "float32", []);
+  const teacherPatchTemp = g.input(STEP_INPUTS.teacherPatchTemp, "float32", []);
+  const lastLayerActive = g.input(STEP_INPUTS.lastLayerActive, "float32", []);
+  const lastLayerStep = g.input(STEP_INPUTS.lastLayerStep, "float32", []);
+  const center = g.param(CENTER_NAMES.center, [1, config.studentHead.outDim], { kind: "zeros" });
+  const center2 = g.param(CENTER_NAMES.center2, [1, 1, prototypes], { kind: "zeros" });
+
+  // Teacher: unmasked global crops, head MLP on every token.
+  const teacher = g.scope(TEACHER, () => {
+    const tokens =
+      vit(g, { ...config.backbone, maskedImModeling: false }, { images: globals }).tokens;
+    const dim = tokens.shape[2];
+    const bottleneck = headBottleneck(
+      g,
+      teacherHead,
+      reshape(tokens, [G * B * (1 + patches), dim]),
+    );
+    const width = bottleneck.shape[1];
+    const perCrop = reshape(bottleneck, [G * B, 1 + patches, width]);
+    const cls = clsLastLayer(
+      g,
+      teacherHead,
+      reshape(slice(perCrop, [0], [1], [1]), [G * B, width]),
+    );
+    const patchMean = patchLastLayer(
+      g,
+      teacherHead,
+      mean(slice(perCrop, [1], [1 + patches], [1]), [1]),
+    );
+    const slots = patchLastLayer(g, teacherHead, gather(bottleneck, slotIndices, 0));
+    return { cls, patchMean, slots: reshape(slots, [G * B, M, prototypes]) };
+  });
+
+  // Student: masked global crops and local crops; head on CLS tokens and slots only.
+  const student = g.scope(STUDENT, () => {
+    const backbone = { ...config.backbone, maskedImModeling: config.useMaskedImModeling };
+    const globalTokens = vit(g, backbone, {
+      images: globals,
+      mask: config.useMaskedImModeling ? masks : undefined,
+      dropPath: dropGlobal,
+      dropPathRates: rates,
+    }).tokens;
+    const dim = globalTokens.shape[2];
+    const rows = [reshape(slice(globalTokens, [0], [1], [1]), [G * B, dim])];
+    if (locals) {
+      const localTokens =
+        vit(g, backbone, { images: locals, dropPath: dropLocal, dropPathRates: rates }).tokens;
+      rows.push(reshape(slice(localTokens, [0], [1], [1]), [L * B, dim]));
+    }
+    rows.push(gather(reshape(globalTokens, [G * B * (1 + patches), dim]), slotIndices, 0));
+    const sizes = rows.map((r) => r.shape[0]);
+    const bottleneck = split(headBottleneck(g, config.studentHead, concat(rows, 0)), sizes, 0);
+    const slots = bottleneck.pop()!;
+    const cls = clsLastLayer(g, config.studentHead, concat(bottleneck, 0));
+    const patch = reshape(patchLastLayer(g, config.studentHead, slots), [G * B, M, prototypes]);
+    return { cls, patch };
+  });
+
+  const terms = ibotLoss({
+    studentCls: student.cls,
+    studentPatch: student.patch,
+    teacherCls: teacher.cls,
+    teacherPatch: teacher.slots,
+    slotWeights,
+    center,
+    center2,
+    teacherTemp,
+    teacherPatchTemp,
+    globalCrops: G,
+    lambda1: config.lambda1,
+    lambda2: config.lambda2,
+  });
+  for (const name of STEP_OUTPUTS.slice(0, 3)) g.output(name, terms[name as "loss"]);
+  g.output("acc", agreement(teacher.cls, student.cls, B));
+  g.output(TEACHER_PREDICTION, argMax(slice(teacher.cls, [0], [B], [0]), 1));
+
+  // Backward, clipping, AdamW with the official groups and last-layer freezing.
+  const studentParams = g.params.filter((s) => s.name.startsWith(`${STUDENT}.`));
+  const trainable = studentParams.filter((s) =>
+    !(config.normLastLayer && s.name.endsWith(".weight_g"))
+  );
+  const tensors = trainable.map((s) => g.paramTensor(s.name));
+  const grads = grad(terms.loss, tensors).map((
+    gr,
+  ) => (config.clipGrad > 0 ? clipNorm(gr, config.clipGrad) : gr));
+  const scalars = adamwScalars(g);
+  const targets: AdamWTarget[] = tensors.map((param, i) => ({
+    param,
+    grad: grads[i],
+    decay: !param.name.endsWith(".bias") && param.rank > 1,
+    gate: param.name.includes("last_layer")
+      ? { active: lastLayerActive, step: lastLayerStep }
+      : undefined,
+  }));
+  const updated = applyAdamW(g, targets, scalars);
+
+  // EMA teacher: θt ← m·θt + (1 − m)·θs for parameters of the same name.
+  const emaNames: string[] = [];
+  for (const spec of g.params.filter((s) => s.name.startsWith(`${TEACHER}.`))) {
+    const studentName = `${STUDENT}.${spec.name.slice(TEACHER.length + 1)}`;
+    if (!studentParams.some((s) => s.name === studentName)) continue;
+    const source = updated.get(studentName) ?? g.paramTensor(studentName);
+    const t = g.paramTensor(spec.name);
+    g.output(nextStateName(spec.name), add(t, mul(sub(source, t), sub(1, momentum))));
+    emaNames.push(spec.name);
+  }
+
+  const centers = updateCenters(center, center2, teacher.cls, teacher.patchMean);
+  g.output(nextStateName(CENTER_NAMES.center), centers.center);
+  g.output(nextStateName(CENTER_NAMES.center2), centers.center2);
+
+  const trainableNames = trainable.map((s) => s.name);
+  return {
+    graph: g,
+    trainable: trainableNames,
+    updatedState: [
+      ...trainableNames,
+      ...trainableNames.map(expAvgName),
+      ...trainableNames.map(expAvgSqName),
+      ...emaNames,
+      CENTER_NAMES.center,
+      CENTER_NAMES.center2,
+    ],
+    lastLayer: trainableNames.filter((n) => n.includes("last_layer")),
+  };
+}
+
+/** Per-tensor clipping (`utils.clip_gradients`): g · min(1, clip / (‖g‖ + 1e-6)). */
+function clipNorm(gradient: Tensor, clip: number): Tensor {
+  const norm = l2Norm(gradient);
+  return mul(gradient, minimum(div(clip, add(norm, 1e-6)), 1));
+}

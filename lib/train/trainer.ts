@@ -1,0 +1,431 @@
+/**
+ * The iBOT training loop (`train_ibot`, `train_one_epoch`): schedules, masks and drop-path draws
+ * on the host, one compiled training step per iteration, a progress line, `log.txt` with one JSON
+ * line per epoch, an atomic checkpoint every epoch (numbered copies every `saveckp_freq`),
+ * automatic resume from the output directory, a clean stop on Ctrl-C, and a clear stop on a
+ * non-finite loss.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import type { TensorData } from "../graph/graph.ts";
+import { shapeSize } from "../graph/tensor.ts";
+import { MultiCropLoader } from "../data/loader.ts";
+import { MaskGenerator } from "../data/masking.ts";
+import { resolveDataPath } from "../data/source.ts";
+import { dropPathRates, type VitConfig } from "../models/vit.ts";
+import { addAdamWMoments } from "../optim/adamw.ts";
+import {
+  cosineSchedule,
+  scaledLearningRate,
+  teacherTemperatureSchedule,
+} from "../optim/schedules.ts";
+import { Rng } from "../runtime/rng.ts";
+import { CompiledGraph } from "../runtime/session.ts";
+import { StateStore } from "../runtime/store.ts";
+import type { PretrainArgs } from "./args.ts";
+import { fillDropPath, fillMaskInputs } from "./batch_inputs.ts";
+import {
+  loadTrainingCheckpoint,
+  saveTrainingCheckpoint,
+  type TrainingProgress,
+} from "./checkpoint.ts";
+import { clusterMetrics } from "./cluster_metrics.ts";
+import { type RunConfig, runConfigFromArgs } from "./config.ts";
+import {
+  buildIbotStep,
+  type IbotStep,
+  STEP_INPUTS,
+  STUDENT,
+  TEACHER,
+  TEACHER_PREDICTION,
+} from "./step.ts";
+
+/** Name of the rolling checkpoint in the output directory. */
+export const CHECKPOINT_FILE = "checkpoint.safetensors";
+
+/** How a call to {@link IbotTrainer.train} ended. */
+export type TrainOutcome = "finished" | "interrupted";
+
+/** Raised when the loss stops being finite; the last good checkpoint is kept. */
+export class NonFiniteLossError extends Error {}
+
+/** Per-epoch averages written to `log.txt` (official keys without the `train_` prefix). */
+export interface EpochStats {
+  readonly loss: number;
+  readonly cls: number;
+  readonly patch: number;
+  readonly lr: number;
+  readonly wd: number;
+  readonly acc: number;
+  readonly nmi: number;
+  readonly ari: number;
+  readonly fscore: number;
+}
+
+/** Where progress lines go. */
+export type Log = (line: string) => void;
+
+/** A prepared pre-training run: data, compiled step, state (fresh or resumed) and schedules. */
+export class IbotTrainer {
+  private constructor(
+    readonly args: PretrainArgs,
+    readonly config: RunConfig,
+    readonly store: StateStore,
+    readonly outputDir: string,
+    private progress: TrainingProgress,
+    private readonly loader: MultiCropLoader,
+    private readonly step: IbotStep,
+    private readonly session: CompiledGraph,
+    private readonly log: Log,
+  ) {}
+
+  /**
+   * Prepares a run: opens the data, builds and compiles the step, and restores the state from
+   * `output_dir/checkpoint.safetensors` (or `--load_from`) when there is one, else initialises it.
+   */
+  static async create(args: PretrainArgs, log: Log): Promise<IbotTrainer> {
+    const config = runConfigFromArgs(args);
+    const outputDir = String(args.output_dir);
+    await Deno.mkdir(outputDir, { recursive: true });
+    const source = await resolveDataPath(String(args.data_path), "train");
+    const loader = await MultiCropLoader.create({
+      source,
+      crops: config.crops,
+      batchSize: config.step.batch,
+      workers: Number(args.num_workers) > 0 ? Number(args.num_workers) : undefined,
+      seed: Number(args.seed),
+    });
+    if (loader.itersPerEpoch === 0) {
+      loader.close();
+      throw new Error(
+        `${args.data_path} has ${loader.length} images, fewer than one batch of ${config.step.batch}`,
+      );
+    }
+    const step = buildIbotStep(config.step);
+    const session = await CompiledGraph.create(step.graph, {
+      executionProviders: [args.device === "cuda" ? "cuda" : "cpu"],
+      threads: Number(args.threads) > 0 ? Number(args.threads) : undefined,
+    });
+    const resumeFrom = await findCheckpoint(args, outputDir);
+    let store: StateStore;
+    let progress: TrainingProgress = { epoch: 0, iteration: 0, step: 0, lastLayerStep: 0 };
+    if (resumeFrom) {
+      const checkpoint = await loadTrainingCheckpoint(resumeFrom);
+      store = checkpoint.store;
+      progress = checkpoint;
+      checkStateFits(store, step, resumeFrom);
+      log(`Resuming from ${resumeFrom}: epoch ${progress.epoch}, iteration ${progress.iteration}`);
+    } else {
+      store = initialState(step, config, Number(args.seed));
+    }
+    return new IbotTrainer(args, config, store, outputDir, progress, loader, step, session, log);
+  }
+
+  /** Completed epochs and batches so far. */
+  get position(): TrainingProgress {
+    return this.progress;
+  }
+
+  /** The training graph and its state names. */
+  get stepArtifact(): IbotStep {
+    return this.step;
+  }
+
+  /** The backbone of the networks, for feature extraction. */
+  get backbone(): Omit<VitConfig, "maskedImModeling"> {
+    return this.config.step.backbone;
+  }
+
+  /**
+   * Trains until `epochs` or until `signal` aborts (checked after each iteration; the state is
+   * then saved with the iteration reached). Returns how it ended.
+   */
+  async train(signal?: AbortSignal): Promise<TrainOutcome> {
+    const { args, config } = this;
+    const epochs = Number(args.epochs);
+    const iters = this.loader.itersPerEpoch;
+    const batch = config.step.batch;
+    const lr = cosineSchedule(
+      scaledLearningRate(Number(args.lr), batch),
+      Number(args.min_lr),
+      epochs,
+      iters,
+      Number(args.warmup_epochs),
+    );
+    const wd = cosineSchedule(
+      Number(args.weight_decay),
+      Number(args.weight_decay_end),
+      epochs,
+      iters,
+    );
+    const momentum = cosineSchedule(Number(args.momentum_teacher), 1, epochs, iters);
+    const tempWarmup = Number(args.warmup_teacher_temp_epochs);
+    const clsTemp = teacherTemperatureSchedule(
+      Number(args.warmup_teacher_temp),
+      Number(args.teacher_temp),
+      tempWarmup,
+      epochs,
+    );
+    const patchTemp = teacherTemperatureSchedule(
+      Number(args.warmup_teacher_patch_temp),
+      Number(args.teacher_patch_temp),
+      tempWarmup,
+      epochs,
+      Number(args.pred_start_epoch),
+    );
+    const feeds = this.#allocateFeeds();
+    const masking = new MaskGenerator(config.masking);
+    const rates = dropPathRates(config.step.dropPath, config.step.backbone.depth);
+    const root = new Rng(Number(args.seed));
+    const patches = config.maskGrid * config.maskGrid;
+
+    for (let epoch = this.progress.epoch; epoch < epochs; epoch++) {
+      const start = epoch === this.progress.epoch ? this.progress.iteration : 0;
+      const sums = { loss: 0, cls: 0, patch: 0, acc: 0, lr: 0, wd: 0, count: 0 };
+      const predictions: number[] = [];
+      const labels: number[] = [];
+      const lastLayerActive = epoch >= Number(args.freeze_last_layer) ? 1 : 0;
+      let startedAt = performance.now();
+      let timedImages = 0;
+      let i = start;
+      for await (const data of this.loader.epoch(epoch, start)) {
+        const it = epoch * iters + i;
+        feeds[STEP_INPUTS.globals] = data.globals;
+        if (config.step.localCrops > 0) feeds[STEP_INPUTS.locals] = data.locals;
+        const masks: Uint8Array[] = [];
+        for (let crop = 0; crop < config.step.globalCrops; crop++) {
+          for (const index of data.indices) {
+            masks.push(
+              masking.draw(
+                config.maskGrid,
+                config.maskGrid,
+                epoch,
+                root.fork(`mask:${epoch}:${index}:${crop}`),
+              ),
+            );
+          }
+        }
+        fillMaskInputs(feeds, masks, config.step.maskSlots, patches);
+        if (config.step.dropPath > 0) {
+          const dropRng = root.fork(`drop_path:${it}`);
+          fillDropPath(
+            feeds[STEP_INPUTS.dropPathGlobal] as Float32Array,
+            rates,
+            config.step.globalCrops * batch,
+            dropRng,
+          );
+          if (config.step.localCrops > 0) {
+            fillDropPath(
+              feeds[STEP_INPUTS.dropPathLocal] as Float32Array,
+              rates,
+              config.step.localCrops * batch,
+              dropRng,
+            );
+          }
+        }
+        const step = this.progress.step + 1;
+        const lastLayerStep = this.progress.lastLayerStep + lastLayerActive;
+        setScalars(feeds, {
+          lr: lr[it],
+          weight_decay: wd[it],
+          step,
+          momentum: momentum[it],
+          teacher_temp: clsTemp[epoch],
+          teacher_patch_temp: patchTemp[epoch],
+          last_layer_active: lastLayerActive,
+          last_layer_step: Math.max(1, lastLayerStep),
+        });
+
+        const out = await this.session.run(feeds);
+        const loss = (out.loss as Float32Array)[0];
+        if (!Number.isFinite(loss)) {
+          throw new NonFiniteLossError(
+            `the loss is ${loss} at epoch ${epoch}, iteration ${i}: training stopped; the last good checkpoint is ${
+              join(this.outputDir, CHECKPOINT_FILE)
+            }`,
+          );
+        }
+        this.store.commitNext(out as Record<string, Float32Array>, this.step.updatedState);
+        i++;
+        this.progress = { epoch, iteration: i, step, lastLayerStep };
+        sums.loss += loss;
+        sums.cls += (out.cls as Float32Array)[0];
+        sums.patch += (out.patch as Float32Array)[0];
+        sums.acc += (out.acc as Float32Array)[0];
+        sums.lr += lr[it];
+        sums.wd += wd[it];
+        sums.count++;
+        for (const p of out[TEACHER_PREDICTION] as BigInt64Array) predictions.push(Number(p));
+        for (const l of data.labels) labels.push(l);
+        timedImages += batch;
+        if (i % Number(args.print_freq) === 0 || i === iters) {
+          const seconds = (performance.now() - startedAt) / 1000;
+          const rate = timedImages / seconds;
+          const remaining = ((epochs - epoch) * iters - i) * batch / rate;
+          this.log(
+            `Epoch [${epoch}/${epochs}] [${String(i).padStart(String(iters).length)}/${iters}]  ` +
+              `loss ${loss.toFixed(4)}  cls ${(out.cls as Float32Array)[0].toFixed(4)}  ` +
+              `patch ${(out.patch as Float32Array)[0].toFixed(4)}  lr ${
+                lr[it].toExponential(2)
+              }  ` +
+              `wd ${wd[it].toFixed(4)}  ${rate.toFixed(1)} img/s  eta ${formatDuration(remaining)}`,
+          );
+          startedAt = performance.now();
+          timedImages = 0;
+        }
+        if (signal?.aborted) {
+          await this.#save();
+          return "interrupted";
+        }
+      }
+      this.progress = { ...this.progress, epoch: epoch + 1, iteration: 0 };
+      const metrics = clusterMetrics(predictions, labels);
+      const n = Math.max(1, sums.count);
+      await this.#endEpoch(epoch, {
+        loss: sums.loss / n,
+        cls: sums.cls / n,
+        patch: sums.patch / n,
+        lr: sums.lr / n,
+        wd: sums.wd / n,
+        acc: sums.acc / n,
+        ...metrics,
+      });
+    }
+    return "finished";
+  }
+
+  /** Stops the data workers and releases the session. */
+  async close(): Promise<void> {
+    this.loader.close();
+    await this.session.release();
+  }
+
+  async #save(): Promise<void> {
+    await saveTrainingCheckpoint(
+      join(this.outputDir, CHECKPOINT_FILE),
+      this.store,
+      this.progress,
+      this.args,
+    );
+  }
+
+  async #endEpoch(epoch: number, stats: EpochStats): Promise<void> {
+    await this.#save();
+    const freq = Number(this.args.saveckp_freq);
+    if (freq > 0 && epoch % freq === 0 && epoch !== 0) {
+      const numbered = join(
+        this.outputDir,
+        `checkpoint${String(epoch).padStart(4, "0")}.safetensors`,
+      );
+      await saveTrainingCheckpoint(numbered, this.store, this.progress, this.args);
+    }
+    const line: Record<string, number> = {};
+    for (const [key, value] of Object.entries(stats)) line[`train_${key}`] = value;
+    line.train_adjacc = -1;
+    line.epoch = epoch;
+    await Deno.writeTextFile(join(this.outputDir, "log.txt"), JSON.stringify(line) + "\n", {
+      append: true,
+    });
+    this.log(
+      `Epoch ${epoch} done: loss ${stats.loss.toFixed(4)}  cls ${stats.cls.toFixed(4)}  patch ${
+        stats.patch.toFixed(4)
+      }  acc ${stats.acc.toFixed(3)}  nmi ${stats.nmi.toFixed(3)}  (checkpoint saved)`,
+    );
+  }
+
+  #allocateFeeds(): Record<string, TensorData> {
+    const feeds: Record<string, TensorData> = {};
+    for (const name of this.store.names()) feeds[name] = this.store.get(name);
+    for (const input of this.step.graph.inputs) {
+      if (feeds[input.name]) continue;
+      const n = shapeSize(input.shape);
+      feeds[input.name] = input.dtype === "int64" ? new BigInt64Array(n) : new Float32Array(n);
+    }
+    return feeds;
+  }
+}
+
+function setScalars(feeds: Record<string, TensorData>, values: Record<string, number>): void {
+  for (const [name, value] of Object.entries(values)) (feeds[name] as Float32Array)[0] = value;
+}
+
+/** `--load_from` (joined to the output directory unless absolute), else an existing checkpoint. */
+async function findCheckpoint(args: PretrainArgs, outputDir: string): Promise<string | undefined> {
+  if (args.load_from) {
+    const path = String(args.load_from).startsWith("/")
+      ? String(args.load_from)
+      : join(outputDir, String(args.load_from));
+    try {
+      await Deno.stat(path);
+    } catch {
+      throw new Error(`--load_from: ${path} does not exist`);
+    }
+    return path;
+  }
+  const rolling = join(outputDir, CHECKPOINT_FILE);
+  try {
+    await Deno.stat(rolling);
+    return rolling;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Refuses a checkpoint whose tensors do not match the step's state, naming the first mismatch. */
+function checkStateFits(store: StateStore, step: IbotStep, path: string): void {
+  const specs = [
+    ...step.graph.params,
+    ...step.trainable.flatMap((name) => {
+      const spec = step.graph.params.find((p) => p.name === name)!;
+      return [{ ...spec, name: `exp_avg.${name}` }, { ...spec, name: `exp_avg_sq.${name}` }];
+    }),
+  ];
+  for (const spec of specs) {
+    if (!store.has(spec.name)) {
+      throw new Error(
+        `${path} does not fit this run: it has no ${spec.name} (different arguments?)`,
+      );
+    }
+    const shape = store.shape(spec.name);
+    if (shape.join(",") !== spec.shape.join(",")) {
+      throw new Error(
+        `${path} does not fit this run: ${spec.name} is [${shape}] there and [${spec.shape}] here`,
+      );
+    }
+  }
+}
+
+/**
+ * A fresh state: the student from its init rules, the teacher loaded from the student by name
+ * (with the official quirk: a shared teacher head over a separate student head gets the student's
+ * `last_layer2`), zero moments and centres.
+ */
+function initialState(step: IbotStep, config: RunConfig, seed: number): StateStore {
+  const store = StateStore.fromParams(
+    step.graph.params.filter((p) => !p.name.startsWith(`${TEACHER}.`)),
+    seed,
+  );
+  const quirk = config.step.teacherSharedHead && !config.step.studentHead.sharedHead;
+  for (const spec of step.graph.params.filter((p) => p.name.startsWith(`${TEACHER}.`))) {
+    let source = `${STUDENT}.${spec.name.slice(TEACHER.length + 1)}`;
+    if (quirk && source.includes(".head.last_layer.")) {
+      source = source.replace(".last_layer.", ".last_layer2.");
+    }
+    const data = store.has(source)
+      ? store.get(source).slice()
+      : StateStore.fromParams([spec], seed).get(spec.name);
+    store.set(spec.name, data, spec.shape);
+  }
+  addAdamWMoments(store, step.trainable);
+  return store;
+}
+
+/** `h:mm:ss`. */
+export function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  return `${Math.floor(s / 3600)}:${String(Math.floor(s / 60) % 60).padStart(2, "0")}:${
+    String(s % 60).padStart(2, "0")
+  }`;
+}

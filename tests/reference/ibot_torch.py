@@ -1,0 +1,817 @@
+"""Independent PyTorch reference of the official iBOT pre-training code (bytedance/ibot).
+
+Written from the specification /work/shared/ibot-reference.md (section numbers below refer to it),
+not copied from the repository. Covers the ViT backbone (§2.1), the iBOT head (§2.3), the
+multi-crop wrapper (§2.4), the masks (§3.3, §3.4), the loss and centres (§4), and one training
+iteration without fp16 (§5.1 to §5.4). State-dict keys follow §8.2 and §8.4.
+
+Command-line modes:
+
+    ibot_torch.py loss IN OUT
+        IN (safetensors) holds `student_cls` (A*B, K), `student_patch` (G*B, N, Kp),
+        `teacher_cls` (G*B, K), `teacher_patch` (G*B, N, Kp), `masks` (G*B, N) as float 0/1,
+        `center` (1, K), `center2` (1, 1, Kp) and the float64 scalars (shape [1]) `n_global`,
+        `teacher_temp`, `teacher_patch_temp`, `lambda1`, `lambda2`. The rows of `student_cls` after
+        the first G*B are the local crops. Runs the loss forward (student temperature 0.1, the
+        given teacher temperatures as this epoch's schedule values) and the centre update, and
+        writes `loss`, `cls`, `patch` (shape [1]), `center` and `center2` to OUT in float64.
+
+    ibot_torch.py keys ARCH PATCH OUT_DIM SHARED
+        Builds the student and teacher MultiCropWrapper (ARCH one of vit_tiny, vit_small,
+        vit_base, vit_large; img_size 224; patch_out_dim = OUT_DIM; SHARED 0 or 1 is the
+        student's shared_head, the teacher keeps the default shared head) and prints, under the
+        header lines `# student` and `# teacher`, one line `name [d0,d1,...]` per state-dict key
+        (the student without the DDP `module.` prefix), then `# params <part> <count>` lines.
+"""
+
+import math
+import random
+import sys
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+import safetensors_io
+
+# ------------------------------------------------------------------------------------------------
+# 2.1 Vision Transformer
+# ------------------------------------------------------------------------------------------------
+
+
+def trunc_normal_(tensor, std=0.02):
+    """Truncated normal with the official bounds: ±2 in absolute value (not in stds)."""
+    return nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-2.0, b=2.0)
+
+
+def drop_path(x, drop_prob=0.0, training=False):
+    """Stochastic depth per sample: x / keep * floor(keep + U[0, 1)), one draw per batch row."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1.0 - drop_prob
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    random_tensor = torch.floor(keep + torch.rand(shape, dtype=x.dtype, device=x.device))
+    return x.div(keep) * random_tensor
+
+
+class DropPath(nn.Module):
+    """Module form of `drop_path`; active only in training mode."""
+
+    def __init__(self, drop_prob):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x):
+        return drop_path(x, self.drop_prob, self.training)
+
+
+class Mlp(nn.Module):
+    """fc1 (D -> hidden) -> exact (erf) GELU -> fc2 (hidden -> D); dropouts are 0 and omitted."""
+
+    def __init__(self, in_features, hidden_features):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv Linear laid out [q | k | v], head-major inside.
+
+    Returns both the output (B, N, D) and the attention probabilities (B, heads, N, N).
+    """
+
+    def __init__(self, dim, num_heads, qkv_bias=True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        x = (attn @ v).transpose(1, 2).reshape(b, n, c)
+        return self.proj(x), attn
+
+
+class Block(nn.Module):
+    """Pre-norm block: x += DropPath(Attn(LN1(x))); x += DropPath(MLP(LN2(x))); LN eps 1e-6."""
+
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path_rate=0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0.0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x, return_attention=False):
+        y, attn = self.attn(self.norm1(x))
+        if return_attention:
+            return attn
+        x = x + self.drop_path(y)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchEmbed(nn.Module):
+    """Conv2d(3 -> D, kernel = stride = p) with bias; returns the unflattened (B, D, H/p, W/p)."""
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768):
+        super().__init__()
+        self.patch_size = patch_size
+        self.num_patches = (img_size // patch_size) ** 2
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class VisionTransformer(nn.Module):
+    """ViT backbone of iBOT pre-training (§2.1).
+
+    The forward takes an image batch (B, 3, H, W) and, when `masked_im_modeling` is set, a boolean
+    mask (B, H/p, W/p) (or (B, N) flattened row-major); it returns all tokens (B, 1+N, D) after the
+    final LayerNorm (or only the CLS row when `return_all_tokens` is False).
+    """
+
+    def __init__(
+        self,
+        img_size=224,
+        patch_size=16,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        mlp_ratio=4.0,
+        drop_path_rate=0.0,
+        masked_im_modeling=False,
+        qkv_bias=True,
+        return_all_tokens=True,
+    ):
+        super().__init__()
+        if isinstance(img_size, (list, tuple)):
+            img_size = img_size[0]
+        self.embed_dim = self.num_features = embed_dim
+        self.return_all_tokens = return_all_tokens
+        # Direct parameters first (§8.2: cls_token, pos_embed, masked_embed), then submodules.
+        self.patch_embed = PatchEmbed(img_size, patch_size, 3, embed_dim)
+        num_patches = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
+        rates = [r.item() for r in torch.linspace(0, drop_path_rate, depth)]
+        self.blocks = nn.ModuleList(
+            [Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rates[i]) for i in range(depth)]
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head = nn.Identity()  # num_classes = 0
+
+        trunc_normal_(self.pos_embed)
+        trunc_normal_(self.cls_token)
+        self.apply(self._init_weights)
+
+        # Created after `apply`, initialised to zeros, and only when masked image modelling is on.
+        self.masked_im_modeling = masked_im_modeling
+        if masked_im_modeling:
+            self.masked_embed = nn.Parameter(torch.zeros(1, embed_dim))
+
+    @staticmethod
+    def _init_weights(m):
+        """Linear: trunc-normal(0.02) weight, zero bias; LayerNorm: 1 and 0; conv untouched."""
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def interpolate_pos_encoding(self, x, w, h):
+        """Positional embedding for tokens x (B, 1+n, D) of an image of height w and width h.
+
+        Used as is when n equals N0 and the image is square; otherwise the patch part is resized
+        bicubically with scale_factor ((w/p + 0.1)/sqrt(N0), (h/p + 0.1)/sqrt(N0)).
+        """
+        npatch = x.shape[1] - 1
+        n0 = self.pos_embed.shape[1] - 1
+        if npatch == n0 and w == h:
+            return self.pos_embed
+        class_pos_embed = self.pos_embed[:, 0]
+        patch_pos_embed = self.pos_embed[:, 1:]
+        dim = x.shape[-1]
+        side = int(math.sqrt(n0))
+        w0 = w // self.patch_embed.patch_size + 0.1
+        h0 = h // self.patch_embed.patch_size + 0.1
+        grid = patch_pos_embed.reshape(1, side, side, dim).permute(0, 3, 1, 2)
+        grid = F.interpolate(
+            grid, scale_factor=(w0 / math.sqrt(n0), h0 / math.sqrt(n0)), mode="bicubic"
+        )
+        assert int(w0) == grid.shape[-2] and int(h0) == grid.shape[-1]
+        patch_pos_embed = grid.permute(0, 2, 3, 1).reshape(1, -1, dim)
+        return torch.cat((class_pos_embed.unsqueeze(0), patch_pos_embed), dim=1)
+
+    def mask_model(self, x, mask):
+        """Replaces the conv output (B, D, h, w) by `masked_embed` wherever the mask is true."""
+        if mask.dim() == 2:
+            mask = mask.reshape(x.shape[0], x.shape[2], x.shape[3])
+        mask = mask.bool().unsqueeze(1)  # (B, 1, h, w)
+        token = self.masked_embed.to(x.dtype).reshape(1, -1, 1, 1)
+        return torch.where(mask, token, x)
+
+    def prepare_tokens(self, x, mask=None):
+        """Patch embedding, optional mask, flatten, prepend CLS, add the positional embedding."""
+        b, _, w, h = x.shape
+        x = self.patch_embed(x)
+        if mask is not None:
+            x = self.mask_model(x, mask)
+        x = x.flatten(2).transpose(1, 2)
+        x = torch.cat((self.cls_token.expand(b, -1, -1), x), dim=1)
+        return x + self.interpolate_pos_encoding(x, w, h)
+
+    def forward(self, x, return_all_tokens=None, mask=None):
+        if self.masked_im_modeling:
+            assert mask is not None
+            x = self.prepare_tokens(x, mask=mask)
+        else:
+            x = self.prepare_tokens(x)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.norm(x)
+        if return_all_tokens is None:
+            return_all_tokens = self.return_all_tokens
+        return x if return_all_tokens else x[:, 0]
+
+    def get_last_selfattention(self, x):
+        """Attention probabilities (B, heads, 1+N, 1+N) of the last block (no mask)."""
+        x = self.prepare_tokens(x)
+        for i, blk in enumerate(self.blocks):
+            if i < len(self.blocks) - 1:
+                x = blk(x)
+            else:
+                return blk(x, return_attention=True)
+
+    def get_intermediate_layers(self, x, n=1):
+        """Outputs of the last n blocks, each passed through the final norm (no mask)."""
+        x = self.prepare_tokens(x)
+        output = []
+        for i, blk in enumerate(self.blocks):
+            x = blk(x)
+            if len(self.blocks) - i <= n:
+                output.append(self.norm(x))
+        return output
+
+    def get_num_layers(self):
+        return len(self.blocks)
+
+
+ARCHS = {
+    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
+    "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
+    "vit_large": dict(embed_dim=1024, depth=24, num_heads=16),
+}
+
+
+def vit(arch, patch_size=16, **kwargs):
+    """Factory `vit_tiny/small/base/large` (deit_* is renamed to vit_*); mlp_ratio 4, qkv bias."""
+    arch = arch.replace("deit_", "vit_")
+    return VisionTransformer(
+        patch_size=patch_size, mlp_ratio=4, qkv_bias=True, **ARCHS[arch], **kwargs
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# 2.3 Projection head, 2.4 MultiCropWrapper
+# ------------------------------------------------------------------------------------------------
+
+
+def _weight_norm_linear(in_dim, out_dim, norm_last_layer):
+    """Weight-normalised Linear without bias (legacy weight_g (K, 1) / weight_v (K, in)), g = 1."""
+    layer = nn.utils.weight_norm(nn.Linear(in_dim, out_dim, bias=False))
+    layer.weight_g.data.fill_(1)
+    if norm_last_layer:
+        layer.weight_g.requires_grad = False
+    return layer
+
+
+class iBOTHead(nn.Module):
+    """iBOT projection head (§2.3) without normalisation layers inside the MLP (norm=None).
+
+    MLP (Linear, act, Linear, act, Linear to the bottleneck for nlayers 3) applied to every token,
+    L2-normalisation, then `last_layer` on the CLS token and `last_layer2` on the patch tokens.
+    With `shared_head` the two last layers are the same module (patch_out_dim is then ignored).
+    """
+
+    def __init__(
+        self,
+        in_dim,
+        out_dim,
+        patch_out_dim=8192,
+        shared_head=False,
+        norm_last_layer=True,
+        hidden=2048,
+        bottleneck=256,
+        nlayers=3,
+        act="gelu",
+    ):
+        super().__init__()
+        nlayers = max(nlayers, 1)
+        make_act = {"gelu": nn.GELU, "relu": nn.ReLU}[act]
+        if nlayers == 1:
+            self.mlp = nn.Linear(in_dim, bottleneck)
+        else:
+            act_layer = make_act()  # the official head reuses one activation object
+            layers = [nn.Linear(in_dim, hidden), act_layer]
+            for _ in range(nlayers - 2):
+                layers += [nn.Linear(hidden, hidden), act_layer]
+            layers.append(nn.Linear(hidden, bottleneck))
+            self.mlp = nn.Sequential(*layers)
+        self.apply(self._init_weights)
+        self.last_layer = _weight_norm_linear(bottleneck, out_dim, norm_last_layer)
+        if shared_head:
+            self.last_layer2 = self.last_layer
+        else:
+            self.last_layer2 = _weight_norm_linear(bottleneck, patch_out_dim, norm_last_layer)
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        """(B, D) -> (B, K) as DINOHead;
+        (B, T, D) -> (CLS logits (B, K), patch logits (B, T-1, Kp)).
+        """
+        x = F.normalize(self.mlp(x), dim=-1, p=2)
+        if x.dim() == 2:
+            return self.last_layer(x)
+        return self.last_layer(x[:, 0]), self.last_layer2(x[:, 1:])
+
+
+class MultiCropWrapper(nn.Module):
+    """Runs the backbone once per run of equal-width crops, the head once on all (§2.4)."""
+
+    def __init__(self, backbone, head):
+        super().__init__()
+        backbone.fc, backbone.head = nn.Identity(), nn.Identity()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x, mask=None, return_backbone_feat=False, **kwargs):
+        if not isinstance(x, (list, tuple)):
+            x = [x]
+            mask = [mask] if mask is not None else None
+        widths = torch.tensor([inp.shape[-1] for inp in x])
+        ends = torch.cumsum(torch.unique_consecutive(widths, return_counts=True)[1], 0)
+        start, outputs = 0, []
+        for end in ends.tolist():
+            inp = torch.cat(x[start:end])
+            if mask is not None:
+                kwargs.update(mask=torch.cat(mask[start:end]))
+            outputs.append(self.backbone(inp, **kwargs))
+            start = end
+        output = torch.cat(outputs)
+        output_ = self.head(output)
+        if return_backbone_feat:
+            return output, output_
+        return output_
+
+
+def build_models(
+    arch="vit_small",
+    patch_size=16,
+    img_size=224,
+    out_dim=8192,
+    patch_out_dim=8192,
+    shared_head=False,
+    shared_head_teacher=True,
+    norm_last_layer=True,
+    drop_path=0.1,
+    use_masked_im_modeling=True,
+):
+    """Student and teacher as in §5.1 steps 3, 4, 6 and 7 (no DDP, no BatchNorm).
+
+    The teacher is loaded from the student's state dict with strict=False (masked_embed ignored;
+    with a shared teacher head and a separate student head it ends up with the student's
+    last_layer2, as the official code) and all its parameters get requires_grad False.
+    """
+    student = MultiCropWrapper(
+        vit(
+            arch,
+            patch_size,
+            img_size=img_size,
+            drop_path_rate=drop_path,
+            masked_im_modeling=use_masked_im_modeling,
+        ),
+        iBOTHead(
+            ARCHS[arch]["embed_dim"],
+            out_dim,
+            patch_out_dim,
+            shared_head=shared_head,
+            norm_last_layer=norm_last_layer,
+        ),
+    )
+    teacher = MultiCropWrapper(
+        vit(arch, patch_size, img_size=img_size),
+        iBOTHead(ARCHS[arch]["embed_dim"], out_dim, patch_out_dim, shared_head=shared_head_teacher),
+    )
+    teacher.load_state_dict(student.state_dict(), strict=False)
+    for p in teacher.parameters():
+        p.requires_grad = False
+    return student, teacher
+
+
+# ------------------------------------------------------------------------------------------------
+# 3.3, 3.4 Masks
+# ------------------------------------------------------------------------------------------------
+
+
+def pred_ratio_for_crop(pred_ratio, pred_ratio_var, rng=random, epoch=None, pred_start_epoch=0):
+    """`get_pred_ratio` (§3.3): one masking ratio for one crop."""
+    if epoch is not None and epoch < pred_start_epoch:
+        return 0
+    if isinstance(pred_ratio, (list, tuple)):
+        variances = pred_ratio_var
+        if not isinstance(variances, (list, tuple)):
+            variances = [variances] * len(pred_ratio)
+        candidates = [
+            rng.uniform(m - v, m + v) if v > 0 else m for m, v in zip(pred_ratio, variances)
+        ]
+        return rng.choice(candidates)
+    if pred_ratio_var > 0:
+        assert pred_ratio >= pred_ratio_var
+        return rng.uniform(pred_ratio - pred_ratio_var, pred_ratio + pred_ratio_var)
+    return pred_ratio
+
+
+def block_mask(height, width, ratio, rng=random, aspect=(0.3, 1 / 0.3)):
+    """BEiT-style blockwise mask (§3.4) of shape (height, width), boolean numpy array."""
+    mask = np.zeros((height, width), dtype=bool)
+    high = ratio * height * width
+    log_aspect = (math.log(aspect[0]), math.log(aspect[1]))
+    low = (min(height, width) // 3) ** 2
+    count = 0
+    while count < high:
+        remaining = high - count
+        added = 0
+        for _ in range(10):
+            area = rng.uniform(low, remaining)
+            ar = math.exp(rng.uniform(*log_aspect))
+            h = int(round(math.sqrt(area * ar)))
+            w = int(round(math.sqrt(area / ar)))
+            if w < width and h < height:
+                top = rng.randint(0, height - h)
+                left = rng.randint(0, width - w)
+                new = h * w - int(mask[top : top + h, left : left + w].sum())
+                if 0 < new <= remaining:
+                    mask[top : top + h, left : left + w] = True
+                    added = new
+            if added > 0:
+                break
+        if added == 0:
+            break
+        count += added
+    return mask
+
+
+def random_mask(height, width, ratio, np_rng=np.random):
+    """`pred_shape='rand'`: exactly int(ratio*H*W) cells, chosen by a random permutation."""
+    cells = height * width
+    count = int(ratio * cells)
+    mask = np.hstack([np.zeros(cells - count), np.ones(count)]).astype(bool)
+    np_rng.shuffle(mask)
+    return mask.reshape(height, width)
+
+
+# ------------------------------------------------------------------------------------------------
+# 4 Loss
+# ------------------------------------------------------------------------------------------------
+
+
+class iBOTLoss(nn.Module):
+    """iBOT loss (§4): DINO CLS term on cross-view pairs plus masked-patch term on same-view pairs.
+
+    `forward` returns {'cls', 'patch', 'loss'} (lambdas included) and then updates the centres with
+    the raw teacher outputs (§4.3), as the official forward does.
+    """
+
+    def __init__(
+        self,
+        out_dim,
+        patch_out_dim,
+        ngcrops,
+        nlcrops,
+        warmup_teacher_temp,
+        teacher_temp,
+        warmup_teacher_temp2,
+        teacher_temp2,
+        warmup_teacher_temp_epochs,
+        nepochs,
+        student_temp=0.1,
+        center_momentum=0.9,
+        center_momentum2=0.9,
+        lambda1=1.0,
+        lambda2=1.0,
+        mim_start_epoch=0,
+    ):
+        super().__init__()
+        self.student_temp = student_temp
+        self.center_momentum = center_momentum
+        self.center_momentum2 = center_momentum2
+        self.ngcrops = ngcrops
+        self.nlcrops = nlcrops
+        self.ncrops = ngcrops + nlcrops
+        self.lambda1 = lambda1
+        self.lambda2 = lambda2
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.register_buffer("center2", torch.zeros(1, 1, patch_out_dim))
+        w, s = warmup_teacher_temp_epochs, mim_start_epoch
+        self.teacher_temp_schedule = np.concatenate(
+            (np.linspace(warmup_teacher_temp, teacher_temp, w), np.ones(nepochs - w) * teacher_temp)
+        )
+        if s == 0:
+            self.teacher_temp2_schedule = np.concatenate(
+                (
+                    np.linspace(warmup_teacher_temp2, teacher_temp2, w),
+                    np.ones(nepochs - w) * teacher_temp2,
+                )
+            )
+        else:
+            self.teacher_temp2_schedule = np.concatenate(
+                (
+                    np.ones(s) * warmup_teacher_temp2,
+                    np.linspace(warmup_teacher_temp2, teacher_temp2, w),
+                    np.ones(nepochs - w - s) * teacher_temp2,
+                )
+            )
+
+    def forward(self, student_output, teacher_output, student_local_cls, student_mask, epoch):
+        """student_output = (Sc (G*B, K), Sp (G*B, N, Kp)), teacher_output likewise (unmasked),
+        student_local_cls (Lc*B, K) or None, student_mask a list of per-crop masks (B, h, w) or
+        (B, N) of which the first G are used, epoch an integer index into the temperature schedules.
+        """
+        student_cls, student_patch = student_output
+        teacher_cls, teacher_patch = teacher_output
+        if student_local_cls is not None:
+            student_cls = torch.cat([student_cls, student_local_cls])
+
+        s_cls = (student_cls / self.student_temp).chunk(self.ncrops)
+        s_patch = (student_patch / self.student_temp).chunk(self.ngcrops)
+        temp = self.teacher_temp_schedule[epoch]
+        temp2 = self.teacher_temp2_schedule[epoch]
+        t_cls = F.softmax((teacher_cls - self.center) / temp, dim=-1).detach().chunk(self.ngcrops)
+        t_patch = F.softmax((teacher_patch - self.center2) / temp2, dim=-1)
+        t_patch = t_patch.detach().chunk(self.ngcrops)
+
+        total_cls, n_cls, total_patch, n_patch = 0, 0, 0, 0
+        for q in range(len(t_cls)):
+            for v in range(len(s_cls)):
+                if v == q:
+                    ce = torch.sum(-t_patch[q] * F.log_softmax(s_patch[v], dim=-1), dim=-1)
+                    mask = student_mask[v]
+                    if mask.dim() == 3:
+                        mask = mask.flatten(-2, -1)
+                    mask = mask.to(ce.dtype)
+                    per_image = torch.sum(ce * mask, dim=-1) / mask.sum(dim=-1).clamp(min=1.0)
+                    total_patch += per_image.mean()
+                    n_patch += 1
+                else:
+                    ce = torch.sum(-t_cls[q] * F.log_softmax(s_cls[v], dim=-1), dim=-1)
+                    total_cls += ce.mean()
+                    n_cls += 1
+        total_cls = total_cls / n_cls * self.lambda1
+        total_patch = total_patch / n_patch * self.lambda2
+        result = dict(cls=total_cls, patch=total_patch, loss=total_cls + total_patch)
+        self.update_center(teacher_cls, teacher_patch)
+        return result
+
+    @torch.no_grad()
+    def update_center(self, teacher_cls, teacher_patch):
+        """EMA (momentum 0.9) of the batch mean of raw teacher CLS logits and of the per-image mean
+        over all patches of the raw teacher patch logits; summed over processes when distributed.
+        """
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        cls_center = torch.sum(teacher_cls, dim=0, keepdim=True)
+        patch_center = torch.sum(teacher_patch.mean(1), dim=0, keepdim=True)
+        if world > 1:
+            dist.all_reduce(cls_center)
+            dist.all_reduce(patch_center)
+        cls_center = cls_center / (len(teacher_cls) * world)
+        patch_center = patch_center / (len(teacher_patch) * world)
+        m, m2 = self.center_momentum, self.center_momentum2
+        self.center = self.center * m + cls_center * (1 - m)
+        self.center2 = self.center2 * m2 + patch_center * (1 - m2)
+
+
+# ------------------------------------------------------------------------------------------------
+# 5 Training loop helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def cosine_scheduler(
+    base_value, final_value, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0
+):
+    """Per-iteration schedule (§5.3): linear warm-up linspace(start, base, warmup_epochs*niter),
+    then final + 0.5 (base - final) (1 + cos(pi j / L)) for j = 0..L-1.
+    """
+    warmup_iters = warmup_epochs * niter_per_ep
+    warmup = np.array([])
+    if warmup_epochs > 0:
+        warmup = np.linspace(start_warmup_value, base_value, warmup_iters)
+    iters = np.arange(epochs * niter_per_ep - warmup_iters)
+    cosine = final_value + 0.5 * (base_value - final_value) * (
+        1 + np.cos(np.pi * iters / len(iters))
+    )
+    schedule = np.concatenate((warmup, cosine))
+    assert len(schedule) == epochs * niter_per_ep
+    return schedule
+
+
+def get_params_groups(model):
+    """Group 0 (regularised): names not ending in '.bias' with ndim > 1; group 1: the rest, wd 0.
+    Parameters with requires_grad False are skipped.
+    """
+    regularized, not_regularized = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name.endswith(".bias") or len(param.shape) == 1:
+            not_regularized.append(param)
+        else:
+            regularized.append(param)
+    return [{"params": regularized}, {"params": not_regularized, "weight_decay": 0.0}]
+
+
+def clip_gradients(model, clip):
+    """Per-parameter-tensor clip: grad *= clip / (||grad|| + 1e-6) when that factor is below 1."""
+    norms = []
+    for _, p in model.named_parameters():
+        if p.grad is not None:
+            param_norm = p.grad.data.norm(2)
+            norms.append(param_norm.item())
+            clip_coef = clip / (param_norm + 1e-6)
+            if clip_coef < 1:
+                p.grad.data.mul_(clip_coef)
+    return norms
+
+
+def cancel_gradients_last_layer(epoch, model, freeze_last_layer):
+    """Drops the gradient of every parameter whose name contains 'last_layer' while
+    epoch < freeze_last_layer (so AdamW neither updates nor decays them).
+    """
+    if epoch >= freeze_last_layer:
+        return
+    for name, p in model.named_parameters():
+        if "last_layer" in name:
+            p.grad = None
+
+
+@torch.no_grad()
+def ema_update(student, teacher, momentum):
+    """theta_t <- m theta_t + (1 - m) theta_s for parameters with the same name on both sides."""
+    student_params = dict(student.named_parameters())
+    for name, param_k in teacher.named_parameters():
+        if name in student_params:
+            param_k.data.mul_(momentum).add_((1 - momentum) * student_params[name].detach().data)
+
+
+def train_step(
+    student,
+    teacher,
+    ibot_loss,
+    optimizer,
+    images,
+    masks,
+    epoch,
+    lr,
+    wd,
+    momentum,
+    clip_grad=3.0,
+    freeze_last_layer=1,
+):
+    """One iteration of §5.4 without fp16.
+
+    images: list of A crop batches, the G global crops first (G = ibot_loss.ngcrops), then the
+    local crops. masks: list of per-crop boolean masks (B, h, w), at least the G global ones.
+    lr, wd, momentum: this iteration's schedule values (lr_schedule[it], wd_schedule[it],
+    momentum_schedule[it]); epoch indexes the teacher temperatures and the last-layer freeze.
+    Returns {'loss', 'cls', 'patch', 'acc'} as Python floats.
+    """
+    for i, group in enumerate(optimizer.param_groups):
+        group["lr"] = lr
+        if i == 0:
+            group["weight_decay"] = wd
+
+    g = ibot_loss.ngcrops
+    # The teacher's parameters do not require gradients, so no graph is recorded for it.
+    teacher_output = teacher(images[:g])
+    student_output = student(images[:g], mask=masks[:g])
+    student_local_cls = None
+    if len(images) > g:
+        flag = student.backbone.masked_im_modeling
+        student.backbone.masked_im_modeling = False
+        student_local_cls = student(images[g:])[0]
+        student.backbone.masked_im_modeling = flag
+    all_loss = ibot_loss(student_output, teacher_output, student_local_cls, masks, epoch)
+    loss = all_loss["loss"]
+    if not math.isfinite(loss.item()):
+        raise FloatingPointError(f"Loss is {loss.item()}, stopping training")
+
+    # Logging statistic: teacher argmax on global crop 0 against student argmax on global crop 1.
+    with torch.no_grad():
+        t_pred = teacher_output[0].chunk(g)[0].argmax(dim=1)
+        s_pred = student_output[0].chunk(g)[min(1, g - 1)].argmax(dim=1)
+        acc = (t_pred == s_pred).float().mean().item()
+
+    optimizer.zero_grad()
+    loss.backward()
+    if clip_grad:
+        clip_gradients(student, clip_grad)
+    cancel_gradients_last_layer(epoch, student, freeze_last_layer)
+    optimizer.step()
+    ema_update(student, teacher, momentum)
+    return {k: v.item() for k, v in all_loss.items()} | {"acc": acc}
+
+
+# ------------------------------------------------------------------------------------------------
+# Command-line modes
+# ------------------------------------------------------------------------------------------------
+
+
+def run_loss(source, target):
+    """`loss IN OUT`: see the module docstring."""
+    data = {k: torch.from_numpy(v).double() for k, v in safetensors_io.load(source).items()}
+    g = int(data["n_global"].item())
+    teacher_cls, teacher_patch = data["teacher_cls"], data["teacher_patch"]
+    batch = teacher_cls.shape[0] // g
+    student_cls = data["student_cls"]
+    ncrops = student_cls.shape[0] // batch
+    k, kp = teacher_cls.shape[1], teacher_patch.shape[2]
+    t1, t2 = data["teacher_temp"].item(), data["teacher_patch_temp"].item()
+    loss_fn = iBOTLoss(
+        k,
+        kp,
+        g,
+        ncrops - g,
+        t1,
+        t1,
+        t2,
+        t2,
+        warmup_teacher_temp_epochs=1,
+        nepochs=1,
+        lambda1=data["lambda1"].item(),
+        lambda2=data["lambda2"].item(),
+    ).double()
+    loss_fn.center.copy_(data["center"].reshape(1, k))
+    loss_fn.center2.copy_(data["center2"].reshape(1, 1, kp))
+    local = student_cls[g * batch :] if ncrops > g else None
+    masks = list(data["masks"].chunk(g))
+    out = loss_fn((student_cls[: g * batch], data["student_patch"]), (teacher_cls, teacher_patch),
+                  local, masks, epoch=0)
+    result = {name: out[name].detach().reshape(1).numpy() for name in ("loss", "cls", "patch")}
+    result["center"] = loss_fn.center.numpy().copy()
+    result["center2"] = loss_fn.center2.numpy().copy()
+    safetensors_io.save(target, result)
+
+
+def count_params(module, skip=()):
+    """Number of distinct parameter elements (shared modules counted once), minus names in skip."""
+    return sum(p.numel() for n, p in module.named_parameters() if n not in skip)
+
+
+def run_keys(arch, patch_size, out_dim, shared):
+    """`keys ARCH PATCH OUT_DIM SHARED`: see the module docstring."""
+    student, teacher = build_models(
+        arch, patch_size, 224, out_dim, out_dim, shared_head=shared, shared_head_teacher=True
+    )
+    for title, model in (("student", student), ("teacher", teacher)):
+        print(f"# {title}")
+        for name, tensor in model.state_dict().items():
+            print(f"{name} [{','.join(str(d) for d in tensor.shape)}]")
+    print(f"# params student.backbone {count_params(student.backbone, {'masked_embed'})}")
+    print(f"# params student.backbone.masked_embed {student.backbone.masked_embed.numel()}")
+    print(f"# params student.head {count_params(student.head)}")
+    print(f"# params teacher.backbone {count_params(teacher.backbone)}")
+    print(f"# params teacher.head {count_params(teacher.head)}")
+
+
+def main(argv):
+    if len(argv) == 3 and argv[0] == "loss":
+        run_loss(argv[1], argv[2])
+    elif len(argv) == 5 and argv[0] == "keys":
+        run_keys(argv[1], int(argv[2]), int(argv[3]), argv[4] == "1")
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main(sys.argv[1:])
