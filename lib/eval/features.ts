@@ -69,7 +69,7 @@ function meanPooled(lastBlock: Tensor): Tensor {
   const g = lastBlock.graph;
   const dim = lastBlock.shape[2];
   const pooled = meanPatches(lastBlock);
-  const ones = g.constant(new Float32Array(dim).fill(1), "float32", [dim]);
-  const zeros = g.constant(new Float32Array(dim), "float32", [dim]);
+  const ones = g.filled(1, "float32", [dim]);
+  const zeros = g.filled(0, "float32", [dim]);
   return layerNormOp(pooled, ones, zeros, 1e-6);
 }

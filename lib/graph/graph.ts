@@ -290,6 +290,17 @@ export class Graph {
     return t;
   }
 
+  /** A cached constant of `shape` filled with `value` (one initializer per distinct request). */
+  filled(value: number, dtype: DType, shape: Shape): Tensor {
+    const key = `filled:${dtype}:${value}:${shape.join(",")}`;
+    let t = this.#scalarCache.get(key);
+    if (!t) {
+      t = this.constant(new Float64Array(shapeSize(shape)).fill(value), dtype, shape);
+      this.#scalarCache.set(key, t);
+    }
+    return t;
+  }
+
   /** A cached int64 vector constant (shapes, axes, indices for shape ops). */
   int64s(values: readonly number[]): Tensor {
     const key = `int64s:${values.join(",")}`;

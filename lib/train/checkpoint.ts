@@ -6,7 +6,7 @@
  * and the loss centres `ibot_loss.center` [1, K] and `ibot_loss.center2` [1, 1, Kp].
  * Metadata (JSON strings): the format tag, `epoch` (completed epochs, as the official checkpoint),
  * `iteration` (batches done in the current epoch, 0 at an epoch boundary), the optimizer step
- * counts, and the run's arguments.
+ * counts, the run's arguments, and within an epoch its running statistics.
  *
  * @module
  */
@@ -14,6 +14,7 @@
 import { loadSafetensors } from "../runtime/safetensors.ts";
 import { StateStore } from "../runtime/store.ts";
 import type { PretrainArgs } from "./args.ts";
+import type { EpochMeterState } from "./epoch_meter.ts";
 
 /** Format tag written into every checkpoint's metadata. */
 export const CHECKPOINT_FORMAT = "ibot-deno-checkpoint-1";
@@ -28,6 +29,8 @@ export interface TrainingProgress {
   readonly step: number;
   /** AdamW steps taken by the last layer (it does not step while frozen). */
   readonly lastLayerStep: number;
+  /** The running statistics of an unfinished epoch (when `iteration` > 0). */
+  readonly meter?: EpochMeterState;
 }
 
 /** A loaded checkpoint. */
@@ -50,6 +53,7 @@ export async function saveTrainingCheckpoint(
     step: String(progress.step),
     last_layer_step: String(progress.lastLayerStep),
     args: JSON.stringify(args),
+    ...(progress.meter ? { epoch_meter: JSON.stringify(progress.meter) } : {}),
   });
 }
 
@@ -71,10 +75,12 @@ export async function loadTrainingCheckpoint(path: string): Promise<TrainingChec
     return value;
   };
   let args: PretrainArgs;
+  let meter: EpochMeterState | undefined;
   try {
     args = JSON.parse(metadata.args);
+    meter = metadata.epoch_meter ? JSON.parse(metadata.epoch_meter) : undefined;
   } catch {
-    throw new Error(`${path} has unreadable run arguments`);
+    throw new Error(`${path} has unreadable run arguments or statistics`);
   }
   return {
     store: StateStore.fromSafetensors(tensors),
@@ -82,6 +88,7 @@ export async function loadTrainingCheckpoint(path: string): Promise<TrainingChec
     iteration: integer("iteration"),
     step: integer("step"),
     lastLayerStep: integer("last_layer_step"),
+    meter,
     args,
   };
 }

@@ -31,7 +31,7 @@ import {
   saveTrainingCheckpoint,
   type TrainingProgress,
 } from "./checkpoint.ts";
-import { clusterMetrics } from "./cluster_metrics.ts";
+import { EpochMeter, type EpochStats } from "./epoch_meter.ts";
 import { type RunConfig, runConfigFromArgs } from "./config.ts";
 import {
   buildIbotStep,
@@ -50,19 +50,6 @@ export type TrainOutcome = "finished" | "interrupted";
 
 /** Raised when the loss stops being finite; the last good checkpoint is kept. */
 export class NonFiniteLossError extends Error {}
-
-/** Per-epoch averages written to `log.txt` (official keys without the `train_` prefix). */
-export interface EpochStats {
-  readonly loss: number;
-  readonly cls: number;
-  readonly patch: number;
-  readonly lr: number;
-  readonly wd: number;
-  readonly acc: number;
-  readonly nmi: number;
-  readonly ari: number;
-  readonly fscore: number;
-}
 
 /** Where progress lines go. */
 export type Log = (line: string) => void;
@@ -103,29 +90,40 @@ export class IbotTrainer {
         `${args.data_path} has ${loader.length} images, fewer than one batch of ${config.step.batch}`,
       );
     }
-    const step = buildIbotStep(config.step);
-    const session = await CompiledGraph.create(step.graph, {
-      executionProviders: [args.device === "cuda" ? "cuda" : "cpu"],
-      threads: Number(args.threads) > 0 ? Number(args.threads) : undefined,
-    });
-    const resumeFrom = await findCheckpoint(args, outputDir);
-    let store: StateStore;
-    let progress: TrainingProgress = { epoch: 0, iteration: 0, step: 0, lastLayerStep: 0 };
-    if (resumeFrom) {
-      const checkpoint = await loadTrainingCheckpoint(resumeFrom);
-      store = checkpoint.store;
-      progress = checkpoint;
-      checkStateFits(store, step, resumeFrom);
-      log(`Resuming from ${resumeFrom}: epoch ${progress.epoch}, iteration ${progress.iteration}`);
-    } else {
-      store = initialState(step, config, Number(args.seed));
+    let session: CompiledGraph | undefined;
+    try {
+      const step = buildIbotStep(config.step);
+      session = await CompiledGraph.create(step.graph, {
+        executionProviders: [args.device === "cuda" ? "cuda" : "cpu"],
+        threads: Number(args.threads) > 0 ? Number(args.threads) : undefined,
+      });
+      const resumeFrom = await findCheckpoint(args, outputDir);
+      let store: StateStore;
+      let progress: TrainingProgress = { epoch: 0, iteration: 0, step: 0, lastLayerStep: 0 };
+      if (resumeFrom) {
+        const checkpoint = await loadTrainingCheckpoint(resumeFrom);
+        store = checkpoint.store;
+        const { epoch, iteration, step: steps, lastLayerStep, meter } = checkpoint;
+        progress = { epoch, iteration, step: steps, lastLayerStep, meter };
+        checkStateFits(store, step, resumeFrom);
+        log(
+          `Resuming from ${resumeFrom}: epoch ${progress.epoch}, iteration ${progress.iteration}`,
+        );
+      } else {
+        store = initialState(step, config, Number(args.seed));
+      }
+      return new IbotTrainer(args, config, store, outputDir, progress, loader, step, session, log);
+    } catch (error) {
+      loader.close();
+      await session?.release();
+      throw error;
     }
-    return new IbotTrainer(args, config, store, outputDir, progress, loader, step, session, log);
   }
 
-  /** Completed epochs and batches so far. */
-  get position(): TrainingProgress {
-    return this.progress;
+  /** Completed epochs and batches so far, and the optimizer step counts. */
+  get position(): Omit<TrainingProgress, "meter"> {
+    const { epoch, iteration, step, lastLayerStep } = this.progress;
+    return { epoch, iteration, step, lastLayerStep };
   }
 
   /** The training graph and its state names. */
@@ -140,7 +138,8 @@ export class IbotTrainer {
 
   /**
    * Trains until `epochs` or until `signal` aborts (checked after each iteration; the state is
-   * then saved with the iteration reached). Returns how it ended.
+   * then saved with the iteration reached, and after an epoch's last iteration the epoch is first
+   * completed: its checkpoint and log.txt line). Returns how it ended.
    */
   async train(signal?: AbortSignal): Promise<TrainOutcome> {
     const { args, config } = this;
@@ -183,9 +182,7 @@ export class IbotTrainer {
 
     for (let epoch = this.progress.epoch; epoch < epochs; epoch++) {
       const start = epoch === this.progress.epoch ? this.progress.iteration : 0;
-      const sums = { loss: 0, cls: 0, patch: 0, acc: 0, lr: 0, wd: 0, count: 0 };
-      const predictions: number[] = [];
-      const labels: number[] = [];
+      const meter = new EpochMeter(start > 0 ? this.progress.meter : undefined);
       const lastLayerActive = epoch >= Number(args.freeze_last_layer) ? 1 : 0;
       let startedAt = performance.now();
       let timedImages = 0;
@@ -249,16 +246,19 @@ export class IbotTrainer {
         }
         this.store.commitNext(out as Record<string, Float32Array>, this.step.updatedState);
         i++;
-        this.progress = { epoch, iteration: i, step, lastLayerStep };
-        sums.loss += loss;
-        sums.cls += (out.cls as Float32Array)[0];
-        sums.patch += (out.patch as Float32Array)[0];
-        sums.acc += (out.acc as Float32Array)[0];
-        sums.lr += lr[it];
-        sums.wd += wd[it];
-        sums.count++;
-        for (const p of out[TEACHER_PREDICTION] as BigInt64Array) predictions.push(Number(p));
-        for (const l of data.labels) labels.push(l);
+        meter.add(
+          {
+            loss,
+            cls: (out.cls as Float32Array)[0],
+            patch: (out.patch as Float32Array)[0],
+            acc: (out.acc as Float32Array)[0],
+            lr: lr[it],
+            wd: wd[it],
+          },
+          out[TEACHER_PREDICTION] as BigInt64Array,
+          data.labels,
+        );
+        this.progress = { epoch, iteration: i, step, lastLayerStep, meter: meter.state() };
         timedImages += batch;
         if (i % Number(args.print_freq) === 0 || i === iters) {
           const seconds = (performance.now() - startedAt) / 1000;
@@ -275,23 +275,14 @@ export class IbotTrainer {
           startedAt = performance.now();
           timedImages = 0;
         }
-        if (signal?.aborted) {
+        if (signal?.aborted && i < iters) {
           await this.#save();
           return "interrupted";
         }
       }
-      this.progress = { ...this.progress, epoch: epoch + 1, iteration: 0 };
-      const metrics = clusterMetrics(predictions, labels);
-      const n = Math.max(1, sums.count);
-      await this.#endEpoch(epoch, {
-        loss: sums.loss / n,
-        cls: sums.cls / n,
-        patch: sums.patch / n,
-        lr: sums.lr / n,
-        wd: sums.wd / n,
-        acc: sums.acc / n,
-        ...metrics,
-      });
+      this.progress = { ...this.progress, epoch: epoch + 1, iteration: 0, meter: undefined };
+      await this.#endEpoch(epoch, meter.summary());
+      if (signal?.aborted && epoch + 1 < epochs) return "interrupted";
     }
     return "finished";
   }

@@ -22,6 +22,31 @@ Command-line modes:
         student's shared_head, the teacher keeps the default shared head) and prints, under the
         header lines `# student` and `# teacher`, one line `name [d0,d1,...]` per state-dict key
         (the student without the DDP `module.` prefix), then `# params <part> <count>` lines.
+
+    ibot_torch.py pos IN OUT
+        IN holds `pos_embed` (1, 1+N0, D) with N0 a square and `grids` (n, 2) int64 of patch-grid
+        sizes (rows, columns). For each, writes `pos.<rows>x<cols>`, the table that
+        `VisionTransformer.interpolate_pos_encoding` gives for an image of that many patches.
+
+    ibot_torch.py vit IN OUT
+        IN holds a backbone's state dict under the VisionTransformer names (`cls_token`,
+        `pos_embed`, `masked_embed`, `patch_embed.proj.weight`, ...), the int64 scalars `depth`,
+        `heads`, `patch_size`, `img_size`, `images` (B, 3, H, W), `mask` (B, N) as float 0/1 and
+        optionally `local_images` (B', 3, H', W'). Writes `tokens`, the masked forward of `images`
+        (B, 1+N, D), and `local_tokens`, the unmasked forward of `local_images`, in float64.
+
+    ibot_torch.py step IN OUT
+        One `train_step` in float64 without drop path. IN holds the int64 scalars `embed_dim`,
+        `depth`, `heads`, `patch_size`, `img_size`, `out_dim`, `patch_out_dim`, `head_hidden`,
+        `head_bottleneck`, `shared_head`, `shared_head_teacher`, `norm_last_layer`, `n_global`,
+        `epoch`, `freeze_last_layer`; the float64 scalars `lr`, `wd`, `momentum`, `teacher_temp`,
+        `teacher_patch_temp`, `lambda1`, `lambda2`, `clip_grad`; every parameter of both networks
+        as `student.<name>` and `teacher.<name>` (the names of `named_parameters()`, so a shared
+        head's `last_layer2` alias is not listed); `center` (1, K) and `center2` (1, 1, Kp); the
+        crops `crops.<i>` (B, 3, S, S), global ones first; the masks `masks.<i>` (B, N) as float
+        0/1 for the global crops. Writes `loss`, `cls`, `patch`, `acc` (shape [1]), the updated
+        `student.<name>` and `teacher.<name>`, `exp_avg.student.<name>` and
+        `exp_avg_sq.student.<name>` for each parameter the optimizer stepped, `center`, `center2`.
 """
 
 import math
@@ -396,32 +421,46 @@ def build_models(
     norm_last_layer=True,
     drop_path=0.1,
     use_masked_im_modeling=True,
+    size=None,
+    head_hidden=2048,
+    head_bottleneck=256,
 ):
     """Student and teacher as in §5.1 steps 3, 4, 6 and 7 (no DDP, no BatchNorm).
 
+    `size`, a dict of embed_dim, depth and num_heads, replaces the named architecture's (for small
+    test networks); `head_hidden` and `head_bottleneck` are the head's MLP widths.
     The teacher is loaded from the student's state dict with strict=False (masked_embed ignored;
     with a shared teacher head and a separate student head it ends up with the student's
     last_layer2, as the official code) and all its parameters get requires_grad False.
     """
+    dims = size or ARCHS[arch]
+    widths = dict(hidden=head_hidden, bottleneck=head_bottleneck)
     student = MultiCropWrapper(
-        vit(
-            arch,
-            patch_size,
+        VisionTransformer(
+            patch_size=patch_size,
+            mlp_ratio=4,
+            qkv_bias=True,
+            **dims,
             img_size=img_size,
             drop_path_rate=drop_path,
             masked_im_modeling=use_masked_im_modeling,
         ),
         iBOTHead(
-            ARCHS[arch]["embed_dim"],
+            dims["embed_dim"],
             out_dim,
             patch_out_dim,
             shared_head=shared_head,
             norm_last_layer=norm_last_layer,
+            **widths,
         ),
     )
     teacher = MultiCropWrapper(
-        vit(arch, patch_size, img_size=img_size),
-        iBOTHead(ARCHS[arch]["embed_dim"], out_dim, patch_out_dim, shared_head=shared_head_teacher),
+        VisionTransformer(
+            patch_size=patch_size, mlp_ratio=4, qkv_bias=True, **dims, img_size=img_size
+        ),
+        iBOTHead(
+            dims["embed_dim"], out_dim, patch_out_dim, shared_head=shared_head_teacher, **widths
+        ),
     )
     teacher.load_state_dict(student.state_dict(), strict=False)
     for p in teacher.parameters():
@@ -803,11 +842,151 @@ def run_keys(arch, patch_size, out_dim, shared):
     print(f"# params teacher.head {count_params(teacher.head)}")
 
 
+def run_pos(source, target):
+    """`pos IN OUT`: see the module docstring."""
+    data = safetensors_io.load(source)
+    pos_embed = torch.from_numpy(data["pos_embed"]).double()
+    dim = pos_embed.shape[2]
+    side = math.isqrt(pos_embed.shape[1] - 1)
+    model = VisionTransformer(img_size=side, patch_size=1, embed_dim=dim, depth=1, num_heads=1)
+    model = model.double()
+    model.pos_embed.data.copy_(pos_embed)
+    result = {}
+    for rows, cols in data["grids"].tolist():
+        tokens = torch.zeros(1, 1 + rows * cols, dim, dtype=torch.float64)
+        table = model.interpolate_pos_encoding(tokens, rows, cols)
+        result[f"pos.{rows}x{cols}"] = table.detach().numpy().copy()
+    safetensors_io.save(target, result)
+
+
+def scalar(data, name):
+    """The Python number stored as a one-element tensor `name`."""
+    return data[name].reshape(-1)[0].item()
+
+
+def load_parameters(module, data, prefix):
+    """Copies `<prefix>.<name>` into each parameter of `module.named_parameters()`; IN must have
+    exactly these names under the prefix."""
+    names = {name for name, _ in module.named_parameters()}
+    given = {key[len(prefix) + 1 :] for key in data if key.startswith(prefix + ".")}
+    if given != names:
+        raise KeyError(f"{prefix}: missing {names - given}, unexpected {given - names}")
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            param.copy_(torch.from_numpy(data[f"{prefix}.{name}"]))
+
+
+def run_vit(source, target):
+    """`vit IN OUT`: see the module docstring."""
+    data = safetensors_io.load(source)
+    model = VisionTransformer(
+        img_size=scalar(data, "img_size"),
+        patch_size=scalar(data, "patch_size"),
+        embed_dim=data["cls_token"].shape[-1],
+        depth=scalar(data, "depth"),
+        num_heads=scalar(data, "heads"),
+        masked_im_modeling=True,
+    ).double()
+    state = {k: torch.from_numpy(data[k]).double() for k in model.state_dict()}
+    model.load_state_dict(state, strict=True)
+    images = torch.from_numpy(data["images"]).double()
+    mask = torch.from_numpy(data["mask"]) > 0.5
+    with torch.no_grad():
+        result = {"tokens": model(images, mask=mask).numpy()}
+        if "local_images" in data:
+            model.masked_im_modeling = False
+            local = model(torch.from_numpy(data["local_images"]).double())
+            result["local_tokens"] = local.numpy()
+    safetensors_io.save(target, result)
+
+
+def run_step(source, target):
+    """`step IN OUT`: see the module docstring."""
+    data = safetensors_io.load(source)
+
+    def get(name):
+        return scalar(data, name)
+
+    student, teacher = build_models(
+        patch_size=get("patch_size"),
+        img_size=get("img_size"),
+        out_dim=get("out_dim"),
+        patch_out_dim=get("patch_out_dim"),
+        shared_head=bool(get("shared_head")),
+        shared_head_teacher=bool(get("shared_head_teacher")),
+        norm_last_layer=bool(get("norm_last_layer")),
+        drop_path=0.0,
+        size=dict(embed_dim=get("embed_dim"), depth=get("depth"), num_heads=get("heads")),
+        head_hidden=get("head_hidden"),
+        head_bottleneck=get("head_bottleneck"),
+    )
+    student, teacher = student.double(), teacher.double()
+    load_parameters(student, data, "student")
+    load_parameters(teacher, data, "teacher")
+
+    n_global = get("n_global")
+    count = sum(1 for key in data if key.startswith("crops."))
+    images = [torch.from_numpy(data[f"crops.{i}"]).double() for i in range(count)]
+    masks = [torch.from_numpy(data[f"masks.{i}"]) > 0.5 for i in range(n_global)]
+    epoch = get("epoch")
+    t1, t2 = get("teacher_temp"), get("teacher_patch_temp")
+    loss_fn = iBOTLoss(
+        get("out_dim"),
+        get("patch_out_dim"),
+        n_global,
+        len(images) - n_global,
+        t1,
+        t1,
+        t2,
+        t2,
+        warmup_teacher_temp_epochs=1,
+        nepochs=epoch + 1,
+        lambda1=get("lambda1"),
+        lambda2=get("lambda2"),
+    ).double()
+    loss_fn.center.copy_(torch.from_numpy(data["center"]))
+    loss_fn.center2.copy_(torch.from_numpy(data["center2"]))
+    optimizer = torch.optim.AdamW(get_params_groups(student))
+    stats = train_step(
+        student,
+        teacher,
+        loss_fn,
+        optimizer,
+        images,
+        masks,
+        epoch,
+        lr=get("lr"),
+        wd=get("wd"),
+        momentum=get("momentum"),
+        clip_grad=get("clip_grad"),
+        freeze_last_layer=get("freeze_last_layer"),
+    )
+
+    result = {name: np.array([value], dtype=np.float64) for name, value in stats.items()}
+    for name, param in student.named_parameters():
+        result[f"student.{name}"] = param.detach().numpy().copy()
+        state = optimizer.state.get(param)
+        if state:
+            result[f"exp_avg.student.{name}"] = state["exp_avg"].numpy().copy()
+            result[f"exp_avg_sq.student.{name}"] = state["exp_avg_sq"].numpy().copy()
+    for name, param in teacher.named_parameters():
+        result[f"teacher.{name}"] = param.detach().numpy().copy()
+    result["center"] = loss_fn.center.numpy().copy()
+    result["center2"] = loss_fn.center2.numpy().copy()
+    safetensors_io.save(target, result)
+
+
 def main(argv):
     if len(argv) == 3 and argv[0] == "loss":
         run_loss(argv[1], argv[2])
     elif len(argv) == 5 and argv[0] == "keys":
         run_keys(argv[1], int(argv[2]), int(argv[3]), argv[4] == "1")
+    elif len(argv) == 3 and argv[0] == "pos":
+        run_pos(argv[1], argv[2])
+    elif len(argv) == 3 and argv[0] == "vit":
+        run_vit(argv[1], argv[2])
+    elif len(argv) == 3 and argv[0] == "step":
+        run_step(argv[1], argv[2])
     else:
         sys.exit(__doc__)
 

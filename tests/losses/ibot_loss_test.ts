@@ -1,0 +1,290 @@
+import { assert } from "../assert.ts";
+import { Graph } from "../../lib/graph/graph.ts";
+import { mean } from "../../lib/graph/reduce.ts";
+import { ibotLoss, updateCenters } from "../../lib/losses/ibot.ts";
+import { Rng } from "../../lib/runtime/rng.ts";
+import {
+  loadSafetensors,
+  type NamedTensor,
+  saveSafetensors,
+} from "../../lib/runtime/safetensors.ts";
+import { CompiledGraph } from "../../lib/runtime/session.ts";
+import { runTorchScript, torchAvailable } from "../reference/torch.ts";
+
+const [B, N, K, KP] = [4, 9, 16, 16];
+const TEACHER_TEMP = 0.04;
+const TEACHER_PATCH_TEMP = 0.07;
+const LAMBDA1 = 1;
+const LAMBDA2 = 0.5;
+
+/** Random loss inputs for G global and Lc local crops of B images each. */
+interface LossCase {
+  readonly globalCrops: number;
+  readonly localCrops: number;
+  /** [(G + Lc)·B, K]. */
+  readonly studentCls: Float32Array;
+  /** [G·B, N, Kp]. */
+  readonly studentPatch: Float32Array;
+  /** [G·B, K]. */
+  readonly teacherCls: Float32Array;
+  /** [G·B, N, Kp]. */
+  readonly teacherPatch: Float32Array;
+  /** [G·B, N], 0/1; the second image of crop 0 has no masked patch. */
+  readonly masks: Float32Array;
+  /** [1, K] and [1, 1, Kp]. */
+  readonly center: Float32Array;
+  readonly center2: Float32Array;
+}
+
+/** The patch slots our loss consumes: M per global-crop row, with 0/1 weights. */
+interface Slots {
+  readonly count: number;
+  /** [G·B, M, Kp]. */
+  readonly student: Float32Array;
+  readonly teacher: Float32Array;
+  /** [G·B, M]. */
+  readonly weights: Float32Array;
+}
+
+interface LossValues {
+  readonly loss: number;
+  readonly cls: number;
+  readonly patch: number;
+  readonly center: ArrayLike<number>;
+  readonly center2: ArrayLike<number>;
+}
+
+function randomCase(globalCrops: number, localCrops: number, seed: number): LossCase {
+  const rng = new Rng(seed);
+  const rows = globalCrops * B;
+  const values = (n: number, std: number) =>
+    Float32Array.from({ length: n }, () => std * rng.normal());
+  const masks = Float32Array.from({ length: rows * N }, () => (rng.uniform() < 0.4 ? 1 : 0));
+  masks.fill(0, N, 2 * N);
+  masks[0] = 1;
+  return {
+    globalCrops,
+    localCrops,
+    studentCls: values((globalCrops + localCrops) * B * K, 1),
+    studentPatch: values(rows * N * KP, 1),
+    teacherCls: values(rows * K, 0.3),
+    teacherPatch: values(rows * N * KP, 0.3),
+    masks,
+    center: values(K, 0.1),
+    center2: values(KP, 0.1),
+  };
+}
+
+/** Every patch is a slot, weighted by its mask: the official formula as is. */
+function allPatchSlots(c: LossCase): Slots {
+  return { count: N, student: c.studentPatch, teacher: c.teacherPatch, weights: c.masks };
+}
+
+/**
+ * Only the masked patches, gathered to the front of each row and padded to the largest count
+ * with zero-weight slots holding large random logits (which must not matter).
+ */
+function maskedPatchSlots(c: LossCase, seed: number): Slots {
+  const rng = new Rng(seed);
+  const rows = c.globalCrops * B;
+  let count = 0;
+  for (let r = 0; r < rows; r++) {
+    count = Math.max(count, c.masks.subarray(r * N, (r + 1) * N).reduce((a, b) => a + b, 0));
+  }
+  const student = Float32Array.from({ length: rows * count * KP }, () => 5 * rng.normal());
+  const teacher = Float32Array.from({ length: rows * count * KP }, () => 5 * rng.normal());
+  const weights = new Float32Array(rows * count);
+  for (let r = 0; r < rows; r++) {
+    let used = 0;
+    for (let n = 0; n < N; n++) {
+      if (!c.masks[r * N + n]) continue;
+      const from = (r * N + n) * KP;
+      const to = (r * count + used) * KP;
+      student.set(c.studentPatch.subarray(from, from + KP), to);
+      teacher.set(c.teacherPatch.subarray(from, from + KP), to);
+      weights[r * count + used] = 1;
+      used++;
+    }
+  }
+  assert(count < N, "the gathered case must be smaller than all patches");
+  return { count, student, teacher, weights };
+}
+
+/** Our in-graph loss and centre update on the slots; the patch centre uses all patches. */
+async function ours(c: LossCase, slots: Slots): Promise<LossValues> {
+  const g = new Graph("ibot_loss");
+  const rows = c.globalCrops * B;
+  const M = slots.count;
+  const input = (name: string, shape: number[]) => g.input(name, "float32", shape);
+  const teacherCls = input("teacher_cls", [rows, K]);
+  const teacherPatchAll = input("teacher_patch_all", [rows, N, KP]);
+  const center = input("center", [1, K]);
+  const center2 = input("center2", [1, 1, KP]);
+  const terms = ibotLoss({
+    studentCls: input("student_cls", [(c.globalCrops + c.localCrops) * B, K]),
+    studentPatch: input("student_slots", [rows, M, KP]),
+    teacherCls,
+    teacherPatch: input("teacher_slots", [rows, M, KP]),
+    slotWeights: input("slot_weights", [rows, M]),
+    center,
+    center2,
+    teacherTemp: input("teacher_temp", []),
+    teacherPatchTemp: input("teacher_patch_temp", []),
+    globalCrops: c.globalCrops,
+    lambda1: LAMBDA1,
+    lambda2: LAMBDA2,
+  });
+  const centers = updateCenters(center, center2, teacherCls, mean(teacherPatchAll, [1]));
+  g.output("loss", terms.loss);
+  g.output("cls", terms.cls);
+  g.output("patch", terms.patch);
+  g.output("center.next", centers.center);
+  g.output("center2.next", centers.center2);
+  const session = await CompiledGraph.create(g);
+  const out = await session.run({
+    teacher_cls: c.teacherCls,
+    teacher_patch_all: c.teacherPatch,
+    center: c.center,
+    center2: c.center2,
+    student_cls: c.studentCls,
+    student_slots: slots.student,
+    teacher_slots: slots.teacher,
+    slot_weights: slots.weights,
+    teacher_temp: Float32Array.of(TEACHER_TEMP),
+    teacher_patch_temp: Float32Array.of(TEACHER_PATCH_TEMP),
+  });
+  const scalar = (name: string) => (out[name] as Float32Array)[0];
+  return {
+    loss: scalar("loss"),
+    cls: scalar("cls"),
+    patch: scalar("patch"),
+    center: (out["center.next"] as Float32Array).slice(),
+    center2: (out["center2.next"] as Float32Array).slice(),
+  };
+}
+
+/** `ibot_torch.py loss` on the same inputs (all patches with the mask, as the official loss). */
+async function reference(c: LossCase): Promise<LossValues> {
+  const dir = await Deno.makeTempDir();
+  const rows = c.globalCrops * B;
+  const f32 = (data: Float32Array, shape: number[]): NamedTensor => ({
+    dtype: "float32",
+    shape,
+    data,
+  });
+  const f64 = (value: number): NamedTensor => ({
+    dtype: "float64",
+    shape: [1],
+    data: Float64Array.of(value),
+  });
+  try {
+    await saveSafetensors(`${dir}/in.safetensors`, {
+      student_cls: f32(c.studentCls, [(c.globalCrops + c.localCrops) * B, K]),
+      student_patch: f32(c.studentPatch, [rows, N, KP]),
+      teacher_cls: f32(c.teacherCls, [rows, K]),
+      teacher_patch: f32(c.teacherPatch, [rows, N, KP]),
+      masks: f32(c.masks, [rows, N]),
+      center: f32(c.center, [1, K]),
+      center2: f32(c.center2, [1, 1, KP]),
+      n_global: f64(c.globalCrops),
+      teacher_temp: f64(TEACHER_TEMP),
+      teacher_patch_temp: f64(TEACHER_PATCH_TEMP),
+      lambda1: f64(LAMBDA1),
+      lambda2: f64(LAMBDA2),
+    });
+    await runTorchScript("ibot_torch.py", [
+      "loss",
+      `${dir}/in.safetensors`,
+      `${dir}/out.safetensors`,
+    ]);
+    const out = (await loadSafetensors(`${dir}/out.safetensors`)).tensors;
+    const get = (name: string) => out.get(name)!.data as Float64Array;
+    return {
+      loss: get("loss")[0],
+      cls: get("cls")[0],
+      patch: get("patch")[0],
+      center: get("center"),
+      center2: get("center2"),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** |actual − expected| ≤ 1e-5 · |expected|. */
+function assertRelative(actual: number, expected: number, what: string): void {
+  assert(
+    Math.abs(actual - expected) <= 1e-5 * Math.abs(expected),
+    `${what}: ${actual} differs from ${expected} by more than 1e-5 relative`,
+  );
+}
+
+/** max |a − b| ≤ 1e-5 · max |b|: agreement relative to the tensor's scale. */
+function assertScaled(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string): void {
+  assert.equal(actual.length, expected.length, what);
+  let worst = 0;
+  let scale = 0;
+  for (let i = 0; i < expected.length; i++) {
+    worst = Math.max(worst, Math.abs(actual[i] - expected[i]));
+    scale = Math.max(scale, Math.abs(expected[i]));
+  }
+  assert(worst <= 1e-5 * scale, `${what}: max difference ${worst} exceeds 1e-5 × ${scale}`);
+}
+
+function assertMatches(actual: LossValues, expected: LossValues): void {
+  assertRelative(actual.loss, expected.loss, "loss");
+  assertRelative(actual.cls, expected.cls, "cls");
+  assertRelative(actual.patch, expected.patch, "patch");
+  assertScaled(actual.center, expected.center, "center");
+  assertScaled(actual.center2, expected.center2, "center2");
+}
+
+Deno.test({
+  name: "iBOT loss with every patch as a slot matches the official loss and centre update",
+  ignore: !torchAvailable(),
+  async fn() {
+    const c = randomCase(2, 3, 1);
+    const expected = await reference(c);
+    assert(expected.cls > 0 && expected.patch > 0, "both terms are non-trivial");
+    assertMatches(await ours(c, allPatchSlots(c)), expected);
+  },
+});
+
+Deno.test({
+  name: "iBOT loss on only the masked patches, padded with zero-weight slots, is the same loss",
+  ignore: !torchAvailable(),
+  async fn() {
+    const c = randomCase(2, 3, 2);
+    const expected = await reference(c);
+    const gathered = await ours(c, maskedPatchSlots(c, 3));
+    assertMatches(gathered, expected);
+    assertMatches(gathered, await ours(c, allPatchSlots(c)));
+  },
+});
+
+Deno.test({
+  name:
+    "iBOT loss with one global and no local crop: cls is 0 where the official code divides 0 by 0",
+  ignore: !torchAvailable(),
+  async fn() {
+    // The official loss has no cross-view pair here and fails with 0 / 0 (ZeroDivisionError).
+    const alone = randomCase(1, 0, 4);
+    await assert.rejects(reference(alone), /ZeroDivisionError/);
+    // The patch term and the centres do not depend on local crops: add one for the reference.
+    const rng = new Rng(5);
+    const localCls = Array.from({ length: B * K }, () => rng.normal());
+    const withLocal = {
+      ...alone,
+      localCrops: 1,
+      studentCls: Float32Array.of(...alone.studentCls, ...localCls),
+    };
+    const expected = await reference(withLocal);
+    assertMatches(await ours(withLocal, allPatchSlots(withLocal)), expected);
+    const got = await ours(alone, allPatchSlots(alone));
+    assert(got.cls === 0, `cls is ${got.cls}`);
+    assert.equal(got.loss, got.patch);
+    assertRelative(got.patch, expected.patch, "patch");
+    assertScaled(got.center, expected.center, "center");
+    assertScaled(got.center2, expected.center2, "center2");
+  },
+});
