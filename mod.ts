@@ -36,3 +36,23 @@ export { loadSafetensors, type NamedTensor, saveSafetensors } from "./lib/runtim
 export { layerNorm as layerNormLayer, linear as linearLayer } from "./lib/models/layers.ts";
 export { attention, type BlockConfig, mlp, transformerBlock } from "./lib/models/block.ts";
 export * from "./lib/optim/adamw.ts";
+export { vit, VIT_SIZES, type VitConfig } from "./lib/models/vit.ts";
+export {
+  clsLastLayer,
+  headBottleneck,
+  type HeadConfig,
+  patchLastLayer,
+} from "./lib/models/head.ts";
+export { agreement, ibotLoss, updateCenters } from "./lib/losses/ibot.ts";
+export { cosineSchedule, teacherTemperatureSchedule } from "./lib/optim/schedules.ts";
+export { MaskGenerator, type MaskingConfig } from "./lib/data/masking.ts";
+export { evalTransform, multiCrop, type MultiCropConfig } from "./lib/data/augment.ts";
+export { evalBatches, MultiCropLoader } from "./lib/data/loader.ts";
+export { openSource, type RawImage, resolveDataPath } from "./lib/data/source.ts";
+export { buildIbotStep, type IbotStepConfig } from "./lib/train/step.ts";
+export { IbotTrainer } from "./lib/train/trainer.ts";
+export { parsePretrainArgs } from "./lib/train/args.ts";
+export { loadTrainingCheckpoint, saveTrainingCheckpoint } from "./lib/train/checkpoint.ts";
+export { buildFeatureGraph } from "./lib/eval/features.ts";
+export { evaluateKnn, extractFeatures } from "./lib/eval/knn_eval.ts";
+export { knnClassify, type KnnResult } from "./lib/eval/knn.ts";

@@ -16,10 +16,10 @@ function describe(results: readonly KnnResult[]): string {
     .join("\n  ");
 }
 
-async function knn(trainer: IbotTrainer, args: PretrainArgs): Promise<KnnResult[]> {
+async function knn(trainer: IbotTrainer, args: PretrainArgs, prefix: string): Promise<KnnResult[]> {
   return await evaluateKnn(trainer.store, String(args.data_path), {
     backbone: trainer.backbone,
-    prefix: "teacher",
+    prefix,
     size: Number(args.global_crop_size),
     ks: [10, 20, 100, 200],
     threads: Number(args.threads) > 0 ? Number(args.threads) : undefined,
@@ -47,8 +47,8 @@ async function main(): Promise<number> {
     const fresh = trainer.position.epoch === 0 && trainer.position.iteration === 0;
     let before: KnnResult[] | undefined;
     if (args.knn_eval && fresh) {
-      console.log("k-NN of the teacher at initialisation...");
-      before = await knn(trainer, args);
+      console.log("k-NN at initialisation (teacher and student start equal)...");
+      before = await knn(trainer, args, "teacher");
       console.log(`  ${describe(before)}`);
     }
     const controller = new AbortController();
@@ -71,17 +71,16 @@ async function main(): Promise<number> {
     }
     console.log(`Training done; checkpoint ${checkpoint}`);
     if (args.knn_eval) {
-      console.log("k-NN of the trained teacher...");
-      const after = await knn(trainer, args);
-      console.log(`  ${describe(after)}`);
-      if (before) {
-        const k20 = (rs: KnnResult[]) => rs.find((r) => r.k === 20)!.top1.toFixed(2);
-        console.log(
-          `k-NN top-1 (k=20): ${k20(before)}% at initialisation → ${
-            k20(after)
-          }% after pre-training`,
-        );
+      const top1 = (rs: readonly KnnResult[]) => `${rs.find((r) => r.k === 20)!.top1.toFixed(2)}%`;
+      const summary: string[] = [];
+      for (const prefix of ["teacher", "student"]) {
+        console.log(`k-NN of the trained ${prefix}...`);
+        const after = await knn(trainer, args, prefix);
+        console.log(`  ${describe(after)}`);
+        summary.push(`${prefix} ${top1(after)}`);
       }
+      const start = before ? `${top1(before)} at initialisation → ` : "";
+      console.log(`k-NN top-1 (k=20): ${start}${summary.join(", ")} after pre-training`);
     }
     return 0;
   } finally {
