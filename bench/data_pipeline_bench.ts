@@ -13,20 +13,14 @@
 
 import { defaultWorkerCount, type MultiCropBatch, MultiCropLoader } from "../lib/data/loader.ts";
 import { resolveDataPath } from "../lib/data/source.ts";
+import { SMALL_CROPS, VENDORED } from "../tests/data/fixtures.ts";
 
 const BATCH = 64;
 const TIMED_BATCHES = 40;
 
 const loader = await MultiCropLoader.create({
-  source: await resolveDataPath(new URL("../data/fashion-mnist", import.meta.url).pathname),
-  crops: {
-    globalCropsNumber: 2,
-    globalCropSize: 32,
-    globalCropsScale: [0.14, 1],
-    localCropsNumber: 4,
-    localCropSize: 16,
-    localCropsScale: [0.05, 0.4],
-  },
+  source: await resolveDataPath(VENDORED),
+  crops: SMALL_CROPS,
   batchSize: BATCH,
   seed: 0,
 });

@@ -19,22 +19,13 @@ import {
   IMAGENET_MEAN,
   IMAGENET_STD,
   multiCrop,
-  type MultiCropConfig,
   normalize,
   randomResizedCropBox,
   roundHalfEven,
   solarize,
 } from "../../lib/data/augment.ts";
 import type { RawImage } from "../../lib/data/source.ts";
-
-const CONFIG: MultiCropConfig = {
-  globalCropsNumber: 2,
-  globalCropSize: 32,
-  globalCropsScale: [0.14, 1],
-  localCropsNumber: 4,
-  localCropSize: 16,
-  localCropsScale: [0.05, 0.4],
-};
+import { SMALL_CROPS } from "./fixtures.ts";
 
 /** An Rng that returns scripted values: `uniforms` for uniform(), `ints` for int(n). */
 class ScriptedRng extends Rng {
@@ -179,7 +170,7 @@ Deno.test("drawCropPlan draws in the official order with the official comparison
 });
 
 Deno.test("crop plans follow the per-crop probabilities of the recipe", () => {
-  const specs = cropSpecs({ ...CONFIG, globalCropsNumber: 3 });
+  const specs = cropSpecs({ ...SMALL_CROPS, globalCropsNumber: 3 });
   assert.deepEqual(
     specs.map((s) => [s.size, s.blurProbability, s.solarizeProbability]),
     [[32, 1, 0], [32, 0.1, 0.2], [32, 0.1, 0.2], [16, 0.5, 0], [16, 0.5, 0], [16, 0.5, 0], [
@@ -213,11 +204,11 @@ Deno.test("crop plans follow the per-crop probabilities of the recipe", () => {
 
 Deno.test("multiCrop: shapes, determinism for one seed, normalised range", async () => {
   const image = testImage(28, 28);
-  const crops = await multiCrop(image, CONFIG, new Rng(11));
+  const crops = await multiCrop(image, SMALL_CROPS, new Rng(11));
   assert.deepEqual(crops.map((c) => c.length), [3072, 3072, 768, 768, 768, 768]);
-  const again = await multiCrop(image, CONFIG, new Rng(11));
+  const again = await multiCrop(image, SMALL_CROPS, new Rng(11));
   crops.forEach((crop, i) => assert.deepEqual(crop, again[i], `crop ${i} differs`));
-  const other = await multiCrop(image, CONFIG, new Rng(12));
+  const other = await multiCrop(image, SMALL_CROPS, new Rng(12));
   assert.notDeepEqual(crops[0], other[0]);
 
   for (const crop of crops) {

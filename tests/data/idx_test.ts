@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { assert } from "../assert.ts";
+import { withTempDir } from "./fixtures.ts";
 import {
   encodeIdx,
   grayToRgb,
@@ -16,15 +17,6 @@ const IMAGES = {
   data: Uint8Array.from({ length: 18 }, (_, i) => i + 4 * Math.floor(i / 6)),
 };
 const LABELS = { dims: [3], data: Uint8Array.of(2, 0, 1) };
-
-async function withTempDir(body: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir();
-  try {
-    await body(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 async function rejectsWith(promise: Promise<unknown>, pattern: RegExp): Promise<void> {
   await assert.rejects(promise, (error: Error) => {

@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import sharp from "sharp";
 import { assert } from "../assert.ts";
+import { withTempDir } from "./fixtures.ts";
 import { decodeImage, openImageFolder, scanImageFolder } from "../../lib/data/image_folder.ts";
 
 /** Writes a `width` × `height` PNG of one colour; `channels` 1 (gray), 3 (RGB) or 4 (RGBA). */
@@ -14,15 +15,6 @@ async function writePng(
   const data = new Uint8Array(width * height * channels);
   for (let i = 0; i < data.length; i++) data[i] = value[i % channels];
   await sharp(data, { raw: { width, height, channels } }).png().toFile(path);
-}
-
-async function withTempDir(body: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir();
-  try {
-    await body(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 Deno.test("ImageFolder: sorted classes, files sorted per folder, extensions filtered", async () => {

@@ -2,8 +2,7 @@ import { join } from "node:path";
 import sharp from "sharp";
 import { assert } from "../assert.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
-import { evalTransform, multiCrop, type MultiCropConfig } from "../../lib/data/augment.ts";
-import { readIdx, writeIdx } from "../../lib/data/idx.ts";
+import { evalTransform, multiCrop } from "../../lib/data/augment.ts";
 import {
   epochOrder,
   type EvalBatch,
@@ -12,41 +11,14 @@ import {
   MultiCropLoader,
 } from "../../lib/data/loader.ts";
 import { openSource, type SourceSpec } from "../../lib/data/source.ts";
+import { SMALL_CROPS, withTempDir, writeVendoredSubset } from "./fixtures.ts";
 
-const VENDORED = new URL("../../data/fashion-mnist", import.meta.url).pathname;
-const CROPS: MultiCropConfig = {
-  globalCropsNumber: 2,
-  globalCropSize: 32,
-  globalCropsScale: [0.14, 1],
-  localCropsNumber: 4,
-  localCropSize: 16,
-  localCropsScale: [0.05, 0.4],
-};
 const IMAGES = 100;
 const BATCH = 16;
 
 /** Writes the first `IMAGES` vendored training images as an IDX pair in a temp folder. */
-async function smallIdx(
-  dir: string,
-): Promise<{ kind: "idx"; images: string; labels: string }> {
-  const images = await readIdx(join(VENDORED, "train-images-idx3-ubyte.gz"));
-  const labels = await readIdx(join(VENDORED, "train-labels-idx1-ubyte.gz"));
-  const spec = { kind: "idx" as const, images: join(dir, "images"), labels: join(dir, "labels") };
-  await writeIdx(spec.images, {
-    dims: [IMAGES, 28, 28],
-    data: images.data.slice(0, IMAGES * 784),
-  });
-  await writeIdx(spec.labels, { dims: [IMAGES], data: labels.data.slice(0, IMAGES) });
-  return spec;
-}
-
-async function withTempDir(body: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir();
-  try {
-    await body(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+function smallIdx(dir: string): Promise<{ kind: "idx"; images: string; labels: string }> {
+  return writeVendoredSubset("train", IMAGES, join(dir, "images"), join(dir, "labels"));
 }
 
 async function collect<T>(iterator: AsyncIterable<T>): Promise<T[]> {
@@ -62,7 +34,7 @@ async function epochWith(
 ): Promise<MultiCropBatch[]> {
   const loader = await MultiCropLoader.create({
     source,
-    crops: CROPS,
+    crops: SMALL_CROPS,
     batchSize: BATCH,
     workers,
     seed: 5,
@@ -110,7 +82,7 @@ Deno.test("MultiCropLoader: itersPerEpoch batches, shapes, independent of worker
     const index = one[1].indices[b];
     const views = await multiCrop(
       await source.load(index),
-      CROPS,
+      SMALL_CROPS,
       new Rng(5).fork(`0:${index}`),
     );
     const globalSize = 3 * 32 * 32;
@@ -154,7 +126,7 @@ Deno.test("MultiCropLoader: a worker decode error rejects the epoch, naming the 
     await Deno.writeTextFile(broken, "not a png");
     const loader = await MultiCropLoader.create({
       source: { kind: "folder", root },
-      crops: CROPS,
+      crops: SMALL_CROPS,
       batchSize: 4,
       workers: 2,
       seed: 0,
@@ -174,13 +146,19 @@ Deno.test("MultiCropLoader: open errors and a source smaller than one batch", as
   await withTempDir(async (dir) => {
     const spec = await smallIdx(dir);
     await assert.rejects(
-      MultiCropLoader.create({ source: spec, crops: CROPS, batchSize: 101, workers: 1, seed: 0 }),
+      MultiCropLoader.create({
+        source: spec,
+        crops: SMALL_CROPS,
+        batchSize: 101,
+        workers: 1,
+        seed: 0,
+      }),
       /the data source has 100 images, fewer than one batch of 101/,
     );
     await assert.rejects(
       MultiCropLoader.create({
         source: { kind: "idx", images: join(dir, "missing"), labels: spec.labels },
-        crops: CROPS,
+        crops: SMALL_CROPS,
         batchSize: 4,
         workers: 1,
         seed: 0,
@@ -188,10 +166,15 @@ Deno.test("MultiCropLoader: open errors and a source smaller than one batch", as
       new RegExp(`IDX file ${join(dir, "missing")} does not exist`),
     );
     assert.throws(
-      () => new MultiCropLoader({ source: spec, crops: CROPS, batchSize: 0, seed: 0 }),
+      () => new MultiCropLoader({ source: spec, crops: SMALL_CROPS, batchSize: 0, seed: 0 }),
       /batchSize must be a positive integer, got 0/,
     );
-    const unopened = new MultiCropLoader({ source: spec, crops: CROPS, batchSize: 4, seed: 0 });
+    const unopened = new MultiCropLoader({
+      source: spec,
+      crops: SMALL_CROPS,
+      batchSize: 4,
+      seed: 0,
+    });
     assert.throws(() => unopened.itersPerEpoch, /not open: call open\(\) or create\(\) first/);
   });
 });

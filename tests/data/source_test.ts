@@ -1,18 +1,8 @@
 import { join } from "node:path";
 import { assert } from "../assert.ts";
+import { VENDORED, withTempDir } from "./fixtures.ts";
 import { writeIdx } from "../../lib/data/idx.ts";
 import { openSource, resolveDataPath } from "../../lib/data/source.ts";
-
-const VENDORED = new URL("../../data/fashion-mnist", import.meta.url).pathname;
-
-async function withTempDir(body: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir();
-  try {
-    await body(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 Deno.test("resolveDataPath finds the vendored Fashion-MNIST splits", async () => {
   const train = await resolveDataPath(VENDORED);

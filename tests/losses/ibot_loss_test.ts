@@ -1,15 +1,10 @@
-import { assert } from "../assert.ts";
+import { assert, assertCloseToScale } from "../assert.ts";
 import { Graph } from "../../lib/graph/graph.ts";
 import { mean } from "../../lib/graph/reduce.ts";
 import { ibotLoss, updateCenters } from "../../lib/losses/ibot.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
-import {
-  loadSafetensors,
-  type NamedTensor,
-  saveSafetensors,
-} from "../../lib/runtime/safetensors.ts";
 import { CompiledGraph } from "../../lib/runtime/session.ts";
-import { runTorchScript, torchAvailable } from "../reference/torch.ts";
+import { f32, f64, float64Reader, runTorchReference, torchAvailable } from "../reference/torch.ts";
 
 const [B, N, K, KP] = [4, 9, 16, 16];
 const TEACHER_TEMP = 0.04;
@@ -165,20 +160,9 @@ async function ours(c: LossCase, slots: Slots): Promise<LossValues> {
 
 /** `ibot_torch.py loss` on the same inputs (all patches with the mask, as the official loss). */
 async function reference(c: LossCase): Promise<LossValues> {
-  const dir = await Deno.makeTempDir();
   const rows = c.globalCrops * B;
-  const f32 = (data: Float32Array, shape: number[]): NamedTensor => ({
-    dtype: "float32",
-    shape,
-    data,
-  });
-  const f64 = (value: number): NamedTensor => ({
-    dtype: "float64",
-    shape: [1],
-    data: Float64Array.of(value),
-  });
-  try {
-    await saveSafetensors(`${dir}/in.safetensors`, {
+  const get = float64Reader(
+    await runTorchReference("ibot_torch.py", ["loss"], {
       student_cls: f32(c.studentCls, [(c.globalCrops + c.localCrops) * B, K]),
       student_patch: f32(c.studentPatch, [rows, N, KP]),
       teacher_cls: f32(c.teacherCls, [rows, K]),
@@ -191,52 +175,23 @@ async function reference(c: LossCase): Promise<LossValues> {
       teacher_patch_temp: f64(TEACHER_PATCH_TEMP),
       lambda1: f64(LAMBDA1),
       lambda2: f64(LAMBDA2),
-    });
-    await runTorchScript("ibot_torch.py", [
-      "loss",
-      `${dir}/in.safetensors`,
-      `${dir}/out.safetensors`,
-    ]);
-    const out = (await loadSafetensors(`${dir}/out.safetensors`)).tensors;
-    const get = (name: string) => out.get(name)!.data as Float64Array;
-    return {
-      loss: get("loss")[0],
-      cls: get("cls")[0],
-      patch: get("patch")[0],
-      center: get("center"),
-      center2: get("center2"),
-    };
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-/** |actual − expected| ≤ 1e-5 · |expected|. */
-function assertRelative(actual: number, expected: number, what: string): void {
-  assert(
-    Math.abs(actual - expected) <= 1e-5 * Math.abs(expected),
-    `${what}: ${actual} differs from ${expected} by more than 1e-5 relative`,
+    }),
   );
-}
-
-/** max |a − b| ≤ 1e-5 · max |b|: agreement relative to the tensor's scale. */
-function assertScaled(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string): void {
-  assert.equal(actual.length, expected.length, what);
-  let worst = 0;
-  let scale = 0;
-  for (let i = 0; i < expected.length; i++) {
-    worst = Math.max(worst, Math.abs(actual[i] - expected[i]));
-    scale = Math.max(scale, Math.abs(expected[i]));
-  }
-  assert(worst <= 1e-5 * scale, `${what}: max difference ${worst} exceeds 1e-5 × ${scale}`);
+  return {
+    loss: get("loss")[0],
+    cls: get("cls")[0],
+    patch: get("patch")[0],
+    center: get("center"),
+    center2: get("center2"),
+  };
 }
 
 function assertMatches(actual: LossValues, expected: LossValues): void {
-  assertRelative(actual.loss, expected.loss, "loss");
-  assertRelative(actual.cls, expected.cls, "cls");
-  assertRelative(actual.patch, expected.patch, "patch");
-  assertScaled(actual.center, expected.center, "center");
-  assertScaled(actual.center2, expected.center2, "center2");
+  assertCloseToScale(actual.loss, expected.loss, "loss");
+  assertCloseToScale(actual.cls, expected.cls, "cls");
+  assertCloseToScale(actual.patch, expected.patch, "patch");
+  assertCloseToScale(actual.center, expected.center, "center");
+  assertCloseToScale(actual.center2, expected.center2, "center2");
 }
 
 Deno.test({
@@ -283,8 +238,8 @@ Deno.test({
     const got = await ours(alone, allPatchSlots(alone));
     assert(got.cls === 0, `cls is ${got.cls}`);
     assert.equal(got.loss, got.patch);
-    assertRelative(got.patch, expected.patch, "patch");
-    assertScaled(got.center, expected.center, "center");
-    assertScaled(got.center2, expected.center2, "center2");
+    assertCloseToScale(got.patch, expected.patch, "patch");
+    assertCloseToScale(got.center, expected.center, "center");
+    assertCloseToScale(got.center2, expected.center2, "center2");
   },
 });

@@ -1,66 +1,23 @@
-import { assert } from "../assert.ts";
+import { assert, assertCloseToScale } from "../assert.ts";
 import { Graph } from "../../lib/graph/graph.ts";
 import { shapeSize } from "../../lib/graph/tensor.ts";
 import { positionEmbedding, vit, type VitConfig } from "../../lib/models/vit.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
-import {
-  loadSafetensors,
-  type NamedTensor,
-  saveSafetensors,
-} from "../../lib/runtime/safetensors.ts";
+import type { NamedTensor } from "../../lib/runtime/safetensors.ts";
 import { CompiledGraph } from "../../lib/runtime/session.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
 import { buildIbotStep } from "../../lib/train/step.ts";
-import { PYTHON, runTorchScript, torchAvailable } from "../reference/torch.ts";
+import {
+  f32,
+  float64Reader,
+  i64,
+  PYTHON,
+  randomizeWeights,
+  runTorchReference,
+  torchAvailable,
+} from "../reference/torch.ts";
 
 const REFERENCE = new URL("../reference/ibot_torch.py", import.meta.url).pathname;
-
-/** max |a − b| ≤ 1e-5 · max |b|: agreement relative to the tensor's scale. */
-function assertScaled(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string): void {
-  assert.equal(actual.length, expected.length, what);
-  let worst = 0;
-  let scale = 0;
-  for (let i = 0; i < expected.length; i++) {
-    worst = Math.max(worst, Math.abs(actual[i] - expected[i]));
-    scale = Math.max(scale, Math.abs(expected[i]));
-  }
-  assert(worst <= 1e-5 * scale, `${what}: max difference ${worst} exceeds 1e-5 × ${scale}`);
-}
-
-/** Writes `tensors`, runs `ibot_torch.py <mode> IN OUT` and returns OUT's float64 tensors. */
-async function runReference(
-  mode: string,
-  tensors: Record<string, NamedTensor>,
-): Promise<(name: string) => Float64Array> {
-  const dir = await Deno.makeTempDir();
-  try {
-    await saveSafetensors(`${dir}/in.safetensors`, tensors);
-    await runTorchScript("ibot_torch.py", [
-      mode,
-      `${dir}/in.safetensors`,
-      `${dir}/out.safetensors`,
-    ]);
-    const out = (await loadSafetensors(`${dir}/out.safetensors`)).tensors;
-    return (name) => {
-      const t = out.get(name);
-      if (!t) throw new Error(`the reference wrote no ${name}`);
-      return t.data as Float64Array;
-    };
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-const f32 = (data: Float32Array, shape: number[]): NamedTensor => ({
-  dtype: "float32",
-  shape,
-  data,
-});
-const i64 = (value: number): NamedTensor => ({
-  dtype: "int64",
-  shape: [1],
-  data: BigInt64Array.of(BigInt(value)),
-});
 
 /** `ibot_torch.py keys vit_small 16 8192 SHARED`: `name [shape]` lines and counts by part. */
 function officialKeys(shared: boolean): {
@@ -189,18 +146,20 @@ Deno.test({
     for (const [h, w] of grids) g.output(`pos.${h}x${w}`, positionEmbedding(pos, side, h, w));
     const out = await (await CompiledGraph.create(g)).run({ pos_embed: table });
 
-    const reference = await runReference("pos", {
-      pos_embed: f32(table, [1, 1 + side * side, dim]),
-      grids: {
-        dtype: "int64",
-        shape: [grids.length, 2],
-        data: BigInt64Array.from(grids.flat(), BigInt),
-      },
-    });
+    const reference = float64Reader(
+      await runTorchReference("ibot_torch.py", ["pos"], {
+        pos_embed: f32(table, [1, 1 + side * side, dim]),
+        grids: {
+          dtype: "int64",
+          shape: [grids.length, 2],
+          data: BigInt64Array.from(grids.flat(), BigInt),
+        },
+      }),
+    );
     for (const [h, w] of grids) {
       const name = `pos.${h}x${w}`;
       assert.equal(out[name].length, (1 + h * w) * dim, name);
-      assertScaled(out[name] as Float32Array, reference(name), name);
+      assertCloseToScale(out[name] as Float32Array, reference(name), name);
     }
   },
 });
@@ -226,13 +185,9 @@ Deno.test({
     g.output("local_tokens", vit(g, config, { images: localImages }).tokens);
     const session = await CompiledGraph.create(g);
 
-    // Random weights (not the official init) so that every parameter matters.
     const rng = new Rng(12);
     const store = StateStore.fromParams(g.params, 12);
-    for (const name of store.names()) {
-      const base = name.includes("norm") && name.endsWith("weight") ? 1 : 0;
-      store.get(name).forEach((_, i, a) => (a[i] = base + 0.3 * rng.normal()));
-    }
+    randomizeWeights(store, rng);
     const data = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
     const feeds: Record<string, Float32Array> = {
       images: data(batch * 3 * 16 * 16),
@@ -256,8 +211,8 @@ Deno.test({
     for (const p of g.params) {
       tensors[p.name.slice("backbone.".length)] = f32(store.get(p.name), [...p.shape]);
     }
-    const reference = await runReference("vit", tensors);
-    assertScaled(out.tokens as Float32Array, reference("tokens"), "tokens");
-    assertScaled(out.local_tokens as Float32Array, reference("local_tokens"), "local tokens");
+    const reference = float64Reader(await runTorchReference("ibot_torch.py", ["vit"], tensors));
+    assertCloseToScale(out.tokens as Float32Array, reference("tokens"), "tokens");
+    assertCloseToScale(out.local_tokens as Float32Array, reference("local_tokens"), "local tokens");
   },
 });

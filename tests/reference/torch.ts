@@ -2,6 +2,13 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import {
+  loadSafetensors,
+  type NamedTensor,
+  saveSafetensors,
+} from "../../lib/runtime/safetensors.ts";
+import type { Rng } from "../../lib/runtime/rng.ts";
+import type { StateStore } from "../../lib/runtime/store.ts";
 
 /** The Python that sees Debian's packages (python3-torch). */
 export const PYTHON = "/usr/bin/python3";
@@ -35,4 +42,66 @@ export async function runTorchScript(script: string, args: string[]): Promise<vo
     stderr: "piped",
   }).output();
   if (!success) throw new Error(`${script} failed:\n${new TextDecoder().decode(stderr)}`);
+}
+
+/**
+ * Writes `tensors` to IN.safetensors in a temp folder, runs `tests/reference/<script> ...args IN
+ * OUT` (e.g. `ibot_torch.py step IN OUT`) and returns OUT's tensors; the folder is removed after.
+ */
+export async function runTorchReference(
+  script: string,
+  args: readonly string[],
+  tensors: Record<string, NamedTensor>,
+): Promise<Map<string, NamedTensor>> {
+  const dir = await Deno.makeTempDir();
+  try {
+    const [input, output] = [join(dir, "in.safetensors"), join(dir, "out.safetensors")];
+    await saveSafetensors(input, tensors);
+    await runTorchScript(script, [...args, input, output]);
+    return (await loadSafetensors(output)).tensors;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** A reader of the reference's float64 outputs by name; throws naming a tensor it did not write. */
+export function float64Reader(tensors: Map<string, NamedTensor>): (name: string) => Float64Array {
+  return (name) => {
+    const tensor = tensors.get(name);
+    if (!tensor) throw new Error(`the reference wrote no ${name}`);
+    return tensor.data as Float64Array;
+  };
+}
+
+/** A float32 tensor of `shape` over `data` (not copied). */
+export const f32 = (data: Float32Array, shape: readonly number[]): NamedTensor => ({
+  dtype: "float32",
+  shape: [...shape],
+  data,
+});
+
+/** An int64 scalar of shape [1]; booleans become 0 or 1. */
+export const i64 = (value: number | boolean): NamedTensor => ({
+  dtype: "int64",
+  shape: [1],
+  data: BigInt64Array.of(BigInt(Number(value))),
+});
+
+/** A float64 scalar of shape [1]. */
+export const f64 = (value: number): NamedTensor => ({
+  dtype: "float64",
+  shape: [1],
+  data: Float64Array.of(value),
+});
+
+/**
+ * Overwrites every tensor of `store` with random weights (not the official init) so that every
+ * parameter and gradient matters in a comparison: 1 + 0.3·N(0, 1) for norm weights, 0.3·N(0, 1)
+ * elsewhere, drawn from `rng` in the store's order.
+ */
+export function randomizeWeights(store: StateStore, rng: Rng): void {
+  for (const name of store.names()) {
+    const base = name.includes("norm") && name.endsWith("weight") ? 1 : 0;
+    store.get(name).forEach((_, i, a) => (a[i] = base + 0.3 * rng.normal()));
+  }
 }

@@ -1,6 +1,5 @@
 import { join } from "node:path";
 import { assert } from "../assert.ts";
-import { readIdx, writeIdx } from "../../lib/data/idx.ts";
 import {
   decodeSafetensors,
   loadSafetensors,
@@ -14,9 +13,9 @@ import {
   NonFiniteLossError,
   type TrainOutcome,
 } from "../../lib/train/trainer.ts";
+import { writeVendoredSubset } from "../data/fixtures.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
-const BUNDLED = join(REPO, "data/fashion-mnist");
 const LOG_KEYS = [
   "train_loss",
   "train_cls",
@@ -38,17 +37,12 @@ globalThis.addEventListener("unload", () => Deno.removeSync(root, { recursive: t
 const DATA = join(root, "data");
 await Deno.mkdir(DATA);
 for (const [prefix, count] of [["train", 48], ["t10k", 16]] as const) {
-  const images = await readIdx(join(BUNDLED, `${prefix}-images-idx3-ubyte.gz`));
-  const labels = await readIdx(join(BUNDLED, `${prefix}-labels-idx1-ubyte.gz`));
-  const [, height, width] = images.dims;
-  await writeIdx(join(DATA, `${prefix}-images-idx3-ubyte`), {
-    dims: [count, height, width],
-    data: images.data.slice(0, count * height * width),
-  });
-  await writeIdx(join(DATA, `${prefix}-labels-idx1-ubyte`), {
-    dims: [count],
-    data: labels.data.slice(0, count),
-  });
+  await writeVendoredSubset(
+    prefix,
+    count,
+    join(DATA, `${prefix}-images-idx3-ubyte`),
+    join(DATA, `${prefix}-labels-idx1-ubyte`),
+  );
 }
 
 let dirCount = 0;
