@@ -142,7 +142,7 @@ function encodeModelWith(graph: Graph, options: OnnxWriteOptions): ModelChunks {
   const blob = location !== undefined ? new ExternalDataBlob(location) : undefined;
   const threshold = options.externalData?.thresholdBytes ?? DEFAULT_EXTERNAL_THRESHOLD_BYTES;
 
-  const nodes = liveNodes(graph);
+  const nodes = foldOutputIdentities(graph, liveNodes(graph));
   const used = new Set(nodes.flatMap((n) => n.inputs));
   const graphProto = new ProtoWriter();
   for (const node of nodes) graphProto.message(GRAPH.node, encodeNode(node));
@@ -191,6 +191,35 @@ function liveNodes(graph: Graph): NodeSpec[] {
     for (const input of node.inputs) if (input) needed.add(input);
   }
   return live.reverse();
+}
+
+/**
+ * Lets a node write a graph output directly instead of through the Identity node that
+ * {@link Graph.output} adds to name it: the producer's output is renamed to the output name
+ * everywhere and the Identity is dropped, which saves a copy of the tensor on every run.
+ */
+function foldOutputIdentities(graph: Graph, nodes: readonly NodeSpec[]): NodeSpec[] {
+  const outputs = new Set(graph.outputs.map((o) => o.name));
+  const produced = new Set(nodes.flatMap((n) => n.outputs));
+  const renames = new Map<string, string>();
+  const dropped = new Set<NodeSpec>();
+  for (const node of nodes) {
+    const [source] = node.inputs;
+    const [target] = node.outputs;
+    if (
+      node.opType === "Identity" && outputs.has(target) && produced.has(source) &&
+      !outputs.has(source) && !renames.has(source)
+    ) {
+      renames.set(source, target);
+      dropped.add(node);
+    }
+  }
+  const rename = (name: string) => renames.get(name) ?? name;
+  return nodes.filter((n) => !dropped.has(n)).map((n) => ({
+    ...n,
+    inputs: n.inputs.map(rename),
+    outputs: n.outputs.map(rename),
+  }));
 }
 
 /** The parameters given values in `initializers`, as constants; checks dtypes and sizes. */

@@ -49,7 +49,7 @@ const SPECS: Readonly<Record<string, ArgSpec>> = {
       "deit_small",
     ],
   },
-  patch_size: { kind: "int", help: "ViT patch size in pixels.", official: 16, builtin: 4 },
+  patch_size: { kind: "int", help: "ViT patch size in pixels.", official: 16, builtin: 8 },
   window_size: {
     kind: "int",
     help: "Swin window size (Swin backbones are not available yet).",
@@ -60,13 +60,13 @@ const SPECS: Readonly<Record<string, ArgSpec>> = {
     kind: "int",
     help: "K, the number of CLS-head prototypes.",
     official: 8192,
-    builtin: 1024,
+    builtin: 512,
   },
   patch_out_dim: {
     kind: "int",
     help: "Kp, the number of patch-head prototypes (when the head is not shared).",
     official: 8192,
-    builtin: 1024,
+    builtin: 512,
   },
   shared_head: {
     kind: "bool",
@@ -83,7 +83,6 @@ const SPECS: Readonly<Record<string, ArgSpec>> = {
     kind: "bool",
     help: "Freeze the last layer's weight_g at 1 (unit prototypes).",
     official: true,
-    builtin: false,
   },
   momentum_teacher: {
     kind: "float",
@@ -139,7 +138,6 @@ const SPECS: Readonly<Record<string, ArgSpec>> = {
     kind: "float",
     help: "Final CLS teacher temperature.",
     official: 0.04,
-    builtin: 0.07,
   },
   warmup_teacher_patch_temp: {
     kind: "float",
@@ -164,18 +162,17 @@ const SPECS: Readonly<Record<string, ArgSpec>> = {
   weight_decay_end: { kind: "float", help: "Final weight decay (cosine).", official: 0.4 },
   clip_grad: { kind: "float", help: "Per-tensor gradient-norm clip; 0 disables.", official: 3.0 },
   batch_size_per_gpu: { kind: "int", help: "Images per step.", official: 128, builtin: 64 },
-  epochs: { kind: "int", help: "Number of epochs.", official: 100, builtin: 4 },
+  epochs: { kind: "int", help: "Number of epochs.", official: 100, builtin: 5 },
   freeze_last_layer: {
     kind: "int",
     help: "Epochs during which the last layer is not updated.",
     official: 1,
-    builtin: 0,
   },
   lr: {
     kind: "float",
     help: "Peak learning rate for a batch of 256 (scaled by batch/256).",
     official: 0.0005,
-    builtin: 0.002,
+    builtin: 0.003,
   },
   warmup_epochs: {
     kind: "int",
@@ -197,13 +194,14 @@ const SPECS: Readonly<Record<string, ArgSpec>> = {
     kind: "floats",
     help: "Area-scale range of the global crops.",
     official: [0.14, 1.0],
-    builtin: [0.25, 1.0],
+    builtin: [0.4, 1.0],
   },
   local_crops_number: { kind: "int", help: "Number of local crops.", official: 0, builtin: 4 },
   local_crops_scale: {
     kind: "floats",
     help: "Area-scale range of the local crops.",
     official: [0.05, 0.4],
+    builtin: [0.2, 0.5],
   },
   // Misc
   data_path: {

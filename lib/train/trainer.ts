@@ -75,8 +75,8 @@ export class IbotTrainer {
   static async create(args: PretrainArgs, log: Log): Promise<IbotTrainer> {
     const config = runConfigFromArgs(args);
     const outputDir = String(args.output_dir);
-    await Deno.mkdir(outputDir, { recursive: true });
     const source = await resolveDataPath(String(args.data_path), "train");
+    await Deno.mkdir(outputDir, { recursive: true });
     const loader = await MultiCropLoader.create({
       source,
       crops: config.crops,
@@ -238,10 +238,13 @@ export class IbotTrainer {
         const out = await this.session.run(feeds);
         const loss = (out.loss as Float32Array)[0];
         if (!Number.isFinite(loss)) {
+          const checkpoint = join(this.outputDir, CHECKPOINT_FILE);
+          const kept = await Deno.stat(checkpoint).then(
+            () => `the last good checkpoint is ${checkpoint}`,
+            () => "no checkpoint had been written yet",
+          );
           throw new NonFiniteLossError(
-            `the loss is ${loss} at epoch ${epoch}, iteration ${i}: training stopped; the last good checkpoint is ${
-              join(this.outputDir, CHECKPOINT_FILE)
-            }`,
+            `the loss is ${loss} at epoch ${epoch}, iteration ${i}: training stopped; ${kept}`,
           );
         }
         this.store.commitNext(out as Record<string, Float32Array>, this.step.updatedState);

@@ -68,15 +68,18 @@ Deno.test("parsePretrainArgs: without --data_path the builtin preset applies", (
   assert.equal(args.preset, "builtin");
   assert.equal(args.data_path, BUILTIN_DATA_PATH);
   assert.equal(args.arch, "vit_mini");
-  assert.equal(args.patch_size, 4);
-  assert.equal(args.out_dim, 1024);
+  assert.equal(args.patch_size, 8);
+  assert.equal(args.out_dim, 512);
   assert.equal(args.local_crops_number, 4);
-  assert.equal(args.epochs, 4);
+  assert.equal(args.epochs, 5);
+  assert.equal(args.lr, 0.003);
+  assert.deepEqual(args.global_crops_scale, [0.4, 1]);
+  assert.deepEqual(args.local_crops_scale, [0.2, 0.5]);
   assert.equal(args.batch_size_per_gpu, 64);
   assert.deepEqual(args.pred_ratio, [0, 0.3]);
   assert.deepEqual(args.pred_ratio_var, [0, 0.2]);
   assert.equal(args.shared_head, true);
-  assert.equal(args.norm_last_layer, false);
+  assert.equal(args.norm_last_layer, true);
   assert.equal(args.output_dir, "out/pretrain");
   assert.equal(args.knn_eval, true);
   // Arguments without a builtin value keep the official default.
