@@ -56,3 +56,4 @@ export { loadTrainingCheckpoint, saveTrainingCheckpoint } from "./lib/train/chec
 export { buildFeatureGraph } from "./lib/eval/features.ts";
 export { evaluateKnn, extractFeatures } from "./lib/eval/knn_eval.ts";
 export { knnClassify, type KnnResult } from "./lib/eval/knn.ts";
+export { readPth, stateDictFromPth, writePth } from "./lib/runtime/pth.ts";

@@ -11,7 +11,7 @@
 import { join } from "node:path";
 import type { TensorData } from "../graph/graph.ts";
 import { shapeSize } from "../graph/tensor.ts";
-import { MultiCropLoader } from "../data/loader.ts";
+import { type MultiCropBatch, MultiCropLoader } from "../data/loader.ts";
 import { MaskGenerator } from "../data/masking.ts";
 import { resolveDataPath } from "../data/source.ts";
 import { dropPathRates, type VitConfig } from "../models/vit.ts";
@@ -146,39 +146,8 @@ export class IbotTrainer {
     const epochs = Number(args.epochs);
     const iters = this.loader.itersPerEpoch;
     const batch = config.step.batch;
-    const lr = cosineSchedule(
-      scaledLearningRate(Number(args.lr), batch),
-      Number(args.min_lr),
-      epochs,
-      iters,
-      Number(args.warmup_epochs),
-    );
-    const wd = cosineSchedule(
-      Number(args.weight_decay),
-      Number(args.weight_decay_end),
-      epochs,
-      iters,
-    );
-    const momentum = cosineSchedule(Number(args.momentum_teacher), 1, epochs, iters);
-    const tempWarmup = Number(args.warmup_teacher_temp_epochs);
-    const clsTemp = teacherTemperatureSchedule(
-      Number(args.warmup_teacher_temp),
-      Number(args.teacher_temp),
-      tempWarmup,
-      epochs,
-    );
-    const patchTemp = teacherTemperatureSchedule(
-      Number(args.warmup_teacher_patch_temp),
-      Number(args.teacher_patch_temp),
-      tempWarmup,
-      epochs,
-      Number(args.pred_start_epoch),
-    );
+    const { lr, wd, momentum, clsTemp, patchTemp } = schedules(args, iters);
     const feeds = this.#allocateFeeds();
-    const masking = new MaskGenerator(config.masking);
-    const rates = dropPathRates(config.step.dropPath, config.step.backbone.depth);
-    const root = new Rng(Number(args.seed));
-    const patches = config.maskGrid * config.maskGrid;
 
     for (let epoch = this.progress.epoch; epoch < epochs; epoch++) {
       const start = epoch === this.progress.epoch ? this.progress.iteration : 0;
@@ -189,39 +158,7 @@ export class IbotTrainer {
       let i = start;
       for await (const data of this.loader.epoch(epoch, start)) {
         const it = epoch * iters + i;
-        feeds[STEP_INPUTS.globals] = data.globals;
-        if (config.step.localCrops > 0) feeds[STEP_INPUTS.locals] = data.locals;
-        const masks: Uint8Array[] = [];
-        for (let crop = 0; crop < config.step.globalCrops; crop++) {
-          for (const index of data.indices) {
-            masks.push(
-              masking.draw(
-                config.maskGrid,
-                config.maskGrid,
-                epoch,
-                root.fork(`mask:${epoch}:${index}:${crop}`),
-              ),
-            );
-          }
-        }
-        fillMaskInputs(feeds, masks, config.step.maskSlots, patches);
-        if (config.step.dropPath > 0) {
-          const dropRng = root.fork(`drop_path:${it}`);
-          fillDropPath(
-            feeds[STEP_INPUTS.dropPathGlobal] as Float32Array,
-            rates,
-            config.step.globalCrops * batch,
-            dropRng,
-          );
-          if (config.step.localCrops > 0) {
-            fillDropPath(
-              feeds[STEP_INPUTS.dropPathLocal] as Float32Array,
-              rates,
-              config.step.localCrops * batch,
-              dropRng,
-            );
-          }
-        }
+        this.#fillBatchInputs(feeds, data, epoch, it);
         const step = this.progress.step + 1;
         const lastLayerStep = this.progress.lastLayerStep + lastLayerActive;
         setScalars(feeds, {
@@ -290,6 +227,51 @@ export class IbotTrainer {
     return "finished";
   }
 
+  /**
+   * Writes one batch's inputs: the crops, a mask per global crop of each image (drawn from a
+   * generator forked by epoch, image and crop, so a resumed run draws the same masks), and the
+   * drop-path scales of the iteration.
+   */
+  #fillBatchInputs(
+    feeds: Record<string, TensorData>,
+    data: MultiCropBatch,
+    epoch: number,
+    it: number,
+  ): void {
+    const { step, masking, maskGrid } = this.config;
+    const root = new Rng(Number(this.args.seed));
+    feeds[STEP_INPUTS.globals] = data.globals;
+    if (step.localCrops > 0) feeds[STEP_INPUTS.locals] = data.locals;
+    const generator = new MaskGenerator(masking);
+    const masks: Uint8Array[] = [];
+    for (let crop = 0; crop < step.globalCrops; crop++) {
+      for (const index of data.indices) {
+        masks.push(
+          generator.draw(maskGrid, maskGrid, epoch, root.fork(`mask:${epoch}:${index}:${crop}`)),
+        );
+      }
+    }
+    fillMaskInputs(feeds, masks, step.maskSlots, maskGrid * maskGrid);
+    if (step.dropPath > 0) {
+      const rates = dropPathRates(step.dropPath, step.backbone.depth);
+      const rng = root.fork(`drop_path:${it}`);
+      fillDropPath(
+        feeds[STEP_INPUTS.dropPathGlobal] as Float32Array,
+        rates,
+        step.globalCrops * step.batch,
+        rng,
+      );
+      if (step.localCrops > 0) {
+        fillDropPath(
+          feeds[STEP_INPUTS.dropPathLocal] as Float32Array,
+          rates,
+          step.localCrops * step.batch,
+          rng,
+        );
+      }
+    }
+  }
+
   /** Stops the data workers and releases the session. */
   async close(): Promise<void> {
     this.loader.close();
@@ -339,6 +321,40 @@ export class IbotTrainer {
     }
     return feeds;
   }
+}
+
+/**
+ * The run's schedules: lr (batch-scaled, warm-up then cosine), weight decay (rising cosine) and
+ * teacher momentum (cosine to 1) per iteration; CLS and patch teacher temperatures per epoch.
+ */
+function schedules(args: PretrainArgs, iters: number) {
+  const epochs = Number(args.epochs);
+  const batch = Number(args.batch_size_per_gpu);
+  const warmup = Number(args.warmup_teacher_temp_epochs);
+  return {
+    lr: cosineSchedule(
+      scaledLearningRate(Number(args.lr), batch),
+      Number(args.min_lr),
+      epochs,
+      iters,
+      Number(args.warmup_epochs),
+    ),
+    wd: cosineSchedule(Number(args.weight_decay), Number(args.weight_decay_end), epochs, iters),
+    momentum: cosineSchedule(Number(args.momentum_teacher), 1, epochs, iters),
+    clsTemp: teacherTemperatureSchedule(
+      Number(args.warmup_teacher_temp),
+      Number(args.teacher_temp),
+      warmup,
+      epochs,
+    ),
+    patchTemp: teacherTemperatureSchedule(
+      Number(args.warmup_teacher_patch_temp),
+      Number(args.teacher_patch_temp),
+      warmup,
+      epochs,
+      Number(args.pred_start_epoch),
+    ),
+  };
 }
 
 function setScalars(feeds: Record<string, TensorData>, values: Record<string, number>): void {

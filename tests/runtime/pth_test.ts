@@ -1,0 +1,330 @@
+import { join } from "node:path";
+import { assert } from "../assert.ts";
+import { PYTHON, torchAvailable } from "../reference/torch.ts";
+import {
+  decodePth,
+  encodePth,
+  type PthValue,
+  PyDict,
+  PyNamespace,
+  PyTuple,
+  readPth,
+  stateDictFromPth,
+  writePth,
+} from "../../lib/runtime/pth.ts";
+import type { NamedTensor } from "../../lib/runtime/safetensors.ts";
+
+const HAS_TORCH = torchAvailable();
+
+async function python(code: string, args: string[]): Promise<string> {
+  const { success, stdout, stderr } = await new Deno.Command(PYTHON, {
+    args: ["-c", code, ...args],
+    env: { OMP_NUM_THREADS: "1" },
+  }).output();
+  const text = new TextDecoder();
+  if (!success) throw new Error(`python failed:\n${text.decode(stderr)}`);
+  return text.decode(stdout);
+}
+
+async function withDir(f: (dir: string) => Promise<void>) {
+  const dir = await Deno.makeTempDir();
+  try {
+    await f(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const f32 = (shape: number[], values: number[]): NamedTensor => ({
+  dtype: "float32",
+  shape,
+  data: new Float32Array(values),
+});
+
+Deno.test({
+  name: "readPth reads an official-layout checkpoint written by torch.save, exactly",
+  ignore: !HAS_TORCH,
+  fn: () =>
+    withDir(async (dir) => {
+      const path = join(dir, "checkpoint.pth");
+      await python(
+        `
+import sys, torch, argparse, collections
+cls = torch.tensor([[[0.1, -2.5, 3.25]]], dtype=torch.float32)
+w = torch.arange(6, dtype=torch.float32).reshape(2, 3) / 7
+student = collections.OrderedDict([('module.backbone.cls_token', cls), ('module.head.w', w)])
+teacher = collections.OrderedDict([('backbone.cls_token', cls * 2), ('head.w', w[1:])])
+torch.save({'student': student, 'teacher': teacher, 'epoch': 3,
+            'args': argparse.Namespace(lr=0.1, arch='vit_small', out_dim=8192, drop=None),
+            'ibot_loss': {'center': torch.tensor([[1e-8, -3.0, 7.5]])},
+            'misc': [torch.tensor([1, -2**40]), torch.tensor([True, False]),
+                     torch.tensor([1.5], dtype=torch.float16), torch.tensor(2.0, dtype=torch.float64),
+                     (1, 2.5, 'x'), 2**70]}, sys.argv[1])
+`,
+        [path],
+      );
+      const value = await readPth(path);
+      assert(value instanceof PyDict);
+      assert.equal(value.get("epoch"), 3);
+      const args = value.get("args");
+      assert(args instanceof PyNamespace);
+      assert.equal(args.attrs.get("lr"), 0.1);
+      assert.equal(args.attrs.get("arch"), "vit_small");
+      assert.equal(args.attrs.get("out_dim"), 8192);
+      assert.equal(args.attrs.get("drop"), null);
+
+      const student = stateDictFromPth(value, "student");
+      assert.deepEqual([...student.keys()], ["module.backbone.cls_token", "module.head.w"]);
+      const cls = student.get("module.backbone.cls_token")!;
+      assert.deepEqual(cls.shape, [1, 1, 3]);
+      assert.deepEqual([...cls.data], [...new Float32Array([0.1, -2.5, 3.25])]);
+      const w = new Float32Array([0, 1, 2, 3, 4, 5].map((x) => x / 7));
+      assert.deepEqual([...student.get("module.head.w")!.data], [...w]);
+      const teacher = stateDictFromPth(value, "teacher");
+      // A view into a shared storage (offset 3) comes back as its own rows.
+      assert.deepEqual(teacher.get("head.w")!.shape, [1, 3]);
+      assert.deepEqual([...teacher.get("head.w")!.data], [...w.slice(3)]);
+      assert.deepEqual([...teacher.get("backbone.cls_token")!.data], [
+        ...new Float32Array([0.2, -5, 6.5]),
+      ]);
+      assert.throws(() => stateDictFromPth(value), /choose its "teacher" or "student"/);
+      assert.throws(() => stateDictFromPth(value, "state_dict"), /no "state_dict" entry/);
+
+      const center = (value.get("ibot_loss") as PyDict).get("center") as NamedTensor;
+      assert.deepEqual(center.shape, [1, 3]);
+      assert.deepEqual([...center.data], [...new Float32Array([1e-8, -3, 7.5])]);
+      const misc = value.get("misc") as unknown[];
+      const [long, bool, half, double, tuple, big] = misc as [
+        NamedTensor,
+        NamedTensor,
+        NamedTensor,
+        NamedTensor,
+        PyTuple,
+        bigint,
+      ];
+      assert.equal(long.dtype, "int64");
+      assert.deepEqual([...long.data], [1n, -(2n ** 40n)]);
+      assert.equal(bool.dtype, "bool");
+      assert.deepEqual([...bool.data], [1, 0]);
+      assert.equal(half.dtype, "float16");
+      assert.deepEqual([...half.data], [0x3e00]);
+      assert.equal(double.dtype, "float64");
+      assert.deepEqual(double.shape, []);
+      assert.deepEqual([...double.data], [2]);
+      assert.deepEqual(tuple.items, [1, 2.5, "x"]);
+      assert.equal(big, 2n ** 70n);
+    }),
+});
+
+Deno.test({
+  name: "writePth writes a checkpoint torch.load reads with the same values",
+  ignore: !HAS_TORCH,
+  fn: () =>
+    withDir(async (dir) => {
+      const path = join(dir, "ours.pth");
+      const shared = f32([2, 2], [1, -2, 3.5, 1e-7]);
+      const value = new PyDict([
+        [
+          "student",
+          new PyDict([
+            ["module.backbone.cls_token", f32([1, 1, 3], [0.1, 0.2, -0.3])],
+            ["module.head.last_layer2", shared],
+          ], true),
+        ],
+        [
+          "teacher",
+          new PyDict([["backbone.cls_token", f32([1, 1, 3], [4, 5, 6])], ["head.x", shared]], true),
+        ],
+        ["epoch", 3],
+        ["args", new PyNamespace(new Map<string, PthValue>([["lr", 0.1], ["arch", "vit_small"]]))],
+        ["ibot_loss", new PyDict([["center", f32([1, 2], [0.5, -0.25])]])],
+        ["steps", { dtype: "int64", shape: [2], data: new BigInt64Array([7n, -(2n ** 62n)]) }],
+        ["mask", { dtype: "bool", shape: [3], data: new Uint8Array([1, 0, 1]) }],
+        ["misc", [new PyTuple([1, 2.5, "é"]), null, true, -(2 ** 40), 2n ** 70n, -0.5]],
+      ]);
+      await writePth(path, value);
+      const out = await python(
+        `
+import sys, torch, argparse, collections
+c = torch.load(sys.argv[1])
+assert isinstance(c['student'], collections.OrderedDict)
+assert list(c['student']) == ['module.backbone.cls_token', 'module.head.last_layer2']
+assert torch.equal(c['student']['module.backbone.cls_token'], torch.tensor([[[0.1, 0.2, -0.3]]]))
+assert torch.equal(c['teacher']['head.x'], torch.tensor([[1, -2], [3.5, 1e-7]]))
+assert c['teacher']['head.x'].data_ptr() == c['student']['module.head.last_layer2'].data_ptr()
+assert c['epoch'] == 3 and isinstance(c['args'], argparse.Namespace)
+assert c['args'].lr == 0.1 and c['args'].arch == 'vit_small'
+assert torch.equal(c['ibot_loss']['center'], torch.tensor([[0.5, -0.25]]))
+assert c['steps'].dtype == torch.int64 and c['steps'].tolist() == [7, -2**62]
+assert c['mask'].dtype == torch.bool and c['mask'].tolist() == [True, False, True]
+assert c['misc'] == [(1, 2.5, 'é'), None, True, -2**40, 2**70, -0.5], c['misc']
+m = torch.nn.Linear(2, 2)
+m.load_state_dict({'weight': c['teacher']['head.x'], 'bias': torch.zeros(2)})
+print('ok')
+`,
+        [path],
+      );
+      assert.equal(out.trim(), "ok");
+      // And it reads back here.
+      const back = await readPth(path);
+      assert.deepEqual(
+        [...stateDictFromPth(back, "teacher").get("head.x")!.data],
+        [...shared.data],
+      );
+    }),
+});
+
+Deno.test("encodePth and decodePth round-trip without torch; state_dict and flat files", async () => {
+  const t = f32([2], [1, 2]);
+  const wrapped = await decodePth(encodePth(new PyDict([["state_dict", new PyDict([["a", t]])]])));
+  assert.deepEqual([...stateDictFromPth(wrapped).get("a")!.data], [1, 2]);
+  const flat = await decodePth(encodePth(new PyDict([["a", t], ["b", t]], true)));
+  assert.deepEqual([...stateDictFromPth(flat).keys()], ["a", "b"]);
+  assert.throws(
+    () => stateDictFromPth(new PyDict([["a", t], ["epoch", 1]])),
+    /"epoch" is not a tensor/,
+  );
+});
+
+/** A zip checkpoint whose data.pkl is `pkl`, built by swapping the pickle of one we write. */
+function checkpointWithPickle(pkl: Uint8Array): Uint8Array {
+  // A hand-made stored zip of one entry (CRCs are not checked on load).
+  const name = new TextEncoder().encode("archive/data.pkl");
+  const local = new Uint8Array(30 + name.length);
+  const lv = new DataView(local.buffer);
+  lv.setUint32(0, 0x04034b50, true);
+  lv.setUint32(18, pkl.length, true);
+  lv.setUint32(22, pkl.length, true);
+  lv.setUint16(26, name.length, true);
+  local.set(name, 30);
+  const cd = new Uint8Array(46 + name.length);
+  const cv = new DataView(cd.buffer);
+  cv.setUint32(0, 0x02014b50, true);
+  cv.setUint32(20, pkl.length, true);
+  cv.setUint32(24, pkl.length, true);
+  cv.setUint16(28, name.length, true);
+  cd.set(name, 46);
+  const end = new Uint8Array(22);
+  const ev = new DataView(end.buffer);
+  ev.setUint32(0, 0x06054b50, true);
+  ev.setUint16(8, 1, true);
+  ev.setUint16(10, 1, true);
+  ev.setUint32(12, cd.length, true);
+  ev.setUint32(16, local.length + pkl.length, true);
+  return new Uint8Array([...local, ...pkl, ...cd, ...end]);
+}
+
+Deno.test("a pickle that references os.system is refused and nothing runs", async () => {
+  await withDir(async (dir) => {
+    const marker = join(dir, "pwned");
+    // What pickle.dumps(Evil(), protocol=2) gives for a class whose __reduce__ returns
+    // (os.system, ("touch <marker>",)): GLOBAL 'posix system', the command, TUPLE1, REDUCE.
+    const enc = new TextEncoder();
+    const cmd = enc.encode(`touch ${marker}`);
+    const pkl = new Uint8Array([
+      0x80,
+      0x02,
+      ...enc.encode("cposix\nsystem\n"),
+      0x58,
+      cmd.length,
+      0,
+      0,
+      0,
+      ...cmd,
+      0x85,
+      0x52,
+      0x2e,
+    ]);
+    const path = join(dir, "evil.pth");
+    await Deno.writeFile(path, checkpointWithPickle(pkl));
+    await assert.rejects(
+      readPth(path),
+      (e: Error) =>
+        e.message ===
+          `refusing to load ${path}: it references posix.system, which a checkpoint does not need`,
+    );
+    const pkl2 = new Uint8Array([0x80, 0x02, ...enc.encode("cos\nsystem\n"), 0x2e]);
+    await assert.rejects(
+      decodePth(checkpointWithPickle(pkl2), "x.pth"),
+      /refusing to load x\.pth: it references os\.system, which a checkpoint does not need/,
+    );
+    const pkl3 = new Uint8Array([0x80, 0x02, ...enc.encode("cbuiltins\neval\n"), 0x2e]);
+    await assert.rejects(decodePth(checkpointWithPickle(pkl3), "y.pth"), /builtins\.eval/);
+    await assert.rejects(Deno.stat(marker), Deno.errors.NotFound);
+  });
+});
+
+Deno.test({
+  name: "Python's own pickle of an os.system __reduce__ is refused (torch.save of it)",
+  ignore: !HAS_TORCH,
+  fn: () =>
+    withDir(async (dir) => {
+      const path = join(dir, "evil.pth");
+      const marker = join(dir, "pwned");
+      await python(
+        `
+import sys, os, torch
+class Evil:
+    def __reduce__(self):
+        return (os.system, ('touch ' + sys.argv[2],))
+torch.save({'student': Evil()}, sys.argv[1])
+`,
+        [path, marker],
+      );
+      await assert.rejects(
+        readPth(path),
+        /^Error: refusing to load \S*evil\.pth: it references (posix|os)\.system, which a checkpoint does not need$/,
+      );
+      await assert.rejects(Deno.stat(marker), Deno.errors.NotFound);
+    }),
+});
+
+Deno.test("a truncated or corrupt checkpoint gives one sentence naming the file", async () => {
+  await withDir(async (dir) => {
+    const bytes = encodePth(new PyDict([["w", f32([64], new Array(64).fill(1.5))]]));
+    const path = join(dir, "cut.pth");
+    for (const cut of [bytes.length - 10, Math.floor(bytes.length / 2), 5, 0]) {
+      await Deno.writeFile(path, bytes.subarray(0, cut));
+      await assert.rejects(readPth(path), (e: Error) => {
+        assert.match(e.message, /^.*cut\.pth is not a readable PyTorch zip checkpoint: [^.]*\)?$/);
+        assert(!e.message.includes("\n"));
+        return true;
+      });
+    }
+    // A truncated pickle inside an intact zip.
+    await assert.rejects(
+      decodePth(
+        checkpointWithPickle(new Uint8Array([0x80, 0x02, 0x7d, 0x58, 9, 0])),
+        "p.pth",
+      ),
+      /^Error: cannot load p\.pth: the pickle ends early \(the file is truncated or corrupt\)$/,
+    );
+  });
+});
+
+Deno.test({
+  name: "deflated zip entries are read; a non-contiguous tensor is refused in one sentence",
+  ignore: !HAS_TORCH,
+  fn: () =>
+    withDir(async (dir) => {
+      const [plain, deflated, strided] = ["a.pth", "b.pth", "c.pth"].map((f) => join(dir, f));
+      await python(
+        `
+import sys, torch, zipfile
+torch.save({'w': torch.arange(12, dtype=torch.float32).reshape(3, 4)}, sys.argv[1])
+with zipfile.ZipFile(sys.argv[1]) as src, zipfile.ZipFile(sys.argv[2], 'w', zipfile.ZIP_DEFLATED) as dst:
+    for info in src.infolist():
+        dst.writestr(info.filename, src.read(info.filename))
+torch.save({'w': torch.arange(12, dtype=torch.float32).reshape(3, 4).t()}, sys.argv[3])
+`,
+        [plain, deflated, strided],
+      );
+      const w = stateDictFromPth(await readPth(deflated)).get("w")!;
+      assert.deepEqual(w.shape, [3, 4]);
+      assert.deepEqual([...w.data], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+      await assert.rejects(
+        readPth(strided),
+        /^Error: \S*c\.pth holds a non-contiguous tensor \(size \[4,3\], stride \[1,4\]\), which is not supported here$/,
+      );
+    }),
+});
