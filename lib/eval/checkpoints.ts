@@ -1,0 +1,222 @@
+/**
+ * Checkpoint conversion and backbone loading for evaluation (reference §6.4, §8; gotchas 18–19).
+ *
+ * - {@link toOfficialCheckpoint}: our training checkpoint (safetensors) → the official full
+ *   `checkpoint.pth` layout (`student` with `module.`, `teacher` without, the shared-head
+ *   `last_layer2` alias keys, `epoch`, `args`, `ibot_loss`). The optimizer state is not exported.
+ * - {@link extractBackbone}: the `{'state_dict': …}` file of the root `extract_backbone_weights.py`.
+ * - {@link loadBackboneWeights}: backbone weights from any of those files (or a backbone
+ *   safetensors), keys without `backbone.`, never silently from the wrong entry; and
+ *   {@link checkBackboneKeys}, which refuses missing or unexpected keys instead of evaluating a
+ *   partly random network as the official non-strict loaders do.
+ *
+ * @module
+ */
+
+import { isTensor, type PthValue, PyDict, PyNamespace, readPth } from "../runtime/pth.ts";
+import { loadSafetensors, type NamedTensor } from "../runtime/safetensors.ts";
+import { StateStore } from "../runtime/store.ts";
+import { CHECKPOINT_FORMAT, type TrainingCheckpoint } from "../train/checkpoint.ts";
+
+/** The two networks of a checkpoint. */
+export type NetworkKey = "teacher" | "student";
+
+const BACKBONE = "backbone.";
+const MODULE = "module.";
+
+/**
+ * The official state dict of one network of a training store (keys of §8.2/§8.4 without
+ * `module.`), in store order. A shared head (no `head.last_layer2.*` in the store) gets the
+ * `head.last_layer2.weight_g/_v` alias keys right after `last_layer`, sharing its arrays, as
+ * `state_dict()` does not de-duplicate them (§8.4).
+ */
+export function networkStateDict(store: StateStore, key: NetworkKey): Map<string, NamedTensor> {
+  const prefix = `${key}.`;
+  const out = new Map<string, NamedTensor>();
+  for (const [name, tensor] of store.toSafetensors()) {
+    if (name.startsWith(prefix)) out.set(name.slice(prefix.length), tensor);
+  }
+  if (out.size === 0) throw new Error(`the training checkpoint holds no ${key} tensors`);
+  const shared = !out.has("head.last_layer2.weight_v") && out.has("head.last_layer.weight_v");
+  if (!shared) return out;
+  const aliased = new Map<string, NamedTensor>();
+  for (const [name, tensor] of out) {
+    aliased.set(name, tensor);
+    if (name === "head.last_layer.weight_v") {
+      for (const part of ["weight_g", "weight_v"]) {
+        const source = out.get(`head.last_layer.${part}`);
+        if (source) aliased.set(`head.last_layer2.${part}`, source);
+      }
+    }
+  }
+  return aliased;
+}
+
+function orderedDict(entries: Iterable<[string, PthValue]>): PyDict {
+  return new PyDict(entries, true);
+}
+
+/**
+ * The official full checkpoint of a training checkpoint: `{'student', 'teacher', 'epoch', 'args',
+ * 'ibot_loss'}` (§8.1). `optimizer` is left out (a resumed official run needs it; evaluation and
+ * extraction do not). `epoch` is the completed-epoch count of our metadata.
+ */
+export function toOfficialCheckpoint(checkpoint: TrainingCheckpoint): PyDict {
+  const { store } = checkpoint;
+  const student = networkStateDict(store, "student");
+  const teacher = networkStateDict(store, "teacher");
+  const centre = (name: string): NamedTensor => {
+    if (!store.has(name)) throw new Error(`the training checkpoint has no ${name} tensor`);
+    return { dtype: "float32", shape: [...store.shape(name)], data: store.get(name) };
+  };
+  const args = new PyNamespace(
+    new Map<string, PthValue>(
+      Object.entries(checkpoint.args).map(([k, v]) => [k, Array.isArray(v) ? [...v] : v]),
+    ),
+  );
+  return new PyDict([
+    ["student", orderedDict([...student].map(([k, t]) => [`${MODULE}${k}`, t]))],
+    ["teacher", orderedDict(teacher)],
+    ["epoch", checkpoint.epoch],
+    ["args", args],
+    [
+      "ibot_loss",
+      new PyDict([["center", centre("ibot_loss.center")], [
+        "center2",
+        centre("ibot_loss.center2"),
+      ]]),
+    ],
+  ]);
+}
+
+/**
+ * `{'state_dict': OrderedDict}` as the root `extract_backbone_weights.py` writes: keys starting
+ * with `backbone.` or `module.backbone.` lose that prefix; with `withHead` every other key is kept
+ * unchanged, otherwise dropped. Unlike the script (which only warns), no backbone key is an error.
+ */
+export function extractBackbone(
+  weightsFromKey: Map<string, NamedTensor>,
+  withHead: boolean,
+): PyDict {
+  const out: [string, PthValue][] = [];
+  let found = false;
+  for (const [name, tensor] of weightsFromKey) {
+    if (name.startsWith(BACKBONE)) {
+      out.push([name.slice(BACKBONE.length), tensor]);
+      found = true;
+    } else if (name.startsWith(MODULE + BACKBONE)) {
+      out.push([name.slice(MODULE.length + BACKBONE.length), tensor]);
+      found = true;
+    } else if (withHead) {
+      out.push([name, tensor]);
+    }
+  }
+  if (!found) throw new Error("the chosen state dict has no backbone.* keys to extract");
+  return new PyDict([["state_dict", orderedDict(out)]]);
+}
+
+function tensorDict(dict: PthValue, where: string): Map<string, NamedTensor> {
+  if (!(dict instanceof PyDict)) throw new Error(`${where} is not a dict of tensors`);
+  const out = new Map<string, NamedTensor>();
+  for (const [name, tensor] of dict) {
+    if (typeof name !== "string" || !isTensor(tensor)) {
+      throw new Error(`${where} entry "${String(name)}" is not a tensor`);
+    }
+    out.set(name, tensor);
+  }
+  return out;
+}
+
+const FULL_KEYS = ["teacher", "student"];
+
+/**
+ * The state dict a checkpoint key names, keys as stored. Training safetensors: `teacher` or
+ * `student` (official keys, the shared-head alias added). `.pth`: the entry `key` of the root
+ * dict (`teacher`, `student`, `state_dict`, …) when it holds one; a flat dict of tensors is taken
+ * whole. A missing entry is one sentence naming what the file holds (gotcha 19).
+ */
+export async function readStateDict(path: string, key: string): Promise<Map<string, NamedTensor>> {
+  if (path.endsWith(".safetensors")) {
+    const { tensors, metadata } = await loadSafetensors(path);
+    if (metadata.format !== CHECKPOINT_FORMAT) return tensors;
+    if (key !== "teacher" && key !== "student") {
+      throw new Error(
+        `${path} is a training checkpoint; its checkpoint key is teacher or student, not "${key}"`,
+      );
+    }
+    return networkStateDict(StateStore.fromSafetensors(tensors), key);
+  }
+  let value: PthValue;
+  try {
+    value = await readPth(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) throw new Error(`${path} does not exist`);
+    throw error;
+  }
+  if (!(value instanceof PyDict)) throw new Error(`${path} does not hold a dict`);
+  if (value.has(key)) return tensorDict(value.get(key)!, `${path}'s "${key}" entry`);
+  const entries = [...value.keys()].map(String);
+  const flat = [...value.values()].every(isTensor);
+  if (flat && value.size > 0) return tensorDict(value, path);
+  const hint = value.has("state_dict")
+    ? " (an extracted backbone: use the checkpoint key state_dict)"
+    : FULL_KEYS.some((k) => value.has(k))
+    ? " (a full checkpoint: use teacher or student)"
+    : "";
+  throw new Error(
+    `${path} has no "${key}" entry; it holds ${entries.join(", ") || "nothing"}${hint}`,
+  );
+}
+
+/**
+ * Backbone weights, keys without `backbone.` (`cls_token`, `pos_embed`, `patch_embed.proj.weight`,
+ * `blocks.0.…`, `norm.weight`, …). Accepts our training checkpoint (`key` teacher|student), an
+ * official full `.pth` (`ckpt[key]`, `module.` stripped), an extracted backbone `.pth`
+ * (`{'state_dict': …}` with key `state_dict`, or a flat dict) and a backbone `.safetensors`.
+ * Head keys (`head.*`, as `--with_head` keeps) are not backbone weights and are left out; every
+ * other key is returned, so that {@link checkBackboneKeys} can report it.
+ */
+export async function loadBackboneWeights(
+  path: string,
+  key = "teacher",
+): Promise<Map<string, NamedTensor>> {
+  const dict = await readStateDict(path, key);
+  const stripped = new Map<string, NamedTensor>();
+  for (const [raw, tensor] of dict) {
+    let name = raw.startsWith(MODULE) ? raw.slice(MODULE.length) : raw;
+    name = name.startsWith(BACKBONE) ? name.slice(BACKBONE.length) : name;
+    if (name.startsWith("head.")) continue;
+    stripped.set(name, tensor);
+  }
+  if (stripped.size === 0) throw new Error(`${path} holds no backbone weights under "${key}"`);
+  return stripped;
+}
+
+/**
+ * Throws one sentence listing the missing and unexpected keys of `weights` against the model's
+ * backbone parameter names. `allowExtra` names keys that may be present without being used
+ * (default: the student's `masked_embed`, which evaluation never reads).
+ */
+export function checkBackboneKeys(
+  weights: Map<string, NamedTensor>,
+  expectedNames: readonly string[],
+  allowExtra: readonly string[] = ["masked_embed"],
+): void {
+  const expected = new Set(expectedNames);
+  const missing = expectedNames.filter((n) => !weights.has(n));
+  const unexpected = [...weights.keys()].filter((n) => !expected.has(n) && !allowExtra.includes(n));
+  if (missing.length === 0 && unexpected.length === 0) return;
+  const list = (names: string[]) =>
+    names.length > 8
+      ? `${names.slice(0, 8).join(", ")} and ${names.length - 8} more`
+      : names.join(", ");
+  const parts = [
+    missing.length ? `missing ${list(missing)}` : "",
+    unexpected.length ? `unexpected ${list(unexpected)}` : "",
+  ].filter(Boolean);
+  throw new Error(
+    `the weights do not fit the backbone: ${
+      parts.join("; ")
+    } (refusing to evaluate a partly random network)`,
+  );
+}

@@ -1,0 +1,47 @@
+/**
+ * `deno task export_pth`: our training checkpoint (.safetensors) as the official full
+ * `checkpoint.pth` (student with `module.`, teacher, epoch, args, ibot_loss; no optimizer state).
+ *
+ *   deno task export_pth CKPT OUT.pth
+ */
+
+import { parseArgs } from "node:util";
+import { toOfficialCheckpoint } from "../lib/eval/checkpoints.ts";
+import { writePth } from "../lib/runtime/pth.ts";
+import { loadTrainingCheckpoint } from "../lib/train/checkpoint.ts";
+
+const HELP = `Usage: deno task export_pth CKPT OUT.pth
+
+  CKPT      training checkpoint (.safetensors) written by deno task pretrain
+  OUT.pth   the official full checkpoint layout, readable by torch.load (no optimizer state)`;
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: Deno.args,
+    options: { help: { type: "boolean", short: "h" } },
+    allowPositionals: true,
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (positionals.length !== 2) throw new Error("expected CKPT and OUT.pth (see --help)");
+  const [input, output] = positionals;
+  const checkpoint = await loadTrainingCheckpoint(input);
+  if (checkpoint.iteration > 0) {
+    console.log(
+      `note: ${input} was saved ${checkpoint.iteration} batches into epoch ${checkpoint.epoch}; ` +
+        `the export records epoch ${checkpoint.epoch} (completed epochs)`,
+    );
+  }
+  await writePth(output, toOfficialCheckpoint(checkpoint));
+  console.log(`wrote ${output} (epoch ${checkpoint.epoch})`);
+  return 0;
+}
+
+try {
+  Deno.exit(await main());
+} catch (error) {
+  console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
+  Deno.exit(1);
+}

@@ -1,0 +1,68 @@
+/**
+ * `deno task extract_backbone`: the backbone of a checkpoint's teacher or student, as the root
+ * `extract_backbone_weights.py` writes it (`{'state_dict': …}`, `backbone.` stripped), or as a
+ * flat safetensors file.
+ *
+ *   deno task extract_backbone CKPT OUT [--checkpoint_key teacher|student] [--with_head]
+ *     [--format pth|safetensors]
+ *
+ * CKPT is our training checkpoint (.safetensors) or an official full checkpoint (.pth).
+ */
+
+import { parseArgs } from "node:util";
+import { extractBackbone, readStateDict } from "../lib/eval/checkpoints.ts";
+import { type PyDict, writePth } from "../lib/runtime/pth.ts";
+import { type NamedTensor, saveSafetensors } from "../lib/runtime/safetensors.ts";
+
+const HELP = `Usage: deno task extract_backbone CKPT OUT [options]
+
+  CKPT                    training checkpoint (.safetensors) or official full checkpoint (.pth)
+  OUT                     output file
+  --checkpoint_key KEY    teacher (default) or student
+  --with_head             keep the head.* keys too
+  --format F              pth (default: {'state_dict': ...}) or safetensors (flat)`;
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: Deno.args,
+    options: {
+      checkpoint_key: { type: "string", default: "teacher" },
+      with_head: { type: "boolean", default: false },
+      format: { type: "string", default: "pth" },
+      help: { type: "boolean", short: "h" },
+    },
+    allowPositionals: true,
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (positionals.length !== 2) throw new Error("expected CKPT and OUT (see --help)");
+  const [input, output] = positionals;
+  const key = values.checkpoint_key;
+  if (key !== "teacher" && key !== "student") {
+    throw new Error(`--checkpoint_key must be teacher or student, got ${key}`);
+  }
+  if (values.format !== "pth" && values.format !== "safetensors") {
+    throw new Error(`--format must be pth or safetensors, got ${values.format}`);
+  }
+  const extracted = extractBackbone(await readStateDict(input, key), values.with_head);
+  const stateDict = extracted.get("state_dict") as PyDict;
+  if (values.format === "pth") {
+    await writePth(output, extracted);
+  } else {
+    await saveSafetensors(
+      output,
+      new Map([...stateDict].map(([k, t]) => [String(k), t as NamedTensor])),
+    );
+  }
+  console.log(`wrote the ${key} backbone of ${input} (${stateDict.size} tensors) to ${output}`);
+  return 0;
+}
+
+try {
+  Deno.exit(await main());
+} catch (error) {
+  console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
+  Deno.exit(1);
+}
