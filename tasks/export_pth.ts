@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import { toOfficialCheckpoint } from "../lib/eval/checkpoints.ts";
 import { writePth } from "../lib/runtime/pth.ts";
 import { loadTrainingCheckpoint } from "../lib/train/checkpoint.ts";
+import { runTask } from "./run_task.ts";
 
 const HELP = `Usage: deno task export_pth CKPT OUT.pth
 
@@ -39,9 +40,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-try {
-  Deno.exit(await main());
-} catch (error) {
-  console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
-  Deno.exit(1);
-}
+await runTask(main);

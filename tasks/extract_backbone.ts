@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 import { extractBackbone, readStateDict } from "../lib/eval/checkpoints.ts";
 import { type PyDict, writePth } from "../lib/runtime/pth.ts";
 import { type NamedTensor, saveSafetensors } from "../lib/runtime/safetensors.ts";
+import { runTask } from "./run_task.ts";
 
 const HELP = `Usage: deno task extract_backbone CKPT OUT [options]
 
@@ -60,9 +61,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-try {
-  Deno.exit(await main());
-} catch (error) {
-  console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
-  Deno.exit(1);
-}
+await runTask(main);

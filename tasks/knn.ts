@@ -6,9 +6,9 @@
  */
 
 import { parseArgs } from "node:util";
-import { loadTrainingCheckpoint } from "../lib/train/checkpoint.ts";
-import { backboneFromArgs } from "../lib/train/config.ts";
+import { FROZEN_BACKBONE_OPTIONS, openFrozenBackbone } from "../lib/eval/frozen_backbone.ts";
 import { evaluateKnn } from "../lib/eval/knn_eval.ts";
+import { runTask } from "./run_task.ts";
 
 const HELP = `Usage: deno task knn --pretrained_weights FILE [options]
 
@@ -27,16 +27,11 @@ function main(): Promise<number> | number {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
-      pretrained_weights: { type: "string" },
-      checkpoint_key: { type: "string", default: "teacher" },
-      data_path: { type: "string" },
+      ...FROZEN_BACKBONE_OPTIONS,
       nb_knn: { type: "string", multiple: true },
       temperature: { type: "string", default: "0.07" },
-      avgpool_patchtokens: { type: "string", default: "0" },
       n_last_blocks: { type: "string", default: "1" },
-      image_size: { type: "string" },
       batch_size_per_gpu: { type: "string", default: "128" },
-      num_workers: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     allowPositionals: true,
@@ -45,38 +40,28 @@ function main(): Promise<number> | number {
     console.log(HELP);
     return 0;
   }
-  if (!values.pretrained_weights) throw new Error("--pretrained_weights is required (see --help)");
-  return run(values as Required<typeof values>);
+  return run(values);
 }
 
 async function run(
   values: Record<string, string | string[] | boolean | undefined>,
 ): Promise<number> {
-  const key = String(values.checkpoint_key);
-  if (key !== "teacher" && key !== "student") {
-    throw new Error(`--checkpoint_key must be teacher or student, got ${key}`);
-  }
-  const checkpoint = await loadTrainingCheckpoint(String(values.pretrained_weights));
-  const avgpool = Number(values.avgpool_patchtokens);
-  if (![0, 1, 2].includes(avgpool)) throw new Error("--avgpool_patchtokens must be 0, 1 or 2");
+  const { key, checkpoint, dataPath, features } = await openFrozenBackbone(
+    values,
+    Number(values.n_last_blocks),
+  );
   const ks =
     (values.nb_knn as string[] | undefined)?.flatMap((v) => v.split(/[ ,]+/)).map(Number) ??
       [10, 20, 100, 200];
   if (ks.some((k) => !Number.isInteger(k) || k < 1)) {
     throw new Error("--nb_knn takes positive integers");
   }
-  const dataPath = String(values.data_path ?? checkpoint.args.data_path);
   console.log(
     `k-NN of the ${key} of ${values.pretrained_weights} (epoch ${checkpoint.epoch}) on ${dataPath}`,
   );
   const results = await evaluateKnn(checkpoint.store, dataPath, {
-    backbone: backboneFromArgs(checkpoint.args),
-    prefix: key,
-    size: Number(values.image_size ?? checkpoint.args.global_crop_size),
+    ...features,
     batch: Number(values.batch_size_per_gpu),
-    avgpool: avgpool as 0 | 1 | 2,
-    nLastBlocks: Number(values.n_last_blocks),
-    workers: values.num_workers ? Number(values.num_workers) : undefined,
     ks,
     temperature: Number(values.temperature),
   });
@@ -88,9 +73,4 @@ async function run(
   return 0;
 }
 
-try {
-  Deno.exit(await main());
-} catch (error) {
-  console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
-  Deno.exit(1);
-}
+await runTask(main);

@@ -8,12 +8,11 @@
 
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { resolveDataPath } from "../lib/data/source.ts";
-import { extractFeatures, type FeatureOptions } from "../lib/eval/knn_eval.ts";
+import { extractTrainAndTest } from "../lib/eval/knn_eval.ts";
+import { FROZEN_BACKBONE_OPTIONS, openFrozenBackbone } from "../lib/eval/frozen_backbone.ts";
 import { DEFAULT_LRS, OFFICIAL_LRS, trainLinearProbes } from "../lib/eval/linear.ts";
 import { saveSafetensors } from "../lib/runtime/safetensors.ts";
-import { loadTrainingCheckpoint } from "../lib/train/checkpoint.ts";
-import { backboneFromArgs } from "../lib/train/config.ts";
+import { runTask } from "./run_task.ts";
 
 const HELP = `Usage: deno task linear --pretrained_weights FILE [options]
 
@@ -38,11 +37,8 @@ function main(): Promise<number> | number {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
-      pretrained_weights: { type: "string" },
-      checkpoint_key: { type: "string", default: "teacher" },
-      data_path: { type: "string" },
+      ...FROZEN_BACKBONE_OPTIONS,
       n_last_blocks: { type: "string", default: "4" },
-      avgpool_patchtokens: { type: "string", default: "0" },
       epochs: { type: "string", default: "100" },
       batch_size_per_gpu: { type: "string", default: "256" },
       lr: { type: "string", multiple: true },
@@ -50,8 +46,6 @@ function main(): Promise<number> | number {
       weight_decay: { type: "string", default: "0" },
       val_freq: { type: "string", default: "1" },
       seed: { type: "string", default: "0" },
-      image_size: { type: "string" },
-      num_workers: { type: "string" },
       output_dir: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -61,7 +55,6 @@ function main(): Promise<number> | number {
     console.log(HELP);
     return 0;
   }
-  if (!values.pretrained_weights) throw new Error("--pretrained_weights is required (see --help)");
   return run(values);
 }
 
@@ -79,39 +72,17 @@ function parseLrs(raw: string[] | undefined): readonly number[] {
 async function run(
   values: Record<string, string | string[] | boolean | undefined>,
 ): Promise<number> {
-  const key = String(values.checkpoint_key);
-  if (key !== "teacher" && key !== "student") {
-    throw new Error(`--checkpoint_key must be teacher or student, got ${key}`);
-  }
-  const avgpool = Number(values.avgpool_patchtokens);
-  if (![0, 1, 2].includes(avgpool)) throw new Error("--avgpool_patchtokens must be 0, 1 or 2");
   const lrs = parseLrs(values.lr as string[] | undefined);
   const weightsPath = String(values.pretrained_weights);
-  const checkpoint = await loadTrainingCheckpoint(weightsPath);
-  const dataPath = String(values.data_path ?? checkpoint.args.data_path);
+  const { key, checkpoint, dataPath, features } = await openFrozenBackbone(
+    values,
+    Number(values.n_last_blocks),
+  );
   const outputDir = String(values.output_dir ?? dirname(weightsPath));
-  const nLastBlocks = Number(values.n_last_blocks);
   console.log(
     `Linear probing of the ${key} of ${weightsPath} (epoch ${checkpoint.epoch}) on ${dataPath}`,
   );
-  const features: FeatureOptions = {
-    backbone: backboneFromArgs(checkpoint.args),
-    prefix: key,
-    size: Number(values.image_size ?? checkpoint.args.global_crop_size),
-    avgpool: avgpool as 0 | 1 | 2,
-    nLastBlocks,
-    workers: values.num_workers ? Number(values.num_workers) : undefined,
-  };
-  const train = await extractFeatures(
-    checkpoint.store,
-    await resolveDataPath(dataPath, "train"),
-    features,
-  );
-  const test = await extractFeatures(
-    checkpoint.store,
-    await resolveDataPath(dataPath, "test"),
-    features,
-  );
+  const { train, test } = await extractTrainAndTest(checkpoint.store, dataPath, features);
   const classes = Math.max(...train.labels, ...test.labels) + 1;
   console.log(
     `Features: ${train.labels.length} train and ${test.labels.length} test rows of dim ` +
@@ -153,8 +124,8 @@ async function run(
     format: "ibot-deno-linear-1",
     checkpoint_key: key,
     pretrained_weights: weightsPath,
-    n_last_blocks: String(nLastBlocks),
-    avgpool_patchtokens: String(avgpool),
+    n_last_blocks: String(features.nLastBlocks),
+    avgpool_patchtokens: String(features.avgpool),
     lr: String(best.lr),
     epoch: String(best.bestEpoch),
     top1: String(best.top1),
@@ -164,9 +135,4 @@ async function run(
   return 0;
 }
 
-try {
-  Deno.exit(await main());
-} catch (error) {
-  console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
-  Deno.exit(1);
-}
+await runTask(main);

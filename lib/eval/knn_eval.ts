@@ -31,12 +31,19 @@ export interface FeatureOptions {
   readonly threads?: number;
 }
 
+/** Features [n, dim] (not normalised) and labels [n] of a dataset split. */
+export interface ExtractedFeatures {
+  readonly features: Float32Array;
+  readonly labels: Int32Array;
+  readonly dim: number;
+}
+
 /** Features [n, dim] (not normalised) and labels [n] of every image of a source, in order. */
 export async function extractFeatures(
   store: StateStore,
   source: SourceSpec,
   options: FeatureOptions,
-): Promise<{ features: Float32Array; labels: Int32Array; dim: number }> {
+): Promise<ExtractedFeatures> {
   const batch = options.batch ?? 128;
   const { graph, dim } = buildFeatureGraph({
     backbone: options.backbone,
@@ -70,14 +77,25 @@ export async function extractFeatures(
   return { features, labels: Int32Array.from(labels), dim };
 }
 
+/** Features and labels of the train and test splits of `dataPath`. */
+export async function extractTrainAndTest(
+  store: StateStore,
+  dataPath: string,
+  options: FeatureOptions,
+): Promise<{ train: ExtractedFeatures; test: ExtractedFeatures }> {
+  return {
+    train: await extractFeatures(store, await resolveDataPath(dataPath, "train"), options),
+    test: await extractFeatures(store, await resolveDataPath(dataPath, "test"), options),
+  };
+}
+
 /** Weighted k-NN top-1/top-5 of a backbone on `dataPath`'s train and test splits. */
 export async function evaluateKnn(
   store: StateStore,
   dataPath: string,
   options: FeatureOptions & { readonly ks?: readonly number[]; readonly temperature?: number },
 ): Promise<KnnResult[]> {
-  const train = await extractFeatures(store, await resolveDataPath(dataPath, "train"), options);
-  const test = await extractFeatures(store, await resolveDataPath(dataPath, "test"), options);
+  const { train, test } = await extractTrainAndTest(store, dataPath, options);
   l2NormalizeRows(train.features, train.dim);
   l2NormalizeRows(test.features, test.dim);
   const classes = Math.max(...train.labels, ...test.labels) + 1;
