@@ -17,43 +17,118 @@
  */
 
 export { type DType, type Shape, Tensor } from "./lib/graph/tensor.ts";
-export { Graph, type InitRule, type ParamSpec } from "./lib/graph/graph.ts";
+export {
+  type Attribute,
+  type ConstantSpec,
+  type Domain,
+  Graph,
+  type InitRule,
+  type NodeSpec,
+  type ParamSpec,
+  type TapeEntry,
+  type TensorData,
+  type ValueSpec,
+  type VJP,
+} from "./lib/graph/graph.ts";
 export { grad } from "./lib/graph/grad.ts";
 export * from "./lib/graph/math.ts";
 export * from "./lib/graph/shape.ts";
 export * from "./lib/graph/reduce.ts";
 export * from "./lib/graph/linalg.ts";
 export * from "./lib/graph/nn.ts";
-export { encodeOnnxModel, type OnnxWriteOptions, writeOnnxModel } from "./lib/graph/onnx.ts";
+export {
+  type EncodedOnnxModel,
+  encodeOnnxModel,
+  type OnnxWriteOptions,
+  writeOnnxModel,
+} from "./lib/graph/onnx.ts";
 export {
   CompiledGraph,
   type CompileOptions,
   type ExecutionProvider,
+  type Feeds,
+  type Outputs,
 } from "./lib/runtime/session.ts";
 export { StateStore } from "./lib/runtime/store.ts";
-export { Rng } from "./lib/runtime/rng.ts";
-export { loadSafetensors, type NamedTensor, saveSafetensors } from "./lib/runtime/safetensors.ts";
-export { layerNorm as layerNormLayer, linear as linearLayer } from "./lib/models/layers.ts";
-export { attention, type BlockConfig, mlp, transformerBlock } from "./lib/models/block.ts";
+export { Rng, type RngState } from "./lib/runtime/rng.ts";
+export {
+  loadSafetensors,
+  type NamedTensor,
+  type NamedTensorDType,
+  type NamedTensors,
+  saveSafetensors,
+} from "./lib/runtime/safetensors.ts";
+export {
+  layerNorm as layerNormLayer,
+  linear as linearLayer,
+  type LinearOptions,
+} from "./lib/models/layers.ts";
+export {
+  attention,
+  type AttentionResult,
+  type BlockConfig,
+  type DropPathScales,
+  mlp,
+  transformerBlock,
+} from "./lib/models/block.ts";
 export * from "./lib/optim/adamw.ts";
-export { vit, VIT_SIZES, type VitConfig } from "./lib/models/vit.ts";
+export {
+  vit,
+  VIT_SIZES,
+  type VitConfig,
+  type VitInputs,
+  type VitOutputs,
+  type VitSize,
+} from "./lib/models/vit.ts";
 export {
   clsLastLayer,
   headBottleneck,
   type HeadConfig,
   patchLastLayer,
 } from "./lib/models/head.ts";
-export { agreement, ibotLoss, updateCenters } from "./lib/losses/ibot.ts";
+export {
+  agreement,
+  ibotLoss,
+  type IbotLossInputs,
+  type IbotLossTerms,
+  updateCenters,
+} from "./lib/losses/ibot.ts";
 export { cosineSchedule, teacherTemperatureSchedule } from "./lib/optim/schedules.ts";
 export { MaskGenerator, type MaskingConfig } from "./lib/data/masking.ts";
 export { evalTransform, multiCrop, type MultiCropConfig } from "./lib/data/augment.ts";
-export { evalBatches, MultiCropLoader } from "./lib/data/loader.ts";
-export { openSource, type RawImage, resolveDataPath } from "./lib/data/source.ts";
-export { buildIbotStep, type IbotStepConfig } from "./lib/train/step.ts";
-export { IbotTrainer } from "./lib/train/trainer.ts";
-export { parsePretrainArgs } from "./lib/train/args.ts";
-export { loadTrainingCheckpoint, saveTrainingCheckpoint } from "./lib/train/checkpoint.ts";
-export { buildFeatureGraph } from "./lib/eval/features.ts";
-export { evaluateKnn, extractFeatures } from "./lib/eval/knn_eval.ts";
+export {
+  type EvalBatch,
+  evalBatches,
+  type MultiCropBatch,
+  MultiCropLoader,
+  type MultiCropLoaderOptions,
+} from "./lib/data/loader.ts";
+export {
+  type ImageSource,
+  openSource,
+  type RawImage,
+  resolveDataPath,
+  type SourceSpec,
+  type Split,
+} from "./lib/data/source.ts";
+export { buildIbotStep, type IbotStep, type IbotStepConfig } from "./lib/train/step.ts";
+export { IbotTrainer, type TrainOutcome } from "./lib/train/trainer.ts";
+export { type ArgValue, parsePretrainArgs, type PretrainArgs } from "./lib/train/args.ts";
+export { type EpochMeterState, type StatName } from "./lib/train/epoch_meter.ts";
+export { type RunConfig } from "./lib/train/config.ts";
+export {
+  loadTrainingCheckpoint,
+  saveTrainingCheckpoint,
+  type TrainingCheckpoint,
+  type TrainingProgress,
+} from "./lib/train/checkpoint.ts";
+export { buildFeatureGraph, type FeatureConfig } from "./lib/eval/features.ts";
+export {
+  evaluateKnn,
+  type ExtractedFeatures,
+  extractFeatures,
+  type FeatureOptions,
+} from "./lib/eval/knn_eval.ts";
 export { knnClassify, type KnnResult } from "./lib/eval/knn.ts";
-export { readPth, stateDictFromPth, writePth } from "./lib/runtime/pth.ts";
+export { type PthValue, readPth, stateDictFromPth, writePth } from "./lib/runtime/pth.ts";
+export { PyDict, PyNamespace, PyTuple } from "./lib/runtime/pickle.ts";

@@ -6,7 +6,7 @@
 
 import { join } from "node:path";
 import { parsePretrainArgs, type PretrainArgs, pretrainHelp } from "../lib/train/args.ts";
-import { IbotTrainer, NonFiniteLossError } from "../lib/train/trainer.ts";
+import { CHECKPOINT_FILE, IbotTrainer, NonFiniteLossError } from "../lib/train/trainer.ts";
 import { evaluateKnn } from "../lib/eval/knn_eval.ts";
 import { exportArtifacts } from "../lib/train/artifacts.ts";
 import type { KnnResult } from "../lib/eval/knn.ts";
@@ -62,7 +62,7 @@ async function main(): Promise<number> {
     Deno.addSignalListener("SIGINT", onInterrupt);
     const outcome = await trainer.train(controller.signal);
     Deno.removeSignalListener("SIGINT", onInterrupt);
-    const checkpoint = join(trainer.outputDir, "checkpoint.safetensors");
+    const checkpoint = join(trainer.outputDir, CHECKPOINT_FILE);
     if (outcome === "interrupted") {
       console.log(
         `Saved ${checkpoint} at epoch ${trainer.position.epoch}, iteration ${trainer.position.iteration}; run the same command to resume.`,

@@ -15,6 +15,7 @@ import { vit, type VitConfig } from "../models/vit.ts";
 
 /** What the feature graph computes. */
 export interface FeatureConfig {
+  /** The backbone's architecture. */
   readonly backbone: Omit<VitConfig, "maskedImModeling">;
   /** Images per run. */
   readonly batch: number;

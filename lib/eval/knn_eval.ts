@@ -15,6 +15,7 @@ import { knnClassify, type KnnResult, l2NormalizeRows } from "./knn.ts";
 
 /** Options of {@link extractFeatures} and {@link evaluateKnn}. */
 export interface FeatureOptions {
+  /** The backbone's architecture. */
   readonly backbone: Omit<VitConfig, "maskedImModeling">;
   /** Scope of the backbone in the store: `teacher` or `student`. */
   readonly prefix: string;
@@ -22,8 +23,9 @@ export interface FeatureOptions {
   readonly size: number;
   /** Images per run (default 128). */
   readonly batch?: number;
-  /** `avgpool_patchtokens` (default 0) and `n_last_blocks` (default 1). */
+  /** `avgpool_patchtokens`: 0 CLS tokens, 1 mean patch token, 2 both (default 0). */
   readonly avgpool?: 0 | 1 | 2;
+  /** Number of last blocks whose CLS tokens are used (`n_last_blocks`, default 1). */
   readonly nLastBlocks?: number;
   /** Data-loading workers. */
   readonly workers?: number;
@@ -33,8 +35,11 @@ export interface FeatureOptions {
 
 /** Features [n, dim] (not normalised) and labels [n] of a dataset split. */
 export interface ExtractedFeatures {
+  /** [n, dim], row-major. */
   readonly features: Float32Array;
+  /** [n] class indices. */
   readonly labels: Int32Array;
+  /** Feature width. */
   readonly dim: number;
 }
 

@@ -44,9 +44,13 @@ export interface NodeSpec {
 
 /** A constant tensor (an ONNX initializer). */
 export interface ConstantSpec {
+  /** Initializer name. */
   readonly name: string;
+  /** Element type. */
   readonly dtype: DType;
+  /** Static shape. */
   readonly shape: Shape;
+  /** The values, in the typed array of the dtype. */
   readonly data: TensorData;
 }
 
@@ -75,15 +79,21 @@ export type InitRule =
 export interface ParamSpec {
   /** Full dotted name, e.g. `backbone.blocks.0.attn.qkv.weight`. */
   readonly name: string;
+  /** Element type (float32 for everything the state store holds). */
   readonly dtype: DType;
+  /** Static shape. */
   readonly shape: Shape;
+  /** How the initial value is drawn. */
   readonly init: InitRule;
 }
 
 /** A graph input or output: name, dtype, static shape. */
 export interface ValueSpec {
+  /** Value name. */
   readonly name: string;
+  /** Element type. */
   readonly dtype: DType;
+  /** Static shape. */
   readonly shape: Shape;
 }
 
@@ -99,8 +109,11 @@ export interface TapeEntry {
   readonly op: string;
   /** Scope the op was recorded in. */
   readonly scope: string;
+  /** The op's differentiable inputs. */
   readonly inputs: readonly Tensor[];
+  /** The op's outputs. */
   readonly outputs: readonly Tensor[];
+  /** The op's vector-Jacobian product. */
   readonly vjp: VJP;
 }
 
@@ -197,6 +210,7 @@ export class Graph {
   readonly #scalarCache = new Map<string, Tensor>();
   #counter = 0;
 
+  /** An empty graph. */
   constructor(
     /** Graph name written into the model. */
     readonly name = "graph",

@@ -15,7 +15,9 @@ import { formatShape, type Tensor } from "./tensor.ts";
 
 /** Options of {@link matmul}: transpose the last two axes of an operand, scale the product. */
 export interface MatmulOptions {
+  /** Use the transpose of the last two axes of `a`. */
   readonly transA?: boolean;
+  /** Use the transpose of the last two axes of `b`. */
   readonly transB?: boolean;
   /** Scalar factor applied to the product. */
   readonly alpha?: number;

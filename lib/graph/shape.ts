@@ -252,8 +252,3 @@ export function zeros(like: Tensor, shape: Shape = like.shape): Tensor {
   const g = like.graph;
   return g.emit1("Expand", [g.scalar(0, like.dtype), g.int64s(shape)], like.dtype, shape);
 }
-
-/** Flattens all axes but the last into one: [..., d] → [prod, d]. */
-export function flattenLeading(x: Tensor): Tensor {
-  return reshape(x, [-1, x.shape[x.rank - 1]]);
-}

@@ -15,6 +15,7 @@ export type Shape = readonly number[];
 
 /** A symbolic value in a {@link Graph}: the output of a node, a graph input, a parameter or a constant. */
 export class Tensor {
+  /** A handle; op functions create these, users rarely do. */
   constructor(
     /** The graph that produced this value. */
     readonly graph: Graph,

@@ -35,23 +35,29 @@ export interface IbotLossInputs {
   readonly teacherPatch: Tensor;
   /** 1 where a slot is a masked patch, 0 for padding or unmasked: [G·B, M]. */
   readonly slotWeights: Tensor;
-  /** Centre of the CLS logits [1, K] and of the patch logits [1, 1, Kp] (the old values). */
+  /** Centre of the CLS logits [1, K] (the old value). */
   readonly center: Tensor;
+  /** Centre of the patch logits [1, 1, Kp] (the old value). */
   readonly center2: Tensor;
-  /** Teacher temperatures of this epoch (scalars). */
+  /** CLS teacher temperature of this epoch (scalar). */
   readonly teacherTemp: Tensor;
+  /** Patch teacher temperature of this epoch (scalar). */
   readonly teacherPatchTemp: Tensor;
   /** Number of global crops G. */
   readonly globalCrops: number;
-  /** Weights of the CLS and the patch terms. */
+  /** Weight of the CLS term. */
   readonly lambda1: number;
+  /** Weight of the masked-patch term. */
   readonly lambda2: number;
 }
 
 /** The loss terms; `cls` and `patch` include their lambdas, `loss` is their sum. */
 export interface IbotLossTerms {
+  /** cls + patch. */
   readonly loss: Tensor;
+  /** The CLS distillation term, times lambda1. */
   readonly cls: Tensor;
+  /** The masked-patch term, times lambda2. */
   readonly patch: Tensor;
 }
 

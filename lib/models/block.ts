@@ -31,7 +31,9 @@ export interface BlockConfig {
  * host and fed in; omitted branches are kept as is.
  */
 export interface DropPathScales {
+  /** Scales [B] of the attention branch. */
   readonly attn?: Tensor;
+  /** Scales [B] of the MLP branch. */
   readonly mlp?: Tensor;
 }
 

@@ -17,8 +17,11 @@ import { layerNorm, TRUNC_NORMAL_002 } from "./layers.ts";
 
 /** Width, depth and heads of a ViT. */
 export interface VitSize {
+  /** Token width D. */
   readonly embedDim: number;
+  /** Number of blocks. */
   readonly depth: number;
+  /** Attention heads per block. */
   readonly heads: number;
 }
 
@@ -36,6 +39,7 @@ export const VIT_SIZES: Readonly<Record<string, VitSize>> = {
 
 /** A ViT's architecture. */
 export interface VitConfig extends VitSize {
+  /** Side of a square patch in pixels. */
   readonly patchSize: number;
   /** Image size the position embedding is laid out for (224 officially): (imgSize/p)² entries. */
   readonly imgSize: number;

@@ -16,8 +16,11 @@ import { nextStateName, type StateStore } from "../runtime/store.ts";
 
 /** AdamW hyper-parameters that are fixed for a run (PyTorch defaults). */
 export interface AdamWConfig {
+  /** Decay of the first moment (0.9). */
   readonly beta1?: number;
+  /** Decay of the second moment (0.999). */
   readonly beta2?: number;
+  /** Added to the denominator (1e-8). */
   readonly eps?: number;
 }
 
@@ -67,8 +70,11 @@ export function addAdamWMoments(store: StateStore, params: readonly string[]): s
 
 /** One parameter to update: its tensor, its gradient, and whether weight decay applies. */
 export interface AdamWTarget {
+  /** The parameter (a graph parameter of the state). */
   readonly param: Tensor;
+  /** Its gradient, same shape. */
   readonly grad: Tensor;
+  /** Whether the decoupled weight decay applies (the official group 0). */
   readonly decay: boolean;
   /**
    * For parameters that can be frozen for a while (iBOT's last layer): a scalar 0/1 input that

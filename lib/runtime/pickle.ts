@@ -14,6 +14,7 @@ import type { NamedTensor, NamedTensorDType } from "./safetensors.ts";
 
 /** A Python tuple. */
 export class PyTuple {
+  /** A tuple of the given items. */
   constructor(readonly items: PthValue[]) {}
 }
 
@@ -23,6 +24,7 @@ export class PyDict extends Map<PthValue, PthValue> {
   ordered: boolean;
   /** Attributes set on the object by BUILD (a state dict's `_metadata`); not written back. */
   attrs?: PthValue;
+  /** A dict of the given entries, ordered (an `OrderedDict`) or not. */
   constructor(entries?: Iterable<readonly [PthValue, PthValue]>, ordered = false) {
     super(entries);
     this.ordered = ordered;
@@ -31,6 +33,7 @@ export class PyDict extends Map<PthValue, PthValue> {
 
 /** An `argparse.Namespace`: attribute name → value. */
 export class PyNamespace {
+  /** A namespace with the given attributes. */
   constructor(readonly attrs: Map<string, PthValue> = new Map()) {}
 }
 

@@ -17,8 +17,11 @@ export type NamedTensorDType = "float32" | "float64" | "int64" | "bool" | "float
  * `shapeSize(shape)` elements.
  */
 export interface NamedTensor {
+  /** Element type. */
   dtype: NamedTensorDType;
+  /** Shape, row-major. */
   shape: number[];
+  /** The values, in the typed array of the dtype. */
   data: Float32Array | Float64Array | BigInt64Array | Uint8Array | Uint16Array;
 }
 

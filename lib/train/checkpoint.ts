@@ -35,7 +35,9 @@ export interface TrainingProgress {
 
 /** A loaded checkpoint. */
 export interface TrainingCheckpoint extends TrainingProgress {
+  /** Every tensor of the run's state. */
   readonly store: StateStore;
+  /** The arguments of the run that wrote it. */
   readonly args: PretrainArgs;
 }
 

@@ -14,8 +14,11 @@ import type { IbotStepConfig } from "./step.ts";
 
 /** Everything derived from the arguments. */
 export interface RunConfig {
+  /** The training graph's configuration. */
   readonly step: IbotStepConfig;
+  /** The multi-crop recipe. */
   readonly crops: MultiCropConfig;
+  /** The mask generation settings. */
   readonly masking: MaskingConfig;
   /** Side of the global-crop mask grid (global crop size / patch size). */
   readonly maskGrid: number;

@@ -10,9 +10,13 @@ import { clusterMetrics } from "./cluster_metrics.ts";
 
 /** The plain-JSON state of an {@link EpochMeter}. */
 export interface EpochMeterState {
+  /** Sums of each statistic over the iterations so far. */
   readonly sums: Readonly<Record<StatName, number>>;
+  /** Iterations so far. */
   readonly count: number;
+  /** The teacher's argmax on global crop 0, per image so far. */
   readonly predictions: readonly number[];
+  /** The true labels of the same images. */
   readonly labels: readonly number[];
 }
 

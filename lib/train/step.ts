@@ -40,17 +40,23 @@ import { nextStateName } from "../runtime/store.ts";
 export interface IbotStepConfig {
   /** Backbone of both networks; the student gets `masked_embed` when `useMaskedImModeling`. */
   readonly backbone: Omit<VitConfig, "maskedImModeling">;
+  /** The student's head (and the sizes of the teacher's). */
   readonly studentHead: HeadConfig;
   /** The teacher's head: same sizes, its own `sharedHead` (`shared_head_teacher`). */
   readonly teacherSharedHead: boolean;
   /** Student last-layer gains `weight_g` frozen at 1 (`norm_last_layer`). */
   readonly normLastLayer: boolean;
+  /** Whether the student gets the mask token and the masks (`use_masked_im_modeling`). */
   readonly useMaskedImModeling: boolean;
   /** Images per crop (per step). */
   readonly batch: number;
+  /** Number of global crops G. */
   readonly globalCrops: number;
+  /** Side of the global crops in pixels. */
   readonly globalSize: number;
+  /** Number of local crops. */
   readonly localCrops: number;
+  /** Side of the local crops in pixels. */
   readonly localSize: number;
   /** M: patch slots per global crop (an upper bound on the masked patches of one crop). */
   readonly maskSlots: number;
@@ -58,7 +64,9 @@ export interface IbotStepConfig {
   readonly dropPath: number;
   /** Per-tensor gradient-norm clip (`clip_grad`); 0 disables. */
   readonly clipGrad: number;
+  /** Weight of the CLS loss term. */
   readonly lambda1: number;
+  /** Weight of the masked-patch loss term. */
   readonly lambda2: number;
 }
 
@@ -89,6 +97,7 @@ export const CENTER_NAMES = { center: "ibot_loss.center", center2: "ibot_loss.ce
 
 /** The built training graph and what the trainer needs to drive it. */
 export interface IbotStep {
+  /** The training graph. */
   readonly graph: Graph;
   /** Student parameters that AdamW updates (their moments are state too). */
   readonly trainable: readonly string[];

@@ -56,6 +56,8 @@ export type Log = (line: string) => void;
 
 /** A prepared pre-training run: data, compiled step, state (fresh or resumed) and schedules. */
 export class IbotTrainer {
+  #drawsCache?: { root: Rng; generator: MaskGenerator; rates: number[] };
+
   private constructor(
     readonly args: PretrainArgs,
     readonly config: RunConfig,
@@ -232,17 +234,26 @@ export class IbotTrainer {
    * generator forked by epoch, image and crop, so a resumed run draws the same masks), and the
    * drop-path scales of the iteration.
    */
+  /** The run's seeded root generator, mask generator and drop-path rates, built once. */
+  get #draws(): { root: Rng; generator: MaskGenerator; rates: number[] } {
+    this.#drawsCache ??= {
+      root: new Rng(Number(this.args.seed)),
+      generator: new MaskGenerator(this.config.masking),
+      rates: dropPathRates(this.config.step.dropPath, this.config.step.backbone.depth),
+    };
+    return this.#drawsCache;
+  }
+
   #fillBatchInputs(
     feeds: Record<string, TensorData>,
     data: MultiCropBatch,
     epoch: number,
     it: number,
   ): void {
-    const { step, masking, maskGrid } = this.config;
-    const root = new Rng(Number(this.args.seed));
+    const { step, maskGrid } = this.config;
+    const { root, generator, rates } = this.#draws;
     feeds[STEP_INPUTS.globals] = data.globals;
     if (step.localCrops > 0) feeds[STEP_INPUTS.locals] = data.locals;
-    const generator = new MaskGenerator(masking);
     const masks: Uint8Array[] = [];
     for (let crop = 0; crop < step.globalCrops; crop++) {
       for (const index of data.indices) {
@@ -253,7 +264,6 @@ export class IbotTrainer {
     }
     fillMaskInputs(feeds, masks, step.maskSlots, maskGrid * maskGrid);
     if (step.dropPath > 0) {
-      const rates = dropPathRates(step.dropPath, step.backbone.depth);
       const rng = root.fork(`drop_path:${it}`);
       fillDropPath(
         feeds[STEP_INPUTS.dropPathGlobal] as Float32Array,

@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { assert } from "../assert.ts";
-import { PYTHON, torchAvailable } from "../reference/torch.ts";
+import { runPython, torchAvailable } from "../reference/torch.ts";
 import {
   checkBackboneKeys,
   extractBackbone,
@@ -102,13 +102,7 @@ async function withDir(f: (dir: string) => Promise<void>) {
 }
 
 async function python(code: string, args: string[]): Promise<unknown> {
-  const { success, stdout, stderr } = await new Deno.Command(PYTHON, {
-    args: ["-c", code, ...args],
-    env: { OMP_NUM_THREADS: "1" },
-  }).output();
-  const text = new TextDecoder();
-  if (!success) throw new Error(`python failed:\n${text.decode(stderr)}`);
-  return JSON.parse(text.decode(stdout));
+  return JSON.parse(await runPython(code, args));
 }
 
 async function task(name: string, args: string[]): Promise<{ code: number; stderr: string }> {

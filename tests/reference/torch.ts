@@ -105,3 +105,14 @@ export function randomizeWeights(store: StateStore, rng: Rng): void {
     store.get(name).forEach((_, i, a) => (a[i] = base + 0.3 * rng.normal()));
   }
 }
+
+/** Runs a Python snippet (`python -c code args...`) and returns its standard output. */
+export async function runPython(code: string, args: readonly string[] = []): Promise<string> {
+  const { success, stdout, stderr } = await new Deno.Command(PYTHON, {
+    args: ["-c", code, ...args],
+    env: { OMP_NUM_THREADS: "1" },
+  }).output();
+  const text = new TextDecoder();
+  if (!success) throw new Error(`python failed:\n${text.decode(stderr)}`);
+  return text.decode(stdout);
+}

@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { assert } from "../assert.ts";
-import { PYTHON, torchAvailable } from "../reference/torch.ts";
+import { runPython, torchAvailable } from "../reference/torch.ts";
 import {
   decodePth,
   encodePth,
@@ -15,16 +15,6 @@ import {
 import type { NamedTensor } from "../../lib/runtime/safetensors.ts";
 
 const HAS_TORCH = torchAvailable();
-
-async function python(code: string, args: string[]): Promise<string> {
-  const { success, stdout, stderr } = await new Deno.Command(PYTHON, {
-    args: ["-c", code, ...args],
-    env: { OMP_NUM_THREADS: "1" },
-  }).output();
-  const text = new TextDecoder();
-  if (!success) throw new Error(`python failed:\n${text.decode(stderr)}`);
-  return text.decode(stdout);
-}
 
 async function withDir(f: (dir: string) => Promise<void>) {
   const dir = await Deno.makeTempDir();
@@ -47,7 +37,7 @@ Deno.test({
   fn: () =>
     withDir(async (dir) => {
       const path = join(dir, "checkpoint.pth");
-      await python(
+      await runPython(
         `
 import sys, torch, argparse, collections
 cls = torch.tensor([[[0.1, -2.5, 3.25]]], dtype=torch.float32)
@@ -143,7 +133,7 @@ Deno.test({
         ["misc", [new PyTuple([1, 2.5, "é"]), null, true, -(2 ** 40), 2n ** 70n, -0.5]],
       ]);
       await writePth(path, value);
-      const out = await python(
+      const out = await runPython(
         `
 import sys, torch, argparse, collections
 c = torch.load(sys.argv[1])
@@ -261,7 +251,7 @@ Deno.test({
     withDir(async (dir) => {
       const path = join(dir, "evil.pth");
       const marker = join(dir, "pwned");
-      await python(
+      await runPython(
         `
 import sys, os, torch
 class Evil:
@@ -308,7 +298,7 @@ Deno.test({
   fn: () =>
     withDir(async (dir) => {
       const [plain, deflated, strided] = ["a.pth", "b.pth", "c.pth"].map((f) => join(dir, f));
-      await python(
+      await runPython(
         `
 import sys, torch, zipfile
 torch.save({'w': torch.arange(12, dtype=torch.float32).reshape(3, 4)}, sys.argv[1])
