@@ -1,19 +1,24 @@
 /**
  * `deno task knn`: weighted k-NN evaluation (official `eval_knn.py`) of a checkpoint's teacher or
- * student backbone. Arguments use the official names.
+ * student backbone, from our checkpoint, an official `.pth` or an extracted backbone. Arguments
+ * use the official names.
  *
  *   deno task knn --pretrained_weights out/pretrain/checkpoint.safetensors [--checkpoint_key teacher]
  */
 
 import { parseArgs } from "node:util";
-import { FROZEN_BACKBONE_OPTIONS, openFrozenBackbone } from "../lib/eval/frozen_backbone.ts";
+import {
+  BACKBONE_FILE_HELP,
+  describeBackbone,
+  FROZEN_BACKBONE_OPTIONS,
+  openFrozenBackbone,
+} from "../lib/eval/frozen_backbone.ts";
 import { evaluateKnn } from "../lib/eval/knn_eval.ts";
 import { runTask } from "./run_task.ts";
 
 const HELP = `Usage: deno task knn --pretrained_weights FILE [options]
 
-  --pretrained_weights FILE   training checkpoint (.safetensors) written by deno task pretrain
-  --checkpoint_key KEY        teacher (default) or student
+${BACKBONE_FILE_HELP}
   --data_path PATH            dataset with train and test splits (default: the run's --data_path)
   --nb_knn K...               numbers of neighbours (default 10 20 100 200)
   --temperature T             voting temperature (default 0.07)
@@ -46,7 +51,7 @@ function main(): Promise<number> | number {
 async function run(
   values: Record<string, string | string[] | boolean | undefined>,
 ): Promise<number> {
-  const { key, checkpoint, dataPath, features } = await openFrozenBackbone(
+  const { loaded, store, dataPath, features } = await openFrozenBackbone(
     values,
     Number(values.n_last_blocks),
   );
@@ -57,9 +62,9 @@ async function run(
     throw new Error("--nb_knn takes positive integers");
   }
   console.log(
-    `k-NN of the ${key} of ${values.pretrained_weights} (epoch ${checkpoint.epoch}) on ${dataPath}`,
+    `k-NN of ${describeBackbone(loaded)} on ${dataPath}`,
   );
-  const results = await evaluateKnn(checkpoint.store, dataPath, {
+  const results = await evaluateKnn(store, dataPath, {
     ...features,
     batch: Number(values.batch_size_per_gpu),
     ks,

@@ -9,15 +9,19 @@
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { extractTrainAndTest } from "../lib/eval/knn_eval.ts";
-import { FROZEN_BACKBONE_OPTIONS, openFrozenBackbone } from "../lib/eval/frozen_backbone.ts";
+import {
+  BACKBONE_FILE_HELP,
+  describeBackbone,
+  FROZEN_BACKBONE_OPTIONS,
+  openFrozenBackbone,
+} from "../lib/eval/frozen_backbone.ts";
 import { DEFAULT_LRS, OFFICIAL_LRS, trainLinearProbes } from "../lib/eval/linear.ts";
 import { saveSafetensors } from "../lib/runtime/safetensors.ts";
 import { runTask } from "./run_task.ts";
 
 const HELP = `Usage: deno task linear --pretrained_weights FILE [options]
 
-  --pretrained_weights FILE   training checkpoint (.safetensors) written by deno task pretrain
-  --checkpoint_key KEY        teacher (default) or student
+${BACKBONE_FILE_HELP}
   --data_path PATH            dataset with train and test splits (default: the run's --data_path)
   --n_last_blocks N           CLS tokens of the last N blocks (default 4)
   --avgpool_patchtokens N     0: CLS tokens, 1: mean patch token, 2: both (default 0)
@@ -74,15 +78,15 @@ async function run(
 ): Promise<number> {
   const lrs = parseLrs(values.lr as string[] | undefined);
   const weightsPath = String(values.pretrained_weights);
-  const { key, checkpoint, dataPath, features } = await openFrozenBackbone(
+  const { loaded, store, dataPath, features } = await openFrozenBackbone(
     values,
     Number(values.n_last_blocks),
   );
   const outputDir = String(values.output_dir ?? dirname(weightsPath));
   console.log(
-    `Linear probing of the ${key} of ${weightsPath} (epoch ${checkpoint.epoch}) on ${dataPath}`,
+    `Linear probing of ${describeBackbone(loaded)} on ${dataPath}`,
   );
-  const { train, test } = await extractTrainAndTest(checkpoint.store, dataPath, features);
+  const { train, test } = await extractTrainAndTest(store, dataPath, features);
   const classes = Math.max(...train.labels, ...test.labels) + 1;
   console.log(
     `Features: ${train.labels.length} train and ${test.labels.length} test rows of dim ` +
@@ -112,7 +116,7 @@ async function run(
       `Top5: ${best.top5.toFixed(2)} (epoch ${best.bestEpoch}; trained in ${seconds.toFixed(1)} s)`,
   );
   await Deno.mkdir(outputDir, { recursive: true });
-  const out = join(outputDir, `linear_${key}.safetensors`);
+  const out = join(outputDir, `linear_${loaded.key}.safetensors`);
   await saveSafetensors(out, {
     "linear.weight": {
       dtype: "float32",
@@ -122,7 +126,7 @@ async function run(
     "linear.bias": { dtype: "float32", shape: [classes], data: report.bestClassifier.bias },
   }, {
     format: "ibot-deno-linear-1",
-    checkpoint_key: key,
+    checkpoint_key: loaded.key,
     pretrained_weights: weightsPath,
     n_last_blocks: String(features.nLastBlocks),
     avgpool_patchtokens: String(features.avgpool),

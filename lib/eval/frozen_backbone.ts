@@ -1,61 +1,131 @@
 /**
- * What every frozen-backbone evaluation task shares: the official option names, and opening a
- * training checkpoint's teacher or student backbone with its feature options.
+ * What every frozen-backbone evaluation task shares: the official option names, and opening the
+ * teacher or student backbone of any weights file (our checkpoint, an official `.pth`, an
+ * extracted backbone) with its feature options.
  *
  * @module
  */
 
-import { loadTrainingCheckpoint, type TrainingCheckpoint } from "../train/checkpoint.ts";
-import { backboneFromArgs } from "../train/config.ts";
+import {
+  type BackboneFileOptions,
+  backboneStore,
+  defaultImageSize,
+  loadBackbone,
+} from "./backbone_file.ts";
+import type { LoadedBackbone } from "./backbone_file.ts";
+import type { StateStore } from "../runtime/store.ts";
 import type { FeatureOptions } from "./knn_eval.ts";
+
+/** `node:util` parseArgs specs of the options shared by the evaluation and analysis tasks. */
+export const BACKBONE_FILE_OPTIONS = {
+  pretrained_weights: { type: "string" },
+  checkpoint_key: { type: "string", default: "teacher" },
+  arch: { type: "string" },
+  patch_size: { type: "string" },
+} as const;
+
+/** Help lines of {@link BACKBONE_FILE_OPTIONS}. */
+export const BACKBONE_FILE_HELP =
+  `  --pretrained_weights FILE   our checkpoint (.safetensors), an official checkpoint (.pth), or
+                              an extracted backbone (.pth {'state_dict'} or flat, .safetensors)
+  --checkpoint_key KEY        teacher (default), student, or state_dict
+  --arch NAME                 architecture when the file has no run arguments (default: from
+                              the weight shapes)
+  --patch_size P              patch size when the file has no run arguments (default: from the
+                              weights)`;
 
 /** `node:util` parseArgs specs of the options shared by `deno task knn` and `deno task linear`. */
 export const FROZEN_BACKBONE_OPTIONS = {
-  pretrained_weights: { type: "string" },
-  checkpoint_key: { type: "string", default: "teacher" },
+  ...BACKBONE_FILE_OPTIONS,
   data_path: { type: "string" },
   avgpool_patchtokens: { type: "string", default: "0" },
   image_size: { type: "string" },
   num_workers: { type: "string" },
 } as const;
 
-/** A checkpoint's backbone ready for feature extraction. */
+/** Reads `--pretrained_weights`, `--checkpoint_key`, `--arch` and `--patch_size` and loads the backbone. */
+export async function openBackboneFile(
+  values: Readonly<Record<string, unknown>>,
+): Promise<LoadedBackbone> {
+  if (!values.pretrained_weights) throw new Error("--pretrained_weights is required (see --help)");
+  const key = String(values.checkpoint_key ?? "teacher");
+  if (!["teacher", "student", "state_dict"].includes(key)) {
+    throw new Error(`--checkpoint_key must be teacher, student or state_dict, got ${key}`);
+  }
+  const options: BackboneFileOptions = {
+    key,
+    arch: values.arch === undefined ? undefined : String(values.arch),
+    patchSize: values.patch_size === undefined ? undefined : positiveInteger(values, "patch_size"),
+  };
+  return await loadBackbone(String(values.pretrained_weights), options);
+}
+
+/** A positive integer option, or one sentence naming it. */
+export function positiveInteger(values: Readonly<Record<string, unknown>>, name: string): number {
+  const value = Number(values[name]);
+  if (!(Number.isInteger(value) && value >= 1)) {
+    throw new Error(`--${name} must be a positive integer, got ${values[name]}`);
+  }
+  return value;
+}
+
+/** A file's backbone ready for feature extraction. */
 export interface FrozenBackbone {
-  /** `teacher` or `student`. */
-  readonly key: string;
-  readonly checkpoint: TrainingCheckpoint;
+  /** The backbone as read from the file. */
+  readonly loaded: LoadedBackbone;
+  /** Its weights under `features.prefix`. */
+  readonly store: StateStore;
   /** The dataset: `--data_path`, else the one the checkpoint was trained on. */
   readonly dataPath: string;
   readonly features: FeatureOptions;
 }
 
-/** Checks the shared options and loads the checkpoint; bad values get one sentence. */
+/** Checks the shared options and loads the backbone; bad values get one sentence. */
 export async function openFrozenBackbone(
   values: Readonly<Record<string, unknown>>,
   nLastBlocks: number,
 ): Promise<FrozenBackbone> {
-  if (!values.pretrained_weights) throw new Error("--pretrained_weights is required (see --help)");
-  const key = String(values.checkpoint_key);
-  if (key !== "teacher" && key !== "student") {
-    throw new Error(`--checkpoint_key must be teacher or student, got ${key}`);
-  }
   const avgpool = Number(values.avgpool_patchtokens);
   if (![0, 1, 2].includes(avgpool)) throw new Error("--avgpool_patchtokens must be 0, 1 or 2");
   if (!(Number.isInteger(nLastBlocks) && nLastBlocks >= 1)) {
     throw new Error("--n_last_blocks must be a positive integer");
   }
-  const checkpoint = await loadTrainingCheckpoint(String(values.pretrained_weights));
+  const loaded = await openBackboneFile(values);
+  if (nLastBlocks > loaded.config.depth) {
+    throw new Error(
+      `--n_last_blocks ${nLastBlocks} exceeds the backbone's ${loaded.config.depth} blocks`,
+    );
+  }
+  const dataPath = values.data_path ?? loaded.args?.data_path;
+  if (dataPath === undefined) {
+    throw new Error(`${loaded.path} does not name its dataset; pass --data_path`);
+  }
+  const size = values.image_size === undefined
+    ? defaultImageSize(loaded)
+    : positiveInteger(values, "image_size");
+  if (size % loaded.config.patchSize !== 0) {
+    throw new Error(
+      `--image_size ${size} is not a multiple of the patch size ${loaded.config.patchSize}`,
+    );
+  }
+  const prefix = "model";
   return {
-    key,
-    checkpoint,
-    dataPath: String(values.data_path ?? checkpoint.args.data_path),
+    loaded,
+    store: backboneStore(loaded, prefix),
+    dataPath: String(dataPath),
     features: {
-      backbone: backboneFromArgs(checkpoint.args),
-      prefix: key,
-      size: Number(values.image_size ?? checkpoint.args.global_crop_size),
+      backbone: loaded.config,
+      prefix,
+      size,
       avgpool: avgpool as 0 | 1 | 2,
       nLastBlocks,
-      workers: values.num_workers ? Number(values.num_workers) : undefined,
+      workers: values.num_workers ? positiveInteger(values, "num_workers") : undefined,
     },
   };
+}
+
+/** "the teacher of FILE (epoch N)" for progress lines. */
+export function describeBackbone(loaded: LoadedBackbone): string {
+  const epoch = loaded.epoch === undefined ? "" : ` (epoch ${loaded.epoch})`;
+  return `the ${loaded.key} of ${loaded.path}${epoch}`;
 }
