@@ -26,9 +26,9 @@ export async function resizePicture(
   height: number,
   kernel: "cubic" | "nearest" = "cubic",
 ): Promise<RawImage> {
-  const { data, info } = await sharp(picture.data, {
+  const data = await sharp(picture.data, {
     raw: { width: picture.width, height: picture.height, channels: 3 },
-  }).resize(width, height, { fit: "fill", kernel }).raw().toBuffer({ resolveWithObject: true });
+  }).resize(width, height, { fit: "fill", kernel }).raw().toBuffer();
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width, height };
 }
 
