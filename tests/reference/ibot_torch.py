@@ -47,9 +47,27 @@ Command-line modes:
         0/1 for the global crops. Writes `loss`, `cls`, `patch`, `acc` (shape [1]), the updated
         `student.<name>` and `teacher.<name>`, `exp_avg.student.<name>` and
         `exp_avg_sq.student.<name>` for each parameter the optimizer stepped, `center`, `center2`.
+
+    ibot_torch.py checkpoint-write ARCH PATCH PTH IN OUT
+        Builds the student and teacher (ARCH, PATCH, img_size 224, out_dim = patch_out_dim = 64,
+        head widths 64/32, separate student head, shared teacher head) with weights drawn from a
+        fixed seed, takes one AdamW step so that the optimizer has state, and `torch.save`s the
+        official full checkpoint (§8.1: `student` with `module.`, `teacher`, `optimizer`, `epoch`,
+        `args`, `ibot_loss`, `fp16_scaler`) to PTH. Then runs the forward of OUT's images (see
+        `checkpoint-read`).
+
+    ibot_torch.py checkpoint-read PTH IN OUT
+        `torch.load`s an official full checkpoint, builds both networks from its `args` (arch,
+        patch_size, out_dim, patch_out_dim, shared_head, shared_head_teacher, and the head widths
+        `head_hidden_dim`/`head_bottleneck_dim` when present), loads `student` (`module.`
+        stripped) and `teacher` strictly, and for each `images.<i>` (B, 3, H, W) of IN writes
+        `teacher.tokens.<i>`, `student.tokens.<i>` (B, 1+N, D, unmasked) and
+        `teacher.attention.<i>` (B, heads, 1+N, 1+N) to OUT in float32.
 """
 
+import argparse
 import math
+from collections import OrderedDict
 import random
 import sys
 
@@ -976,6 +994,86 @@ def run_step(source, target):
     safetensors_io.save(target, result)
 
 
+def checkpoint_models(args):
+    """Student and teacher built from a checkpoint's `args` Namespace (eval mode)."""
+    student, teacher = build_models(
+        args.arch,
+        args.patch_size,
+        224,
+        args.out_dim,
+        args.patch_out_dim,
+        shared_head=args.shared_head,
+        shared_head_teacher=args.shared_head_teacher,
+        drop_path=0.0,
+        head_hidden=getattr(args, "head_hidden_dim", 2048),
+        head_bottleneck=getattr(args, "head_bottleneck_dim", 256),
+    )
+    return student.eval(), teacher.eval()
+
+
+def forward_outputs(student, teacher, source, target):
+    """The `checkpoint-read` outputs for the images of `source`."""
+    data = safetensors_io.load(source)
+    result = {}
+    student.backbone.masked_im_modeling = False
+    with torch.no_grad():
+        for name in sorted(k for k in data if k.startswith("images.")):
+            index = name.split(".", 1)[1]
+            images = torch.from_numpy(data[name])
+            result[f"teacher.tokens.{index}"] = teacher.backbone(images).numpy()
+            result[f"student.tokens.{index}"] = student.backbone(images).numpy()
+            attention = teacher.backbone.get_last_selfattention(images)
+            result[f"teacher.attention.{index}"] = attention.numpy()
+    safetensors_io.save(target, result)
+
+
+def run_checkpoint_write(arch, patch_size, path, source, target):
+    """`checkpoint-write ARCH PATCH PTH IN OUT`: see the module docstring."""
+    torch.manual_seed(0)
+    args = argparse.Namespace(
+        arch=arch,
+        patch_size=patch_size,
+        out_dim=64,
+        patch_out_dim=64,
+        shared_head=False,
+        shared_head_teacher=True,
+        head_hidden_dim=64,
+        head_bottleneck_dim=32,
+        data_path="/path/to/imagenet/train",
+    )
+    student, teacher = checkpoint_models(args)
+    with torch.no_grad():
+        for module in (student, teacher):
+            for param in module.parameters():
+                param.add_(0.05 * torch.randn_like(param))
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    for param in student.parameters():
+        param.grad = torch.randn_like(param)
+    optimizer.step()
+    checkpoint = {
+        "student": OrderedDict(("module." + k, v) for k, v in student.state_dict().items()),
+        "teacher": teacher.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": 7,
+        "args": args,
+        "ibot_loss": OrderedDict(center=torch.randn(1, 64), center2=torch.randn(1, 1, 64)),
+        "fp16_scaler": None,
+    }
+    torch.save(checkpoint, path)
+    run_checkpoint_read(path, source, target)
+
+
+def run_checkpoint_read(path, source, target):
+    """`checkpoint-read PTH IN OUT`: see the module docstring."""
+    checkpoint = torch.load(path, map_location="cpu")
+    student, teacher = checkpoint_models(checkpoint["args"])
+    prefix = "module."
+    student_state = {k[len(prefix):]: v for k, v in checkpoint["student"].items()}
+    student.load_state_dict(student_state, strict=True)
+    teacher.load_state_dict(checkpoint["teacher"], strict=True)
+    forward_outputs(student, teacher, source, target)
+
+
 def main(argv):
     if len(argv) == 3 and argv[0] == "loss":
         run_loss(argv[1], argv[2])
@@ -987,6 +1085,10 @@ def main(argv):
         run_vit(argv[1], argv[2])
     elif len(argv) == 3 and argv[0] == "step":
         run_step(argv[1], argv[2])
+    elif len(argv) == 6 and argv[0] == "checkpoint-write":
+        run_checkpoint_write(argv[1], int(argv[2]), argv[3], argv[4], argv[5])
+    elif len(argv) == 4 and argv[0] == "checkpoint-read":
+        run_checkpoint_read(argv[1], argv[2], argv[3])
     else:
         sys.exit(__doc__)
 

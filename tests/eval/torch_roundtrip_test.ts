@@ -1,0 +1,173 @@
+/**
+ * Checkpoints cross between PyTorch and this toolkit both ways with the same forward (issue:
+ * "a checkpoint written by PyTorch with the official key layout loads here and our forward on
+ * fixed inputs equals PyTorch's forward of the same weights to 1e-5; a checkpoint written here
+ * loads with torch.load and gives the same outputs in PyTorch"). The PyTorch side is the
+ * independent reference `tests/reference/ibot_torch.py` (modes checkpoint-write/-read).
+ */
+
+import { join } from "node:path";
+import { assert, assertCloseToScale } from "../assert.ts";
+import { runTorchScript, torchAvailable } from "../reference/torch.ts";
+import { BackboneRunner } from "../../lib/analysis/backbone_runner.ts";
+import { loadBackbone } from "../../lib/eval/backbone_file.ts";
+import { Graph } from "../../lib/graph/graph.ts";
+import {
+  clsLastLayer,
+  headBottleneck,
+  type HeadConfig,
+  patchLastLayer,
+} from "../../lib/models/head.ts";
+import { vit, VIT_SIZES } from "../../lib/models/vit.ts";
+import { Rng } from "../../lib/runtime/rng.ts";
+import {
+  loadSafetensors,
+  type NamedTensor,
+  saveSafetensors,
+} from "../../lib/runtime/safetensors.ts";
+import { StateStore } from "../../lib/runtime/store.ts";
+import { parsePretrainArgs } from "../../lib/train/args.ts";
+import { saveTrainingCheckpoint } from "../../lib/train/checkpoint.ts";
+
+const HAS_TORCH = torchAvailable();
+const TASKS = new URL("../../tasks/", import.meta.url).pathname;
+
+/** Image batches [B, 3, H, W]: the stored grid (224 for patch 16), a smaller and a non-square one. */
+const SIZES: [number, number, number][] = [[2, 224, 224], [2, 64, 64], [1, 48, 96]];
+
+function images(rng: Rng): Record<string, NamedTensor> {
+  return Object.fromEntries(SIZES.map(([b, h, w], i) => {
+    const data = Float32Array.from({ length: b * 3 * h * w }, () => rng.normal());
+    return [`images.${i}`, { dtype: "float32", shape: [b, 3, h, w], data }];
+  }));
+}
+
+/** Compares our forward of `path`'s teacher and student with PyTorch's outputs. */
+async function assertSameForward(
+  path: string,
+  inputs: Record<string, NamedTensor>,
+  torchOutputs: Map<string, NamedTensor>,
+): Promise<void> {
+  for (const key of ["teacher", "student"]) {
+    const loaded = await loadBackbone(path, { key });
+    assert.equal(loaded.config.patchSize, 16);
+    assert.equal(loaded.config.imgSize, 224);
+    assert.equal(loaded.config.embedDim, VIT_SIZES.vit_tiny.embedDim);
+    const runner = BackboneRunner.create(loaded, { threads: 1 });
+    try {
+      for (const [i, [b, h, w]] of SIZES.entries()) {
+        const out = await runner.run(inputs[`images.${i}`].data as Float32Array, b, h, w);
+        const expect = (name: string) =>
+          torchOutputs.get(`${key}.${name}.${i}`)!.data as Float32Array;
+        assertCloseToScale(out.tokens, expect("tokens"), `${path} ${key} tokens ${h}×${w}`);
+        if (key === "teacher") {
+          assertCloseToScale(out.attention, expect("attention"), `${path} attention ${h}×${w}`);
+        }
+      }
+    } finally {
+      await runner.close();
+    }
+  }
+}
+
+Deno.test({
+  name: "an official checkpoint written by PyTorch gives PyTorch's forward here (1e-5)",
+  ignore: !HAS_TORCH,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    try {
+      const pth = join(dir, "checkpoint.pth");
+      const [input, output] = [join(dir, "in.safetensors"), join(dir, "out.safetensors")];
+      const inputs = images(new Rng(1));
+      await saveSafetensors(input, inputs);
+      await runTorchScript("ibot_torch.py", [
+        "checkpoint-write",
+        "vit_tiny",
+        "16",
+        pth,
+        input,
+        output,
+      ]);
+      const loaded = await loadBackbone(pth);
+      assert.equal(loaded.epoch, 7);
+      assert.equal(loaded.args?.arch, "vit_tiny");
+      assert.deepEqual([...loaded.head.keys()].slice(0, 2), ["mlp.0.weight", "mlp.0.bias"]);
+      await assertSameForward(pth, inputs, (await loadSafetensors(output)).tensors);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** A training store of vit_tiny/16 student (separate head) and teacher (shared head). */
+function trainingStore(head: HeadConfig): StateStore {
+  const g = new Graph();
+  const config = { ...VIT_SIZES.vit_tiny, patchSize: 16, imgSize: 224 };
+  const images = g.input("images", "float32", [1, 3, 16, 16]);
+  for (const [net, shared] of [["student", false], ["teacher", true]] as const) {
+    g.scope(net, () => {
+      const { tokens } = vit(g, { ...config, maskedImModeling: net === "student" }, { images });
+      const cfg = { ...head, sharedHead: shared };
+      const bottleneck = headBottleneck(g, cfg, tokens);
+      clsLastLayer(g, cfg, bottleneck);
+      patchLastLayer(g, cfg, bottleneck);
+    });
+  }
+  const store = StateStore.fromParams(g.params, 5);
+  const rng = new Rng(9);
+  for (const name of store.names()) {
+    store.get(name).forEach((v, i, a) => (a[i] = v + 0.05 * rng.normal()));
+  }
+  store.set("ibot_loss.center", Float32Array.from({ length: 64 }, () => rng.normal()), [1, 64]);
+  store.set("ibot_loss.center2", Float32Array.from({ length: 64 }, () => rng.normal()), [1, 1, 64]);
+  return store;
+}
+
+Deno.test({
+  name: "a checkpoint exported here loads strictly in PyTorch and gives our forward (1e-5)",
+  ignore: !HAS_TORCH,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    try {
+      const ours = join(dir, "checkpoint.safetensors");
+      const pth = join(dir, "checkpoint.pth");
+      const { args } = parsePretrainArgs([
+        "--arch=vit_tiny",
+        "--patch_size=16",
+        "--out_dim=64",
+        "--patch_out_dim=64",
+        "--shared_head=false",
+        "--shared_head_teacher=true",
+        "--head_hidden_dim=64",
+        "--head_bottleneck_dim=32",
+      ]);
+      const store = trainingStore({
+        outDim: 64,
+        patchOutDim: 64,
+        sharedHead: false,
+        hiddenDim: 64,
+        bottleneckDim: 32,
+      });
+      await saveTrainingCheckpoint(ours, store, {
+        epoch: 2,
+        iteration: 0,
+        step: 20,
+        lastLayerStep: 20,
+      }, args);
+      const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--allow-all", join(TASKS, "export_pth.ts"), ours, pth],
+        stdout: "null",
+      }).output();
+      assert.equal(code, 0, new TextDecoder().decode(stderr));
+      const [input, output] = [join(dir, "in.safetensors"), join(dir, "out.safetensors")];
+      const inputs = images(new Rng(2));
+      await saveSafetensors(input, inputs);
+      await runTorchScript("ibot_torch.py", ["checkpoint-read", pth, input, output]);
+      const torchOutputs = (await loadSafetensors(output)).tensors;
+      await assertSameForward(ours, inputs, torchOutputs);
+      await assertSameForward(pth, inputs, torchOutputs);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
