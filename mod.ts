@@ -132,3 +132,31 @@ export {
 export { knnClassify, type KnnResult } from "./lib/eval/knn.ts";
 export { type PthValue, readPth, stateDictFromPth, writePth } from "./lib/runtime/pth.ts";
 export { PyDict, PyNamespace, PyTuple } from "./lib/runtime/pickle.ts";
+export {
+  type BackboneConfig,
+  type BackboneFileOptions,
+  backboneStore,
+  defaultImageSize,
+  loadBackbone,
+  type LoadedBackbone,
+} from "./lib/eval/backbone_file.ts";
+export {
+  checkBackboneKeys,
+  extractBackbone,
+  loadBackboneWeights,
+  toOfficialCheckpoint,
+} from "./lib/eval/checkpoints.ts";
+export {
+  type BackboneRun,
+  BackboneRunner,
+  type BackboneRunnerOptions,
+  headConfigFromWeights,
+} from "./lib/analysis/backbone_runner.ts";
+export {
+  blankPicture,
+  encodePng,
+  pastePicture,
+  resizePicture,
+  savePng,
+  sideBySide,
+} from "./lib/analysis/picture.ts";

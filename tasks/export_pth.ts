@@ -1,6 +1,7 @@
 /**
  * `deno task export_pth`: our training checkpoint (.safetensors) as the official full
- * `checkpoint.pth` (student with `module.`, teacher, epoch, args, ibot_loss; no optimizer state).
+ * `checkpoint.pth` (student with `module.`, teacher, the student's AdamW state, epoch, args,
+ * ibot_loss).
  *
  *   deno task export_pth CKPT OUT.pth
  */
@@ -14,7 +15,7 @@ import { runTask } from "./run_task.ts";
 const HELP = `Usage: deno task export_pth CKPT OUT.pth
 
   CKPT      training checkpoint (.safetensors) written by deno task pretrain
-  OUT.pth   the official full checkpoint layout, readable by torch.load (no optimizer state)`;
+  OUT.pth   the official full checkpoint layout, readable by torch.load (with the AdamW state)`;
 
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({

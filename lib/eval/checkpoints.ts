@@ -3,7 +3,8 @@
  *
  * - {@link toOfficialCheckpoint}: our training checkpoint (safetensors) → the official full
  *   `checkpoint.pth` layout (`student` with `module.`, `teacher` without, the shared-head
- *   `last_layer2` alias keys, `epoch`, `args`, `ibot_loss`). The optimizer state is not exported.
+ *   `last_layer2` alias keys, `optimizer` (the student's AdamW state), `epoch`, `args`,
+ *   `ibot_loss`).
  * - {@link extractBackbone}: the `{'state_dict': …}` file of the root `extract_backbone_weights.py`.
  * - {@link loadBackboneWeights}: backbone weights from any of those files (or a backbone
  *   safetensors), keys without `backbone.`, never silently from the wrong entry; and
@@ -13,7 +14,8 @@
  * @module
  */
 
-import { isTensor, type PthValue, PyDict, PyNamespace, readPth } from "../runtime/pth.ts";
+import { isTensor, type PthValue, PyDict, PyNamespace, PyTuple, readPth } from "../runtime/pth.ts";
+import { expAvgName, expAvgSqName } from "../optim/adamw.ts";
 import { loadSafetensors, type NamedTensor } from "../runtime/safetensors.ts";
 import { StateStore } from "../runtime/store.ts";
 import {
@@ -61,9 +63,73 @@ function orderedDict(entries: Iterable<[string, PthValue]>): PyDict {
 }
 
 /**
- * The official full checkpoint of a training checkpoint: `{'student', 'teacher', 'epoch', 'args',
- * 'ibot_loss'}` (§8.1). `optimizer` is left out (a resumed official run needs it; evaluation and
- * extraction do not). `epoch` is the completed-epoch count of our metadata.
+ * The student's AdamW state as the official run's `optimizer.state_dict()` (PyTorch 1.13 AdamW
+ * over `utils.get_params_groups`): group 0 holds the parameters with weight decay (not biases,
+ * not 1-D), group 1 the others with weight decay 0; parameters are numbered group by group in
+ * `named_parameters()` order (a shared head's `last_layer2` alias is not a parameter; with
+ * `norm_last_layer` the frozen `weight_g` gains are not in the optimizer). Each
+ * parameter that has stepped gets `{'step': tensor(n), 'exp_avg', 'exp_avg_sq'}`; the last layer
+ * counts its own steps (it does not step while frozen) and has no entry before its first step.
+ * The groups' `lr` (`--lr` × batch / 256) and `weight_decay` (`--weight_decay`) are the base
+ * values: the official loop overwrites both from its schedules before every step.
+ */
+export function officialOptimizerState(checkpoint: TrainingCheckpoint): PyDict {
+  const { store, args } = checkpoint;
+  const prefix = "student.";
+  const frozenGain = args.norm_last_layer === true;
+  const params = store.names().filter((n) =>
+    n.startsWith(prefix) && !(frozenGain && n.endsWith(".weight_g"))
+  );
+  const decays = (name: string) => !name.endsWith(".bias") && store.shape(name).length > 1;
+  const ordered = [...params.filter(decays), ...params.filter((n) => !decays(n))];
+  const state = new PyDict();
+  ordered.forEach((name, index) => {
+    const steps = name.includes(".last_layer") ? checkpoint.lastLayerStep : checkpoint.step;
+    if (steps === 0 || !store.has(expAvgName(name))) return;
+    const tensor = (stateName: string): NamedTensor => ({
+      dtype: "float32",
+      shape: [...store.shape(stateName)],
+      data: store.get(stateName),
+    });
+    state.set(
+      index,
+      new PyDict([
+        ["step", { dtype: "float32", shape: [], data: Float32Array.of(steps) }],
+        ["exp_avg", tensor(expAvgName(name))],
+        ["exp_avg_sq", tensor(expAvgSqName(name))],
+      ]),
+    );
+  });
+  const lr = Number(args.lr) * Number(args.batch_size_per_gpu) / 256;
+  const group = (weightDecay: number, first: number, count: number) =>
+    new PyDict([
+      ["lr", lr],
+      ["betas", new PyTuple([0.9, 0.999])],
+      ["eps", 1e-8],
+      ["weight_decay", weightDecay],
+      ["amsgrad", false],
+      ["foreach", null],
+      ["maximize", false],
+      ["capturable", false],
+      ["params", Array.from({ length: count }, (_, i) => first + i)],
+    ]);
+  const decayed = params.filter(decays).length;
+  return new PyDict([
+    ["state", state],
+    [
+      "param_groups",
+      [
+        group(Number(args.weight_decay), 0, decayed),
+        group(0, decayed, params.length - decayed),
+      ],
+    ],
+  ]);
+}
+
+/**
+ * The official full checkpoint of a training checkpoint: `{'student', 'teacher', 'optimizer',
+ * 'epoch', 'args', 'ibot_loss'}` (§8.1; see {@link officialOptimizerState}). `epoch` is the
+ * completed-epoch count of our metadata.
  */
 export function toOfficialCheckpoint(checkpoint: TrainingCheckpoint): PyDict {
   const { store } = checkpoint;
@@ -81,6 +147,7 @@ export function toOfficialCheckpoint(checkpoint: TrainingCheckpoint): PyDict {
   return new PyDict([
     ["student", orderedDict([...student].map(([k, t]) => [`${MODULE}${k}`, t]))],
     ["teacher", orderedDict(teacher)],
+    ["optimizer", officialOptimizerState(checkpoint)],
     ["epoch", checkpoint.epoch],
     ["args", args],
     [

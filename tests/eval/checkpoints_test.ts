@@ -182,7 +182,7 @@ print(json.dumps({
 }))`,
         [full],
       ) as Record<string, unknown>;
-      assert.deepEqual(summary.root, ["student", "teacher", "epoch", "args", "ibot_loss"]);
+      assert.deepEqual(summary.root, ["student", "teacher", "optimizer", "epoch", "args", "ibot_loss"]);
       assert.equal(summary.ordered, "OrderedDict");
       assert.equal(summary.epoch, 3);
       assert.equal(summary.ns, true);
@@ -284,7 +284,7 @@ print(json.dumps({'root': list(c.keys()), 'keys': list(c['state_dict'].keys()),
       await assert.rejects(
         () => loadBackboneWeights(full, "state_dict"),
         Error,
-        `${full} has no "state_dict" entry; it holds student, teacher, epoch, args, ibot_loss (a full checkpoint: use teacher or student)`,
+        `${full} has no "state_dict" entry; it holds student, teacher, optimizer, epoch, args, ibot_loss (a full checkpoint: use teacher or student)`,
       );
       r = await task("extract_backbone", [full, join(dir, "x.pth"), "--checkpoint_key", "x"]);
       assert.equal(r.code, 1);

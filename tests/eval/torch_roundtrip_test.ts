@@ -118,13 +118,41 @@ function trainingStore(head: HeadConfig): StateStore {
   for (const name of store.names()) {
     store.get(name).forEach((v, i, a) => (a[i] = v + 0.05 * rng.normal()));
   }
+  for (const name of store.names().filter((n) => n.startsWith("student."))) {
+    for (const moment of ["exp_avg", "exp_avg_sq"]) {
+      const values = Float32Array.from(store.get(name), () => Math.abs(rng.normal()));
+      store.set(`${moment}.${name}`, values, store.shape(name));
+    }
+  }
   store.set("ibot_loss.center", Float32Array.from({ length: 64 }, () => rng.normal()), [1, 64]);
   store.set("ibot_loss.center2", Float32Array.from({ length: 64 }, () => rng.normal()), [1, 1, 64]);
   return store;
 }
 
+/**
+ * PyTorch's AdamW, loaded from the exported optimizer state, holds our moments for every student
+ * parameter (the last layer counts its own steps) in the official two groups.
+ */
+function assertOptimizerState(store: StateStore, torchOutputs: Map<string, NamedTensor>): void {
+  const params = store.names().filter((n) => n.startsWith("student.") && !n.endsWith(".weight_g"));
+  const withDecay = params.filter((n) => !n.endsWith(".bias") && store.shape(n).length > 1);
+  const groups = Array.from(torchOutputs.get("optimizer.groups")!.data as Float64Array);
+  assert.deepEqual(groups, [withDecay.length, 0.04, params.length - withDecay.length, 0]);
+  for (const name of params) {
+    const torchName = name.replace(/^student\./, "");
+    const steps = name.includes(".last_layer") ? 5 : 20;
+    const step = torchOutputs.get(`optimizer.step.${torchName}`)!.data as Float32Array;
+    assert.deepEqual(Array.from(step), [steps], name);
+    for (const moment of ["exp_avg", "exp_avg_sq"]) {
+      const got = torchOutputs.get(`optimizer.${moment}.${torchName}`)!.data;
+      assert.deepEqual(Array.from(got as Float32Array), Array.from(store.get(`${moment}.${name}`)));
+    }
+  }
+}
+
 Deno.test({
-  name: "a checkpoint exported here loads strictly in PyTorch and gives our forward (1e-5)",
+  name:
+    "a checkpoint exported here loads strictly in PyTorch with our forward (1e-5) and AdamW state",
   ignore: !HAS_TORCH,
   async fn() {
     const dir = await Deno.makeTempDir();
@@ -152,7 +180,7 @@ Deno.test({
         epoch: 2,
         iteration: 0,
         step: 20,
-        lastLayerStep: 20,
+        lastLayerStep: 5,
       }, args);
       const { code, stderr } = await new Deno.Command(Deno.execPath(), {
         args: ["run", "--allow-all", join(TASKS, "export_pth.ts"), ours, pth],
@@ -166,6 +194,7 @@ Deno.test({
       const torchOutputs = (await loadSafetensors(output)).tensors;
       await assertSameForward(ours, inputs, torchOutputs);
       await assertSameForward(pth, inputs, torchOutputs);
+      assertOptimizerState(store, torchOutputs);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

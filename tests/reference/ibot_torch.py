@@ -62,7 +62,11 @@ Command-line modes:
         `head_hidden_dim`/`head_bottleneck_dim` when present), loads `student` (`module.`
         stripped) and `teacher` strictly, and for each `images.<i>` (B, 3, H, W) of IN writes
         `teacher.tokens.<i>`, `student.tokens.<i>` (B, 1+N, D, unmasked) and
-        `teacher.attention.<i>` (B, heads, 1+N, 1+N) to OUT in float32.
+        `teacher.attention.<i>` (B, heads, 1+N, 1+N) to OUT in float32. When the checkpoint has an
+        `optimizer`, it is loaded into AdamW over `get_params_groups(student)`, which then takes
+        one step with zero gradients; OUT gets `optimizer.<key>.<name>` (key `step`, `exp_avg`,
+        `exp_avg_sq`; name as in `named_parameters()`) of every parameter with state, as loaded,
+        and `optimizer.groups` (n_groups, 2): each group's parameter count and weight decay.
 """
 
 import argparse
@@ -1011,7 +1015,24 @@ def checkpoint_models(args):
     return student.eval(), teacher.eval()
 
 
-def forward_outputs(student, teacher, source, target):
+def optimizer_outputs(student, state_dict):
+    """The `checkpoint-read` outputs of the optimizer state `state_dict` loaded into AdamW."""
+    optimizer = torch.optim.AdamW(get_params_groups(student))
+    optimizer.load_state_dict(state_dict)
+    names = {id(p): n for n, p in student.named_parameters()}
+    result = {}
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            result[f"optimizer.{key}.{names[id(param)]}"] = value.reshape(-1).numpy().copy()
+    groups = [[len(g["params"]), g["weight_decay"]] for g in optimizer.param_groups]
+    result["optimizer.groups"] = np.array(groups, dtype=np.float64)
+    for param in student.parameters():
+        param.grad = torch.zeros_like(param)
+    optimizer.step()
+    return result
+
+
+def forward_outputs(student, teacher, source):
     """The `checkpoint-read` outputs for the images of `source`."""
     data = safetensors_io.load(source)
     result = {}
@@ -1024,7 +1045,7 @@ def forward_outputs(student, teacher, source, target):
             result[f"student.tokens.{index}"] = student.backbone(images).numpy()
             attention = teacher.backbone.get_last_selfattention(images)
             result[f"teacher.attention.{index}"] = attention.numpy()
-    safetensors_io.save(target, result)
+    return result
 
 
 def run_checkpoint_write(arch, patch_size, path, source, target):
@@ -1046,7 +1067,7 @@ def run_checkpoint_write(arch, patch_size, path, source, target):
         for module in (student, teacher):
             for param in module.parameters():
                 param.add_(0.05 * torch.randn_like(param))
-    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    optimizer = torch.optim.AdamW(get_params_groups(student), lr=1e-3)
     for param in student.parameters():
         param.grad = torch.randn_like(param)
     optimizer.step()
@@ -1071,7 +1092,10 @@ def run_checkpoint_read(path, source, target):
     student_state = {k[len(prefix):]: v for k, v in checkpoint["student"].items()}
     student.load_state_dict(student_state, strict=True)
     teacher.load_state_dict(checkpoint["teacher"], strict=True)
-    forward_outputs(student, teacher, source, target)
+    result = forward_outputs(student, teacher, source)
+    if "optimizer" in checkpoint:
+        result.update(optimizer_outputs(student, checkpoint["optimizer"]))
+    safetensors_io.save(target, result)
 
 
 def main(argv):
