@@ -170,6 +170,7 @@ const KNOWN_OPS: Readonly<Record<string, Domain>> = Object.fromEntries([
     "Resize",
     "ScatterElements",
     "ScatterND",
+    "Shape",
     "Sigmoid",
     "Sign",
     "Slice",

@@ -29,6 +29,12 @@ export interface OnnxWriteOptions {
    * tensors always stay inside the model.
    */
   externalData?: { location: string; thresholdBytes?: number };
+  /**
+   * Symbolic dimensions (`dim_param`) of graph inputs and outputs, by value name and axis, like
+   * PyTorch's `dynamic_axes`: `{ images: { 0: "batch" } }` writes axis 0 of `images` as `batch`
+   * instead of its recorded size. The graph's nodes must then work at any size of those axes.
+   */
+  dynamicAxes?: Readonly<Record<string, Readonly<Record<number, string>>>>;
   /** `producer_name` of the model; default `ibot-deno`. */
   producerName?: string;
   /** `doc_string` of the model. */
@@ -88,7 +94,7 @@ const VALUE_INFO = { name: 1, type: 2 } as const;
 const TYPE = { tensorType: 1 } as const;
 const TENSOR_TYPE = { elemType: 1, shape: 2 } as const;
 const TENSOR_SHAPE = { dim: 1 } as const;
-const DIMENSION = { dimValue: 1 } as const;
+const DIMENSION = { dimValue: 1, dimParam: 2 } as const;
 
 /**
  * Encodes `graph` as an ONNX `ModelProto`.
@@ -160,10 +166,15 @@ function encodeModelWith(graph: Graph, options: OnnxWriteOptions): ModelChunks {
   }
   const bakedNames = new Set(initializers.map((t) => t.name));
   const unbakedParams = graph.params.filter((p) => !bakedNames.has(p.name));
-  for (const value of [...unbakedParams, ...graph.inputs]) {
-    graphProto.message(GRAPH.input, encodeValueInfo(value));
+  const inputs = [...unbakedParams, ...graph.inputs];
+  const dynamicAxes = options.dynamicAxes ?? {};
+  checkDynamicAxes(dynamicAxes, [...inputs, ...graph.outputs]);
+  for (const value of inputs) {
+    graphProto.message(GRAPH.input, encodeValueInfo(value, dynamicAxes[value.name]));
   }
-  for (const value of graph.outputs) graphProto.message(GRAPH.output, encodeValueInfo(value));
+  for (const value of graph.outputs) {
+    graphProto.message(GRAPH.output, encodeValueInfo(value, dynamicAxes[value.name]));
+  }
 
   const model = new ProtoWriter();
   model.varint(MODEL.irVersion, ONNX_IR_VERSION);
@@ -336,10 +347,39 @@ function encodeExternalTensor(
   return proto;
 }
 
-/** A `ValueInfoProto` with a tensor type of static shape. */
-function encodeValueInfo(value: ValueSpec): ProtoWriter {
+/** Throws unless every dynamic axis names an axis of a graph input or output. */
+function checkDynamicAxes(
+  dynamicAxes: NonNullable<OnnxWriteOptions["dynamicAxes"]>,
+  values: readonly ValueSpec[],
+): void {
+  for (const [name, axes] of Object.entries(dynamicAxes)) {
+    const value = values.find((v) => v.name === name);
+    if (!value) throw new Error(`dynamicAxes: ${name} is not a graph input or output`);
+    for (const [axis, dimName] of Object.entries(axes)) {
+      const a = Number(axis);
+      if (!(Number.isInteger(a) && a >= 0 && a < value.shape.length) || dimName === "") {
+        throw new Error(
+          `dynamicAxes: ${name} ${
+            formatShape(value.shape)
+          } has no axis ${axis} to call '${dimName}'`,
+        );
+      }
+    }
+  }
+}
+
+/**
+ * A `ValueInfoProto` with a tensor type: each axis its recorded size, or its name in
+ * `dynamicAxes`.
+ */
+function encodeValueInfo(
+  value: ValueSpec,
+  dynamicAxes: Readonly<Record<number, string>> = {},
+): ProtoWriter {
   const shape = new ProtoWriter();
-  for (const size of value.shape) shape.message(TENSOR_SHAPE.dim, encodeDimension(size));
+  value.shape.forEach((size, axis) =>
+    shape.message(TENSOR_SHAPE.dim, encodeDimension(dynamicAxes[axis] ?? size))
+  );
   const tensorType = new ProtoWriter();
   tensorType.varint(TENSOR_TYPE.elemType, onnxElemType(value.dtype));
   tensorType.message(TENSOR_TYPE.shape, shape);
@@ -351,9 +391,11 @@ function encodeValueInfo(value: ValueSpec): ProtoWriter {
   return proto;
 }
 
-function encodeDimension(size: number): ProtoWriter {
+/** A `Dimension`: a size (`dim_value`) or a symbolic name (`dim_param`). */
+function encodeDimension(size: number | string): ProtoWriter {
   const proto = new ProtoWriter();
-  proto.varint(DIMENSION.dimValue, size);
+  if (typeof size === "string") proto.string(DIMENSION.dimParam, size);
+  else proto.varint(DIMENSION.dimValue, size);
   return proto;
 }
 
