@@ -20,7 +20,7 @@ import {
   openBackboneFile,
   positiveInteger,
 } from "../lib/eval/frozen_backbone.ts";
-import { runTask } from "./run_task.ts";
+import { listOptions, runTask } from "./run_task.ts";
 
 const HELP = `Usage: deno task attention --pretrained_weights FILE --image_path PATH [options]
 
@@ -56,20 +56,7 @@ function main(): Promise<number> | number {
     console.log(HELP);
     return 0;
   }
-  // `--image_size H W` (argparse nargs="+"): the values after the flag come as positionals.
-  const sizes: string[] = [];
-  let previous = "";
-  for (const token of tokens) {
-    if (token.kind === "option") {
-      previous = token.name;
-      if (token.name === "image_size") sizes.push(token.value!);
-    } else if (token.kind === "positional") {
-      if (previous !== "image_size") {
-        throw new Error(`unexpected value '${token.value}': values follow a --flag`);
-      }
-      sizes.push(token.value);
-    }
-  }
+  const sizes = listOptions(tokens, ["image_size"]).image_size ?? [];
   return run(values, sizes);
 }
 

@@ -14,7 +14,7 @@ import {
   openFrozenBackbone,
 } from "../lib/eval/frozen_backbone.ts";
 import { evaluateKnn } from "../lib/eval/knn_eval.ts";
-import { runTask } from "./run_task.ts";
+import { listOptions, runTask } from "./run_task.ts";
 
 const HELP = `Usage: deno task knn --pretrained_weights FILE [options]
 
@@ -29,7 +29,7 @@ ${BACKBONE_FILE_HELP}
   --num_workers N             data-loading workers (default: cores - 1)`;
 
 function main(): Promise<number> | number {
-  const { values } = parseArgs({
+  const { values, tokens } = parseArgs({
     args: Deno.args,
     options: {
       ...FROZEN_BACKBONE_OPTIONS,
@@ -40,12 +40,13 @@ function main(): Promise<number> | number {
       help: { type: "boolean", short: "h" },
     },
     allowPositionals: true,
+    tokens: true,
   });
   if (values.help) {
     console.log(HELP);
     return 0;
   }
-  return run(values);
+  return run({ ...values, nb_knn: listOptions(tokens, ["nb_knn"]).nb_knn });
 }
 
 async function run(

@@ -229,6 +229,69 @@ export async function* evalBatches(
   }
 }
 
+/** Options of {@link randomCropBatches}. */
+export interface RandomCropBatchOptions {
+  /** Output side in pixels. */
+  size: number;
+  /** Rows per batch; the last batch is zero-padded (see {@link EvalBatch.count}). */
+  batchSize: number;
+  /** Seeds every image's crop and flip. */
+  seed: number;
+  /** The epoch (a non-negative integer): each epoch draws new crops. */
+  epoch: number;
+  /** Area-scale range of RandomResizedCrop (default [0.08, 1], torchvision's). */
+  scale?: readonly [number, number];
+  /** Worker count; default max(1, logical cores − 1). */
+  workers?: number;
+}
+
+/**
+ * The training transform of linear probing over a whole source, in dataset order: each image is
+ * RandomResizedCrop'd (scale `scale`, ratio 3/4–4/3, resized bilinear to `size`), flipped left to
+ * right with p 0.5 and normalised, in `workers` workers that stop when the iteration ends. Image
+ * i's box and then its flip are drawn from `new Rng(seed).fork("linear:<epoch>:<i>")`, so the
+ * result depends only on the seed, the epoch and the image. Batches are shaped as
+ * {@link evalBatches}'s.
+ */
+export async function* randomCropBatches(
+  source: SourceSpec,
+  options: RandomCropBatchOptions,
+): AsyncIterableIterator<EvalBatch> {
+  const { size, batchSize, seed, epoch } = options;
+  const scale = options.scale ?? [0.08, 1];
+  const workers = options.workers ?? defaultWorkerCount();
+  requirePositiveInteger("size", size);
+  requirePositiveInteger("batchSize", batchSize);
+  requirePositiveInteger("workers", workers);
+  requireNonNegativeInteger("epoch", epoch);
+  if (!Number.isSafeInteger(seed)) throw new Error(`seed must be a safe integer, got ${seed}`);
+  if (!(scale[0] > 0 && scale[0] <= scale[1] && scale[1] <= 1)) {
+    throw new Error(`scale must satisfy 0 < low ≤ high ≤ 1, got [${scale[0]}, ${scale[1]}]`);
+  }
+  const pool = new WorkerPool(workers);
+  try {
+    const { length } = await pool.run({ type: "info", source });
+    const request = (k: number): Promise<EvalBatch> => {
+      const start = k * batchSize;
+      const count = Math.min(batchSize, length - start);
+      const indices = Int32Array.from({ length: count }, (_, i) => start + i);
+      return pool.run({
+        type: "randomCrop",
+        source,
+        size,
+        scale,
+        seed,
+        epoch,
+        rows: batchSize,
+        indices,
+      }).then((result) => ({ ...result, count }));
+    };
+    yield* inOrder(Math.ceil(length / batchSize), 2 * workers, request);
+  } finally {
+    pool.close();
+  }
+}
+
 /**
  * Yields request(0), …, request(count − 1) in order, keeping up to `depth` requests in flight.
  * Every request gets a rejection handler at once, so a failure ahead of the consumer is not an

@@ -1,7 +1,8 @@
 /**
  * The data-loader worker: opens a {@link SourceSpec} (once, on first use) and performs one task
- * at a time — report the source's size, build a multi-crop batch, or build an evaluation batch —
- * transferring the result buffers back. A failure is answered with its message instead.
+ * at a time — report the source's size, build a multi-crop batch, an evaluation batch or a
+ * linear-probing training batch (RandomResizedCrop + flip) — transferring the result buffers
+ * back. A failure is answered with its message instead.
  *
  * Started by `loader.ts` as `new Worker(new URL("./loader_worker.ts", import.meta.url), { type:
  * "module" })`; never imported for its exports except the message types.
@@ -10,7 +11,15 @@
  */
 
 import { Rng } from "../runtime/rng.ts";
-import { evalTransform, multiCrop, type MultiCropConfig } from "./augment.ts";
+import sharp from "sharp";
+import {
+  evalTransform,
+  flipHorizontal,
+  multiCrop,
+  type MultiCropConfig,
+  normalize,
+  randomResizedCropBox,
+} from "./augment.ts";
 import { type ImageSource, openSource, type SourceSpec } from "./source.ts";
 
 /** What a worker is asked to do. */
@@ -33,6 +42,18 @@ export type WorkerTask =
     /** Rows of the output buffers; rows past `indices.length` stay zero (labels −1). */
     rows: number;
     indices: Int32Array<ArrayBuffer>;
+  }
+  | {
+    type: "randomCrop";
+    source: SourceSpec;
+    size: number;
+    /** Area-scale range of RandomResizedCrop. */
+    scale: readonly [number, number];
+    seed: number;
+    epoch: number;
+    /** Rows of the output buffers; rows past `indices.length` stay zero (labels −1). */
+    rows: number;
+    indices: Int32Array<ArrayBuffer>;
   };
 
 /** The result of each kind of task. */
@@ -50,6 +71,8 @@ export interface WorkerResults {
   };
   /** An evaluation batch: `rows` normalised images [rows, 3, size, size] and labels. */
   eval: { images: Float32Array; labels: Int32Array; indices: Int32Array };
+  /** A batch of `rows` randomly cropped and flipped images [rows, 3, size, size] and labels. */
+  randomCrop: { images: Float32Array; labels: Int32Array; indices: Int32Array };
 }
 
 /** A message to a worker; `id` pairs it with its reply. */
@@ -131,6 +154,39 @@ async function evalBatch(
   return [{ images, labels, indices }, [images.buffer, labels.buffer, indices.buffer]];
 }
 
+/**
+ * Builds a batch of `rows` rows, the images in `indices` first (zero padding after), each through
+ * the linear-probing train transform: RandomResizedCrop(size, scale, ratio 3/4–4/3, bilinear),
+ * then a horizontal flip with p 0.5 (`u < 0.5`), then normalise. Image i draws its crop box and
+ * then its flip from `Rng(seed).fork("linear:<epoch>:<i>")`.
+ */
+async function randomCropBatch(
+  task: Extract<WorkerTask, { type: "randomCrop" }>,
+): Promise<[WorkerResults["randomCrop"], Transferable[]]> {
+  const { size, scale, seed, epoch, rows, indices } = task;
+  const source = await sourceFor(task.source);
+  const imageSize = 3 * size * size;
+  const images = new Float32Array(rows * imageSize);
+  const labels = new Int32Array(rows).fill(-1);
+  for (let b = 0; b < indices.length; b++) {
+    const image = await source.load(indices[b]);
+    const rng = new Rng(seed).fork(`linear:${epoch}:${indices[b]}`);
+    const box = randomResizedCropBox(image.width, image.height, scale, rng);
+    const flip = rng.uniform() < 0.5;
+    const raw = { width: image.width, height: image.height, channels: 3 as const };
+    const buffer = await sharp(image.data, { raw })
+      .extract(box)
+      .resize(size, size, { kernel: "linear", fit: "fill" })
+      .raw()
+      .toBuffer();
+    let pixels: Uint8Array = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.length);
+    if (flip) pixels = flipHorizontal(pixels, size, size);
+    images.set(normalize(pixels, size, size), b * imageSize);
+    labels[b] = source.label(indices[b]);
+  }
+  return [{ images, labels, indices }, [images.buffer, labels.buffer, indices.buffer]];
+}
+
 /** Runs a task; returns its result and the buffers to transfer with it. */
 async function perform(
   task: WorkerTask,
@@ -144,6 +200,8 @@ async function perform(
       return await multiCropBatch(task);
     case "eval":
       return await evalBatch(task);
+    case "randomCrop":
+      return await randomCropBatch(task);
   }
 }
 

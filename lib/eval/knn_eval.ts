@@ -5,7 +5,7 @@
  * @module
  */
 
-import { evalBatches } from "../data/loader.ts";
+import { type EvalBatch, evalBatches } from "../data/loader.ts";
 import { resolveDataPath, type SourceSpec } from "../data/source.ts";
 import type { VitConfig } from "../models/vit.ts";
 import { CompiledGraph } from "../runtime/session.ts";
@@ -43,43 +43,91 @@ export interface ExtractedFeatures {
   readonly dim: number;
 }
 
+/**
+ * The backbone's feature graph compiled once, for extracting the features of many batch streams
+ * (the test split once and the augmented train split every epoch, say); call
+ * {@link FeatureExtractor.close} when done.
+ */
+export class FeatureExtractor {
+  /** Feature width. */
+  readonly dim: number;
+  /** Images per run: every batch given to {@link FeatureExtractor.extract} has this many rows. */
+  readonly batch: number;
+  readonly #session: CompiledGraph;
+  readonly #feeds: Record<string, Float32Array>;
+
+  private constructor(
+    session: CompiledGraph,
+    feeds: Record<string, Float32Array>,
+    dim: number,
+    batch: number,
+  ) {
+    this.#session = session;
+    this.#feeds = feeds;
+    this.dim = dim;
+    this.batch = batch;
+  }
+
+  /** Builds and compiles the feature graph of `options` with the weights of `store`. */
+  static async create(store: StateStore, options: FeatureOptions): Promise<FeatureExtractor> {
+    const batch = options.batch ?? 128;
+    const { graph, dim } = buildFeatureGraph({
+      backbone: options.backbone,
+      batch,
+      size: options.size,
+      avgpool: options.avgpool ?? 0,
+      nLastBlocks: options.nLastBlocks ?? 1,
+      prefix: options.prefix,
+    });
+    const session = await CompiledGraph.create(graph, { threads: options.threads });
+    const feeds: Record<string, Float32Array> = {};
+    for (const p of graph.params) feeds[p.name] = store.get(p.name);
+    return new FeatureExtractor(session, feeds, dim, batch);
+  }
+
+  /**
+   * Features [n, dim] (not normalised) and labels [n] of the real rows (the first `count` of each
+   * batch) of `batches`, in order. Each batch holds {@link FeatureExtractor.batch} images.
+   */
+  async extract(batches: AsyncIterable<EvalBatch>): Promise<ExtractedFeatures> {
+    const { dim } = this;
+    const rows: Float32Array[] = [];
+    const labels: number[] = [];
+    for await (const b of batches) {
+      this.#feeds[FEATURE_IO.images] = b.images;
+      const out = await this.#session.run(this.#feeds);
+      rows.push((out[FEATURE_IO.features] as Float32Array).slice(0, b.count * dim));
+      for (let i = 0; i < b.count; i++) labels.push(b.labels[i]);
+    }
+    const features = new Float32Array(labels.length * dim);
+    let offset = 0;
+    for (const r of rows) {
+      features.set(r, offset);
+      offset += r.length;
+    }
+    return { features, labels: Int32Array.from(labels), dim };
+  }
+
+  /** Releases the compiled graph. */
+  async close(): Promise<void> {
+    await this.#session.release();
+  }
+}
+
 /** Features [n, dim] (not normalised) and labels [n] of every image of a source, in order. */
 export async function extractFeatures(
   store: StateStore,
   source: SourceSpec,
   options: FeatureOptions,
 ): Promise<ExtractedFeatures> {
-  const batch = options.batch ?? 128;
-  const { graph, dim } = buildFeatureGraph({
-    backbone: options.backbone,
-    batch,
-    size: options.size,
-    avgpool: options.avgpool ?? 0,
-    nLastBlocks: options.nLastBlocks ?? 1,
-    prefix: options.prefix,
-  });
-  const session = await CompiledGraph.create(graph, { threads: options.threads });
-  const feeds: Record<string, Float32Array> = {};
-  for (const p of graph.params) feeds[p.name] = store.get(p.name);
-  const rows: Float32Array[] = [];
-  const labels: number[] = [];
+  const extractor = await FeatureExtractor.create(store, options);
   try {
-    for await (const b of evalBatches(source, options.size, batch, options.workers)) {
-      feeds[FEATURE_IO.images] = b.images;
-      const out = await session.run(feeds);
-      rows.push((out[FEATURE_IO.features] as Float32Array).slice(0, b.count * dim));
-      for (let i = 0; i < b.count; i++) labels.push(b.labels[i]);
-    }
+    return await extractor.extract(
+      evalBatches(source, options.size, extractor.batch, options.workers),
+    );
   } finally {
-    await session.release();
+    await extractor.close();
   }
-  const features = new Float32Array(labels.length * dim);
-  let offset = 0;
-  for (const r of rows) {
-    features.set(r, offset);
-    offset += r.length;
-  }
-  return { features, labels: Int32Array.from(labels), dim };
 }
 
 /** Features and labels of the train and test splits of `dataPath`. */

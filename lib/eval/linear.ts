@@ -1,12 +1,19 @@
 /**
- * Linear probing on cached frozen features (§6.2), the "fast path for small data": the features
- * are extracted once through the evaluation transform (no augmentation), then a sweep of linear
- * classifiers (one per learning rate, as `eval_linear_multi.py` does) is trained on them in plain
- * TypeScript. Every classifier is `Linear(dim, numClasses)` with weight ~ N(0, 0.01) and bias 0,
- * trained with SGD (momentum 0.9, PyTorch semantics), cross-entropy loss and a per-epoch cosine
- * annealing of the lr to 0 (`CosineAnnealingLR(T_max = epochs, eta_min = 0)`). All classifiers see
- * the same shuffled mini-batches, so a classifier's result does not depend on which other learning
- * rates are swept with it.
+ * Linear probing on frozen features (§6.2): a sweep of linear classifiers (one per learning rate,
+ * as `eval_linear_multi.py` does) trained in plain TypeScript. Every classifier is
+ * `Linear(dim, numClasses)` with weight ~ N(0, 0.01) and bias 0, trained with SGD (momentum 0.9,
+ * PyTorch semantics), cross-entropy loss and a per-epoch cosine annealing of the lr to 0
+ * (`CosineAnnealingLR(T_max = epochs, eta_min = 0)`). All classifiers see the same shuffled
+ * mini-batches, so a classifier's result does not depend on which other learning rates are swept
+ * with it.
+ *
+ * {@link LinearProbeSweep} holds the classifiers and trains them one epoch at a time on whatever
+ * features it is given; two drivers share it:
+ * - {@link trainLinearProbes}, the "fast path for small data": features extracted once through the
+ *   evaluation transform (no augmentation), the same features every epoch;
+ * - {@link trainLinearProbesPerEpoch}, the official protocol: each epoch trains on features of
+ *   freshly augmented training images (RandomResizedCrop + flip, see `randomCropBatches` in
+ *   `lib/data/loader.ts`), extracted by the caller.
  *
  * @module
  */
@@ -41,7 +48,7 @@ export const DEFAULT_LRS: readonly number[] = [
   1,
 ];
 
-/** Options of {@link trainLinearProbes}. */
+/** Options of {@link LinearProbeSweep} and its drivers. */
 export interface LinearProbeOptions {
   /** Training epochs (default 100). */
   readonly epochs?: number;
@@ -78,7 +85,7 @@ export interface LinearClassifier {
   readonly bias: Float32Array;
 }
 
-/** The results of {@link trainLinearProbes}. */
+/** The results of a sweep ({@link LinearProbeSweep.report}). */
 export interface LinearProbeReport {
   /** One entry per learning rate, in the order given. */
   readonly results: LinearProbeResult[];
@@ -139,76 +146,143 @@ function accuracy(
   return { top1: 100 * top1 / n, top5: 100 * top5 / n };
 }
 
-/**
- * Trains one linear classifier per base lr on the same mini-batches of `train` and validates them
- * on `test`. Labels are integers in [0, numClasses).
- */
-export function trainLinearProbes(
-  train: LabelledFeatures,
-  test: LabelledFeatures,
-  dim: number,
-  numClasses: number,
-  options: LinearProbeOptions = {},
-): LinearProbeReport {
-  const epochs = options.epochs ?? 100;
-  const batchSize = options.batchSize ?? 256;
-  const lrs = options.lrs ?? DEFAULT_LRS;
-  const momentum = options.momentum ?? 0.9;
-  const wd = options.weightDecay ?? 0;
-  const valFreq = options.valFreq ?? 1;
+/** Checks the sweep options; returns them with their defaults. */
+function sweepSettings(dim: number, numClasses: number, options: LinearProbeOptions) {
+  const settings = {
+    epochs: options.epochs ?? 100,
+    batchSize: options.batchSize ?? 256,
+    lrs: options.lrs ?? DEFAULT_LRS,
+    momentum: options.momentum ?? 0.9,
+    weightDecay: options.weightDecay ?? 0,
+    valFreq: options.valFreq ?? 1,
+  };
   if (!Number.isInteger(dim) || dim < 1) throw new Error(`dim must be a positive integer`);
   if (!Number.isInteger(numClasses) || numClasses < 1) {
     throw new Error(`numClasses must be a positive integer`);
   }
+  const { epochs, batchSize, valFreq, lrs } = settings;
   if (!Number.isInteger(epochs) || epochs < 1) throw new Error(`epochs must be ≥ 1`);
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`batchSize must be ≥ 1`);
   if (!Number.isInteger(valFreq) || valFreq < 1) throw new Error(`valFreq must be ≥ 1`);
+  if (!(settings.momentum >= 0 && settings.momentum < 1)) {
+    throw new Error(`momentum must be in [0, 1)`);
+  }
+  if (!(settings.weightDecay >= 0 && Number.isFinite(settings.weightDecay))) {
+    throw new Error(`weightDecay must be a finite number ≥ 0`);
+  }
   if (lrs.length === 0 || lrs.some((lr) => !(lr > 0) || !Number.isFinite(lr))) {
     throw new Error(`lrs must be a non-empty list of positive numbers`);
   }
-  const nTrain = checkData("train", train, dim, numClasses);
-  const nTest = checkData("test", test, dim, numClasses);
-  if (nTrain === 0) throw new Error("train has no rows");
+  return settings;
+}
 
-  const L = lrs.length;
-  const C = numClasses;
-  const rowsLC = L * C;
-  const rng = new Rng(options.seed ?? 0);
-  // Every classifier starts from the same draw, so its result does not depend on the sweep.
-  const init = new Float32Array(C * dim);
-  for (let i = 0; i < init.length; i++) init[i] = rng.normal(0, 0.01);
+/**
+ * The sweep of linear classifiers trained one epoch at a time: {@link LinearProbeSweep.trainEpoch}
+ * takes one epoch of SGD on whatever features it is given (the same cached features every epoch,
+ * or freshly augmented ones), {@link LinearProbeSweep.validate} scores every classifier and keeps
+ * each one's best epoch. One seeded generator draws the initial weights, then each epoch's batch
+ * order, so the same seed and the same features give the same classifiers.
+ */
+export class LinearProbeSweep {
+  /** Feature width. */
+  readonly dim: number;
+  /** Number of classes. */
+  readonly numClasses: number;
+  /** Epochs of the cosine schedule (T_max). */
+  readonly epochs: number;
+  /** Base learning rates of the sweep. */
+  readonly lrs: readonly number[];
+  readonly #settings: ReturnType<typeof sweepSettings>;
+  readonly #onEpoch: LinearProbeOptions["onEpoch"];
+  readonly #rng: Rng;
   // The arithmetic is in float64 (the initial weights are float32 draws); the sweep's classifiers
   // are stacked as rows l·C + c of one [L·C, dim] matrix.
-  const weight = new Float64Array(rowsLC * dim);
-  for (let l = 0; l < L; l++) weight.set(init, l * C * dim);
-  const bias = new Float64Array(rowsLC);
-  const bufW = new Float64Array(rowsLC * dim);
-  const bufB = new Float64Array(rowsLC);
-  const gradW = new Float64Array(rowsLC * dim);
-  const gradB = new Float64Array(rowsLC);
-  const logits = new Float64Array(batchSize * rowsLC);
-  const xb = new Float64Array(batchSize * dim);
-  const scaled = lrs.map((lr) => lr * batchSize / 256);
+  readonly #weight: Float64Array;
+  readonly #bias: Float64Array;
+  readonly #bufW: Float64Array;
+  readonly #bufB: Float64Array;
+  readonly #gradW: Float64Array;
+  readonly #gradB: Float64Array;
+  readonly #logits: Float64Array;
+  readonly #xb: Float64Array;
+  readonly #best: LinearProbeResult[];
+  readonly #bestW: Float32Array[];
+  readonly #bestB: Float32Array[];
+  readonly #lossSum: Float64Array;
+  #order = new Int32Array(0);
+  #lossRows = 0;
+  #epoch = 0;
 
-  const best: LinearProbeResult[] = lrs.map((lr) => ({ lr, top1: -1, top5: 0, bestEpoch: 0 }));
-  const bestW = lrs.map(() => init.slice());
-  const bestB = lrs.map(() => new Float32Array(C));
-  const lossSum = new Float64Array(L);
-  const order = new Int32Array(nTrain);
-  for (let i = 0; i < nTrain; i++) order[i] = i;
-  const x = train.features;
-  let firstStep = true;
+  /** Draws the initial classifiers (all equal: weight ~ N(0, 0.01) from `seed`, bias 0). */
+  constructor(dim: number, numClasses: number, options: LinearProbeOptions = {}) {
+    this.#settings = sweepSettings(dim, numClasses, options);
+    this.dim = dim;
+    this.numClasses = numClasses;
+    this.epochs = this.#settings.epochs;
+    this.lrs = this.#settings.lrs;
+    this.#onEpoch = options.onEpoch;
+    const { batchSize, lrs } = this.#settings;
+    const L = lrs.length;
+    const C = numClasses;
+    const rowsLC = L * C;
+    this.#rng = new Rng(options.seed ?? 0);
+    // Every classifier starts from the same draw, so its result does not depend on the sweep.
+    const init = new Float32Array(C * dim);
+    for (let i = 0; i < init.length; i++) init[i] = this.#rng.normal(0, 0.01);
+    this.#weight = new Float64Array(rowsLC * dim);
+    for (let l = 0; l < L; l++) this.#weight.set(init, l * C * dim);
+    this.#bias = new Float64Array(rowsLC);
+    this.#bufW = new Float64Array(rowsLC * dim);
+    this.#bufB = new Float64Array(rowsLC);
+    this.#gradW = new Float64Array(rowsLC * dim);
+    this.#gradB = new Float64Array(rowsLC);
+    this.#logits = new Float64Array(batchSize * rowsLC);
+    this.#xb = new Float64Array(batchSize * dim);
+    this.#best = lrs.map((lr) => ({ lr, top1: -1, top5: 0, bestEpoch: 0 }));
+    this.#bestW = lrs.map(() => init.slice());
+    this.#bestB = lrs.map(() => new Float32Array(C));
+    this.#lossSum = new Float64Array(L);
+  }
 
-  for (let epoch = 0; epoch < epochs; epoch++) {
-    for (let i = nTrain - 1; i > 0; i--) {
+  /** Epochs trained so far. */
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  /** Whether the epoch just trained is one to validate: every `valFreq`-th and the last. */
+  get validationDue(): boolean {
+    const e = this.#epoch;
+    return e > 0 && (e % this.#settings.valFreq === 0 || e === this.epochs);
+  }
+
+  /**
+   * One epoch of SGD for every classifier on `train`, shuffled into mini-batches, at this epoch's
+   * cosine lr. Returns the mean cross-entropy over the rows, per lr.
+   */
+  trainEpoch(train: LabelledFeatures): number[] {
+    if (this.#epoch >= this.epochs) throw new Error(`all ${this.epochs} epochs are trained`);
+    const { dim, numClasses: C } = this;
+    const { batchSize, momentum, weightDecay: wd, lrs } = this.#settings;
+    const n = checkData("train", train, dim, C);
+    if (n === 0) throw new Error("train has no rows");
+    const L = lrs.length;
+    const rowsLC = L * C;
+    const weight = this.#weight, bias = this.#bias, bufW = this.#bufW, bufB = this.#bufB;
+    const logits = this.#logits, xb = this.#xb, lossSum = this.#lossSum;
+    const rng = this.#rng;
+    // The permutation carries over from epoch to epoch (reshuffled each time), as one list would.
+    if (this.#order.length !== n) this.#order = Int32Array.from({ length: n }, (_, i) => i);
+    const order = this.#order;
+    for (let i = n - 1; i > 0; i--) {
       const j = rng.int(i + 1);
       const t = order[i];
       order[i] = order[j];
       order[j] = t;
     }
+    const x = train.features;
     lossSum.fill(0);
-    for (let start = 0; start < nTrain; start += batchSize) {
-      const count = Math.min(batchSize, nTrain - start);
+    for (let start = 0; start < n; start += batchSize) {
+      const count = Math.min(batchSize, n - start);
       for (let b = 0; b < count; b++) {
         const xo = order[start + b] * dim;
         for (let d = 0; d < dim; d++) xb[b * dim + d] = x[xo + d];
@@ -229,12 +303,12 @@ export function trainLinearProbes(
           }
         }
       }
-      backward(xb, count, dim, logits, rowsLC, gradW, gradB);
+      backward(xb, count, dim, logits, rowsLC, this.#gradW, this.#gradB);
       // SGD (PyTorch): g += wd·p; buf = g on the first step, else m·buf + g; p −= lr·buf.
-      const keep = firstStep ? 0 : momentum;
-      firstStep = false;
+      const keep = this.#epoch === 0 && start === 0 ? 0 : momentum;
+      const gradW = this.#gradW, gradB = this.#gradB;
       for (let l = 0; l < L; l++) {
-        const lr = cosineLr(scaled[l], epoch, epochs);
+        const lr = cosineLr(lrs[l] * batchSize / 256, this.#epoch, this.epochs);
         const w0 = l * C * dim;
         for (let i = w0; i < w0 + C * dim; i++) {
           const buf = keep * bufW[i] + (gradW[i] + wd * weight[i]);
@@ -248,32 +322,95 @@ export function trainLinearProbes(
         }
       }
     }
-    const epochNo = epoch + 1;
-    if (epochNo % valFreq === 0 || epochNo === epochs) {
-      const testLogits = predictAll(test.features, nTest, dim, weight, bias, rowsLC);
-      for (let l = 0; l < L; l++) {
-        const acc = accuracy(testLogits, test.labels, C, l * C, rowsLC);
-        if (acc.top1 > best[l].top1) {
-          best[l] = { lr: lrs[l], top1: acc.top1, top5: acc.top5, bestEpoch: epochNo };
-          bestW[l].set(weight.subarray(l * C * dim, (l + 1) * C * dim));
-          bestB[l].set(bias.subarray(l * C, (l + 1) * C));
-        }
-      }
-      options.onEpoch?.(epochNo, best.slice());
-    }
+    this.#epoch++;
+    this.#lossRows = n;
+    return Array.from(lossSum, (sum) => sum / n);
   }
-  let bestIndex = 0;
-  for (let l = 1; l < L; l++) if (best[l].top1 > best[bestIndex].top1) bestIndex = l;
-  return {
-    results: best,
-    best: best[bestIndex],
-    bestClassifier: { weight: bestW[bestIndex], bias: bestB[bestIndex] },
-    final: lrs.map((_, l) => ({
-      weight: Float32Array.from(weight.subarray(l * C * dim, (l + 1) * C * dim)),
-      bias: Float32Array.from(bias.subarray(l * C, (l + 1) * C)),
-    })),
-    finalLoss: Array.from(lossSum, (sum) => sum / nTrain),
-  };
+
+  /**
+   * Scores every classifier on `test`, keeps each one's best top-1 (with its parameters, tagged
+   * with the epochs trained so far), calls `onEpoch` and returns the best results so far.
+   */
+  validate(test: LabelledFeatures): LinearProbeResult[] {
+    const { dim, numClasses: C } = this;
+    const nTest = checkData("test", test, dim, C);
+    const L = this.lrs.length;
+    const rowsLC = L * C;
+    const testLogits = predictAll(test.features, nTest, dim, this.#weight, this.#bias, rowsLC);
+    for (let l = 0; l < L; l++) {
+      const acc = accuracy(testLogits, test.labels, C, l * C, rowsLC);
+      if (acc.top1 > this.#best[l].top1) {
+        this.#best[l] = { lr: this.lrs[l], top1: acc.top1, top5: acc.top5, bestEpoch: this.#epoch };
+        this.#bestW[l].set(this.#weight.subarray(l * C * dim, (l + 1) * C * dim));
+        this.#bestB[l].set(this.#bias.subarray(l * C, (l + 1) * C));
+      }
+    }
+    this.#onEpoch?.(this.#epoch, this.#best.slice());
+    return this.#best.slice();
+  }
+
+  /** The results so far: per-lr bests, the overall best classifier, the current parameters. */
+  report(): LinearProbeReport {
+    const { dim, numClasses: C } = this;
+    const best = this.#best.slice();
+    let bestIndex = 0;
+    for (let l = 1; l < best.length; l++) if (best[l].top1 > best[bestIndex].top1) bestIndex = l;
+    return {
+      results: best,
+      best: best[bestIndex],
+      bestClassifier: {
+        weight: this.#bestW[bestIndex].slice(),
+        bias: this.#bestB[bestIndex].slice(),
+      },
+      final: this.lrs.map((_, l) => ({
+        weight: Float32Array.from(this.#weight.subarray(l * C * dim, (l + 1) * C * dim)),
+        bias: Float32Array.from(this.#bias.subarray(l * C, (l + 1) * C)),
+      })),
+      finalLoss: Array.from(this.#lossSum, (sum) => this.#lossRows > 0 ? sum / this.#lossRows : 0),
+    };
+  }
+}
+
+/**
+ * Trains one linear classifier per base lr on the same mini-batches of `train` and validates them
+ * on `test`, all epochs on the same cached features. Labels are integers in [0, numClasses).
+ */
+export function trainLinearProbes(
+  train: LabelledFeatures,
+  test: LabelledFeatures,
+  dim: number,
+  numClasses: number,
+  options: LinearProbeOptions = {},
+): LinearProbeReport {
+  const sweep = new LinearProbeSweep(dim, numClasses, options);
+  checkData("train", train, dim, numClasses);
+  checkData("test", test, dim, numClasses);
+  while (sweep.epoch < sweep.epochs) {
+    sweep.trainEpoch(train);
+    if (sweep.validationDue) sweep.validate(test);
+  }
+  return sweep.report();
+}
+
+/**
+ * Like {@link trainLinearProbes}, but epoch `e` (0-based) trains on `trainFeatures(e)`: fresh
+ * features of augmented training images each epoch (the official protocol). The labels must
+ * describe the rows each call returns.
+ */
+export async function trainLinearProbesPerEpoch(
+  trainFeatures: (epoch: number) => Promise<LabelledFeatures>,
+  test: LabelledFeatures,
+  dim: number,
+  numClasses: number,
+  options: LinearProbeOptions = {},
+): Promise<LinearProbeReport> {
+  const sweep = new LinearProbeSweep(dim, numClasses, options);
+  checkData("test", test, dim, numClasses);
+  while (sweep.epoch < sweep.epochs) {
+    sweep.trainEpoch(await trainFeatures(sweep.epoch));
+    if (sweep.validationDue) sweep.validate(test);
+  }
+  return sweep.report();
 }
 
 /**

@@ -1,6 +1,16 @@
 import { join } from "node:path";
 import { assert, assertClose } from "../assert.ts";
-import { cosineLr, type LabelledFeatures, trainLinearProbes } from "../../lib/eval/linear.ts";
+import sharp from "sharp";
+import { IMAGENET_MEAN, IMAGENET_STD, randomResizedCropBox } from "../../lib/data/augment.ts";
+import { randomCropBatches } from "../../lib/data/loader.ts";
+import { openSource } from "../../lib/data/source.ts";
+import {
+  cosineLr,
+  type LabelledFeatures,
+  LinearProbeSweep,
+  trainLinearProbes,
+  trainLinearProbesPerEpoch,
+} from "../../lib/eval/linear.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
 import { loadSafetensors } from "../../lib/runtime/safetensors.ts";
 import { parsePretrainArgs } from "../../lib/train/args.ts";
@@ -8,6 +18,12 @@ import { CHECKPOINT_FILE, IbotTrainer } from "../../lib/train/trainer.ts";
 import { writeVendoredSubset } from "../data/fixtures.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
+
+async function collect<T>(iterator: AsyncIterable<T>): Promise<T[]> {
+  const items: T[] = [];
+  for await (const item of iterator) items.push(item);
+  return items;
+}
 
 /** `n` rows of Gaussian blobs: class centres N(0, 1)·`spread` in `dim` dims plus N(0, noise²). */
 function blobs(
@@ -58,9 +74,10 @@ Deno.test("trainLinearProbes: separable blobs reach 100%, noise lowers the accur
 /**
  * A straightforward reference: one classifier, plain number arrays, PyTorch's SGD (momentum,
  * weight decay) with the closed-form cosine lr, the same seeded initialisation and batch order.
+ * Epoch e trains on `dataOf(e)` (the same rows every epoch, or fresh features of augmented views).
  */
 function reference(
-  data: LabelledFeatures,
+  dataOf: (epoch: number) => LabelledFeatures,
   dim: number,
   classes: number,
   epochs: number,
@@ -79,10 +96,11 @@ function reference(
   const bias = new Array(classes).fill(0);
   let bufW: number[][] | null = null;
   let bufB: number[] | null = null;
-  const n = data.labels.length;
+  const n = dataOf(0).labels.length;
   const order = Array.from({ length: n }, (_, i) => i);
   let loss = 0;
   for (let epoch = 0; epoch < epochs; epoch++) {
+    const data = dataOf(epoch);
     for (let i = n - 1; i > 0; i--) {
       const j = rng.int(i + 1);
       [order[i], order[j]] = [order[j], order[i]];
@@ -131,7 +149,7 @@ Deno.test("trainLinearProbes: SGD momentum + cosine matches a straightforward im
       weightDecay: wd,
       seed: 7,
     });
-    const theirs = reference(train, 5, 3, 3, 3, 50, momentum, wd, 7);
+    const theirs = reference(() => train, 5, 3, 3, 3, 50, momentum, wd, 7);
     // Both compute in float64; ours returns float32 parameters.
     assertClose(ours.final[0].weight, theirs.weight.map(Math.fround), 1e-6, 1e-9, "weight");
     assertClose(ours.final[0].bias, theirs.bias.map(Math.fround), 1e-6, 1e-9, "bias");
@@ -157,6 +175,124 @@ Deno.test("trainLinearProbes: a shared lr gives identical results alone and in a
   assert.equal(sweep.best.top1, top);
 });
 
+Deno.test("LinearProbeSweep: epoch by epoch equals the one-shot trainer on cached features", () => {
+  const { train, test } = blobs(6, 90, 7, 4, 1.2);
+  const options = { epochs: 4, batchSize: 16, lrs: [0.05, 2], seed: 11, valFreq: 3 };
+  const oneShot = trainLinearProbes(train, test, 7, 4, options);
+  const validated: number[] = [];
+  const sweep = new LinearProbeSweep(7, 4, {
+    ...options,
+    onEpoch: (epoch) => validated.push(epoch),
+  });
+  const losses: number[][] = [];
+  while (sweep.epoch < sweep.epochs) {
+    // A fresh copy each epoch: the sweep keeps no reference to earlier features.
+    losses.push(sweep.trainEpoch({ features: train.features.slice(), labels: train.labels }));
+    if (sweep.validationDue) sweep.validate(test);
+  }
+  assert.deepEqual(validated, [3, 4]);
+  const report = sweep.report();
+  assert.deepEqual(report, oneShot);
+  assert.deepEqual(losses[3], oneShot.finalLoss);
+  assert(losses[3][1] < losses[0][1], `the loss falls: ${losses.map((l) => l[1])}`);
+  assert.throws(() => sweep.trainEpoch(train), /all 4 epochs are trained/);
+});
+
+Deno.test("trainLinearProbesPerEpoch: new features each epoch match the reference", async () => {
+  // Three epochs of different features (same labels), as augmented views give.
+  const views = [1, 2, 3].map((seed) => blobs(seed, 7, 5, 3, 1).train);
+  const labels = views[0].labels;
+  const perEpoch = views.map((v) => ({ features: v.features, labels }));
+  const { test } = blobs(4, 7, 5, 3, 1);
+  const asked: number[] = [];
+  const ours = await trainLinearProbesPerEpoch(
+    (epoch) => {
+      asked.push(epoch);
+      return Promise.resolve(perEpoch[epoch]);
+    },
+    test,
+    5,
+    3,
+    { epochs: 3, batchSize: 3, lrs: [0.5, 50], momentum: 0.9, seed: 2 },
+  );
+  assert.deepEqual(asked, [0, 1, 2]);
+  const theirs = reference((epoch) => perEpoch[epoch], 5, 3, 3, 3, 50, 0.9, 0, 2);
+  assertClose(ours.final[1].weight, theirs.weight.map(Math.fround), 1e-6, 1e-9, "weight");
+  assertClose(ours.final[1].bias, theirs.bias.map(Math.fround), 1e-6, 1e-9, "bias");
+  assertClose([ours.finalLoss[1]], [theirs.loss], 1e-12, 0, "loss");
+  // Training on the first view only gives other weights: the later views were used.
+  const firstOnly = trainLinearProbes(perEpoch[0], test, 5, 3, {
+    epochs: 3,
+    batchSize: 3,
+    lrs: [0.5, 50],
+    seed: 2,
+  });
+  assert.notDeepEqual(firstOnly.final[1].weight, ours.final[1].weight);
+});
+
+Deno.test("randomCropBatches: seeded RandomResizedCrop (bilinear) + flip of every image", async () => {
+  const root = await Deno.makeTempDir({ prefix: "ibot_linear_crops_" });
+  try {
+    const spec = await writeVendoredSubset(
+      "train",
+      6,
+      join(root, "images"),
+      join(root, "labels"),
+    );
+    const source = await openSource(spec);
+    const size = 16;
+    const imageSize = 3 * size * size;
+    const options = { size, batchSize: 4, seed: 3, epoch: 1, workers: 1 };
+    const batches = await collect(randomCropBatches(spec, options));
+    assert.deepEqual(batches.map((b) => b.count), [4, 2]);
+    assert.deepEqual([...batches[1].labels.subarray(2)], [-1, -1]);
+    assert(batches[1].images.subarray(2 * imageSize).every((v) => v === 0));
+    const flips: boolean[] = [];
+    const boxes: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const batch = batches[Math.floor(i / 4)];
+      const row = i % 4;
+      assert.equal(batch.labels[row], source.label(i));
+      // Independently: the box and the flip drawn from the image's generator, a bilinear resize
+      // by sharp, the mirror and the ImageNet normalisation written out here.
+      const image = await source.load(i);
+      const rng = new Rng(3).fork(`linear:1:${i}`);
+      const box = randomResizedCropBox(image.width, image.height, [0.08, 1], rng);
+      const flip = rng.uniform() < 0.5;
+      flips.push(flip);
+      boxes.push(JSON.stringify(box));
+      const resized = await sharp(image.data, {
+        raw: { width: image.width, height: image.height, channels: 3 },
+      }).extract(box).resize(size, size, { kernel: "linear", fit: "fill" }).raw().toBuffer();
+      const expected = new Float32Array(imageSize);
+      for (let c = 0; c < 3; c++) {
+        for (let y = 0; y < size; y++) {
+          for (let x = 0; x < size; x++) {
+            const from = 3 * (y * size + (flip ? size - 1 - x : x)) + c;
+            expected[c * size * size + y * size + x] = (resized[from] / 255 - IMAGENET_MEAN[c]) /
+              IMAGENET_STD[c];
+          }
+        }
+      }
+      assert.deepEqual(batch.images.subarray(row * imageSize, (row + 1) * imageSize), expected);
+    }
+    // The seed gives both flipped and unflipped images, and different boxes.
+    assert(flips.includes(true) && flips.includes(false), `flips ${flips}`);
+    assert(new Set(boxes).size > 1, `boxes ${boxes}`);
+    // Deterministic and independent of the worker count; another epoch draws other crops.
+    const again = await collect(randomCropBatches(spec, { ...options, workers: 2 }));
+    assert.deepEqual(again.map((b) => b.images), batches.map((b) => b.images));
+    const next = await collect(randomCropBatches(spec, { ...options, epoch: 2 }));
+    assert.notDeepEqual(next[0].images, batches[0].images);
+    await assert.rejects(
+      () => collect(randomCropBatches(spec, { ...options, scale: [0.5, 0.2] })),
+      /scale must satisfy/,
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
 Deno.test("trainLinearProbes: rejects mismatched features and out-of-range labels", () => {
   const { train, test } = blobs(5, 10, 4, 2, 1);
   assert.throws(() => trainLinearProbes(train, test, 5, 2), /features hold/);
@@ -164,7 +300,7 @@ Deno.test("trainLinearProbes: rejects mismatched features and out-of-range label
   assert.throws(() => trainLinearProbes(train, test, 4, 2, { lrs: [] }), /lrs/);
 });
 
-Deno.test("deno task linear: probes a tiny checkpoint end to end", async () => {
+Deno.test("deno task linear: a tiny checkpoint end to end, cached and --augment", async () => {
   const root = await Deno.makeTempDir({ prefix: "ibot_linear_test_" });
   try {
     const data = join(root, "data");
@@ -194,35 +330,56 @@ Deno.test("deno task linear: probes a tiny checkpoint end to end", async () => {
     } finally {
       await trainer.close();
     }
-    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-      args: [
-        ...["run", "--allow-read", "--allow-write", "--allow-env", "--allow-ffi", "--allow-sys"],
-        join(REPO, "tasks/linear.ts"),
-        ...["--pretrained_weights", join(output, CHECKPOINT_FILE), "--checkpoint_key", "student"],
-        ...[
-          "--epochs",
-          "5",
-          "--batch_size_per_gpu",
-          "16",
-          "--lr",
-          "0.1",
-          "1",
-          "--num_workers",
-          "1",
+    const checkpoint = join(output, CHECKPOINT_FILE);
+    const linear = async (...extra: string[]) => {
+      const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+        args: [
+          ...["run", "--allow-read", "--allow-write", "--allow-env", "--allow-ffi", "--allow-sys"],
+          join(REPO, "tasks/linear.ts"),
+          ...["--pretrained_weights", checkpoint, "--checkpoint_key", "student"],
+          ...["--batch_size_per_gpu", "16", "--lr", "0.1", "1", "--num_workers", "1"],
+          ...extra,
         ],
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const out = new TextDecoder().decode(stdout);
-    assert.equal(code, 0, `${out}\n${new TextDecoder().decode(stderr)}`);
-    assert.match(out, /train and 16 test rows of dim 384/);
-    assert.match(out, /^lr 0\.1 \(scaled 0\.00625\): Top1: /m);
-    assert.match(out, /Best linear classifier: lr [\d.]+, Top1: \d+\.\d\d, Top5: \d+\.\d\d/);
-    const saved = await loadSafetensors(join(output, "linear_student.safetensors"));
-    assert.deepEqual(saved.tensors.get("linear.weight")?.shape, [10, 384]);
-    assert.deepEqual(saved.tensors.get("linear.bias")?.shape, [10]);
-    assert.equal(saved.metadata.checkpoint_key, "student");
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const out = new TextDecoder().decode(stdout);
+      assert.equal(code, 0, `${out}\n${new TextDecoder().decode(stderr)}`);
+      const saved = await loadSafetensors(join(output, "linear_student.safetensors"));
+      assert.deepEqual(saved.tensors.get("linear.weight")?.shape, [10, 384]);
+      assert.deepEqual(saved.tensors.get("linear.bias")?.shape, [10]);
+      assert.equal(saved.metadata.checkpoint_key, "student");
+      return { out, saved };
+    };
+
+    const fast = await linear("--epochs", "5");
+    assert.match(fast.out, /train and 16 test rows of dim 384/);
+    // Both words after --lr are swept.
+    assert.match(fast.out, /^lr 0\.1 \(scaled 0\.00625\): Top1: /m);
+    assert.match(fast.out, /^lr 1 \(scaled 0\.0625\): Top1: /m);
+    assert.match(fast.out, /Best linear classifier: lr [\d.]+, Top1: \d+\.\d\d, Top5: \d+\.\d\d/);
+    assert.equal(fast.saved.metadata.augment, "false");
+
+    const augmented = await linear("--augment", "--epochs", "2", "--seed", "4");
+    assert.match(augmented.out, /with RandomResizedCrop \+ flip/);
+    assert.match(augmented.out, /^Epoch 1\/2: features of the augmented train images/m);
+    assert.match(augmented.out, /^Epoch 2\/2: features of the augmented train images/m);
+    assert.match(
+      augmented.out,
+      /48 train \(augmented anew each epoch\) and 16 test rows of dim 384/,
+    );
+    assert.match(augmented.out, /^Epoch 2: best Top1 so far /m);
+    assert.equal(augmented.saved.metadata.augment, "true");
+    const top1 = Number(
+      augmented.out.match(/Best linear classifier: lr [\d.]+, Top1: ([\d.]+)/)![1],
+    );
+    assert.equal(Number(augmented.saved.metadata.top1).toFixed(2), top1.toFixed(2));
+    // The same seed gives the same classifier; the fast path (other features) does not.
+    const repeat = await linear("--augment", "--epochs", "2", "--seed", "4");
+    const weight = (run: typeof fast) => run.saved.tensors.get("linear.weight")!.data;
+    assert.deepEqual(weight(repeat), weight(augmented));
+    const fastTwo = await linear("--epochs", "2", "--seed", "4");
+    assert.notDeepEqual(weight(fastTwo), weight(augmented));
   } finally {
     await Deno.remove(root, { recursive: true });
   }
