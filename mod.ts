@@ -160,3 +160,26 @@ export {
   savePng,
   sideBySide,
 } from "./lib/analysis/picture.ts";
+export {
+  cosineLr,
+  DEFAULT_LRS,
+  type LabelledFeatures,
+  type LinearClassifier,
+  linearPredict,
+  type LinearProbeOptions,
+  type LinearProbeReport,
+  type LinearProbeResult,
+  LinearProbeSweep,
+  OFFICIAL_LRS,
+  trainLinearProbes,
+  trainLinearProbesPerEpoch,
+} from "./lib/eval/linear.ts";
+export { FeatureExtractor } from "./lib/eval/knn_eval.ts";
+export { randomCropBatches } from "./lib/data/loader.ts";
+export {
+  buildOnnxBackbone,
+  ONNX_BACKBONE_AXES,
+  type OnnxBackboneOptions,
+  type OnnxBackboneSummary,
+  writeOnnxBackbone,
+} from "./lib/eval/onnx_backbone.ts";
