@@ -112,7 +112,12 @@ export {
   type Split,
 } from "./lib/data/source.ts";
 export { buildIbotStep, type IbotStep, type IbotStepConfig } from "./lib/train/step.ts";
-export { IbotTrainer, type TrainOutcome } from "./lib/train/trainer.ts";
+export {
+  IbotTrainer,
+  type IterationCallback,
+  type IterationReport,
+  type TrainOutcome,
+} from "./lib/train/trainer.ts";
 export { type ArgValue, parsePretrainArgs, type PretrainArgs } from "./lib/train/args.ts";
 export { type EpochMeterState, type StatName } from "./lib/train/epoch_meter.ts";
 export { type RunConfig } from "./lib/train/config.ts";
@@ -175,7 +180,7 @@ export {
   trainLinearProbesPerEpoch,
 } from "./lib/eval/linear.ts";
 export { FeatureExtractor } from "./lib/eval/knn_eval.ts";
-export { randomCropBatches } from "./lib/data/loader.ts";
+export { randomCropBatches, type RandomCropBatchOptions } from "./lib/data/loader.ts";
 export {
   buildOnnxBackbone,
   ONNX_BACKBONE_AXES,
@@ -183,3 +188,35 @@ export {
   type OnnxBackboneSummary,
   writeOnnxBackbone,
 } from "./lib/eval/onnx_backbone.ts";
+export * from "./lib/analysis/attention.ts";
+export * from "./lib/analysis/correspondence.ts";
+export * from "./lib/analysis/patterns.ts";
+export * from "./lib/analysis/crops_preview.ts";
+export * from "./lib/analysis/draw.ts";
+export * from "./lib/analysis/colormap.ts";
+export {
+  type Cell as TableCell,
+  type DisplayBundle,
+  escapeHtml,
+  type GridOptions,
+  inKernel,
+  linePlotSvg,
+  LivePlot,
+  niceTicks,
+  pictureBundle,
+  pictureGrid,
+  type PictureOptions,
+  PLOT_MARGINS,
+  plotBundle,
+  type PlotOptions,
+  type PlotSeries,
+  show as showBundle,
+  showGrid,
+  type ShowOptions,
+  showPicture,
+  showPlot,
+  showTable,
+  tableBundle,
+} from "./lib/analysis/display.ts";
+export { type IdxArray, readIdx, writeIdx } from "./lib/data/idx.ts";
+export { type CropBox } from "./lib/data/augment.ts";

@@ -157,7 +157,7 @@ function cropPicture(picture: RawImage, width: number, height: number): RawImage
 }
 
 /** Attention maps and masks of one image, with the picture they were computed on. */
-export interface AttentionResult {
+export interface AttentionMapsResult {
   /** The picture the network saw (resized and cropped), HWC RGB bytes. */
   readonly picture: RawImage;
   /** The normalised input [3, height, width] (ImageNet mean and standard deviation). */
@@ -190,7 +190,7 @@ export async function attentionMaps(
   runner: BackboneRunner,
   picture: RawImage,
   options: AttentionOptions = {},
-): Promise<AttentionResult> {
+): Promise<AttentionMapsResult> {
   const patchSize = runner.patchSize;
   const seen = await preparePicture(picture, patchSize, options.imageSize);
   const input = normalize(seen.data, seen.width, seen.height);
@@ -205,7 +205,7 @@ export async function attentionMaps(
  * The input as the official `img.png` shows it: the normalised input scaled by its own minimum and
  * maximum (over all channels) into [0, 255], rounded.
  */
-export function inputPicture(result: AttentionResult): RawImage {
+export function inputPicture(result: AttentionMapsResult): RawImage {
   const { input, picture: { width, height } } = result;
   const [low, high] = range(input);
   const scale = 1 / Math.max(high - low, 1e-5);
@@ -223,7 +223,7 @@ export function inputPicture(result: AttentionResult): RawImage {
  * Head `head`'s map as a viridis heat map the size of the picture (each patch a block of
  * patchSize² pixels), scaled by the map's own minimum and maximum (a constant map is all dark).
  */
-export function heatMap(result: AttentionResult, head: number): RawImage {
+export function heatMap(result: AttentionMapsResult, head: number): RawImage {
   const [h, w] = result.grid;
   const map = result.maps.subarray(head * h * w, (head + 1) * h * w);
   const [low, high] = range(map);
@@ -239,7 +239,7 @@ export function heatMap(result: AttentionResult, head: number): RawImage {
  * [0, 1], and where the scaled value m exceeds 0.2 the head's colour is blended in with alpha √m.
  * A head whose kept values are constant is not drawn (the official code divides by zero there).
  */
-export function colorOverlay(result: AttentionResult): RawImage {
+export function colorOverlay(result: AttentionMapsResult): RawImage {
   const { input, heads, grid, maps, masks, patchSize, picture: { width, height } } = result;
   const cells = grid[0] * grid[1];
   const drawn = Math.min(heads, OVERLAY_COLORS.length);
@@ -305,7 +305,7 @@ export interface AttentionPictures {
 }
 
 /** Renders all the pictures of one result. */
-export function attentionPictures(result: AttentionResult): AttentionPictures {
+export function attentionPictures(result: AttentionMapsResult): AttentionPictures {
   const input = inputPicture(result);
   const heatMaps = Array.from({ length: result.heads }, (_, j) => heatMap(result, j));
   const overlay = colorOverlay(result);

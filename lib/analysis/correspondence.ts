@@ -13,7 +13,7 @@
  *
  * Unlike the official script, which downloads a DINO ViT-B/8 only to choose the patches to draw,
  * the patches are chosen by the evaluated model's own last-block CLS attention on view 1
- * ({@link clsAttention}). Patch indices are row-major over a square `grid` × `grid` patch grid.
+ * ({@link meanClsAttention}). Patch indices are row-major over a square `grid` × `grid` patch grid.
  *
  * ```ts
  * // One image's tokens [1 + N, D] and attention [heads, 1 + N, 1 + N] from a BackboneRunner run.
@@ -27,6 +27,7 @@
  * @module
  */
 
+import { clsAttention } from "./attention.ts";
 import sharp from "sharp";
 import {
   colorJitter,
@@ -47,9 +48,13 @@ import { sideBySide } from "./picture.ts";
  * that `left` is always the original-image column at the view's left edge.
  */
 export interface ViewBox {
+  /** Original-image row (0–1) at the view's top edge. */
   readonly top: number;
+  /** Original-image column (0–1) at the view's left edge. */
   readonly left: number;
+  /** Original-image row (0–1) at the view's bottom edge. */
   readonly bottom: number;
+  /** Original-image column (0–1) at the view's right edge. */
   readonly right: number;
 }
 
@@ -216,16 +221,16 @@ export function matchAccuracy(
  * The CLS token's attention to each patch, averaged over heads: from one image's last-block
  * attention [heads, T, T] (T = 1 + N), the mean over heads of row 0, columns 1…N. Returns N values.
  */
-export function clsAttention(attention: Float32Array, heads: number, tokens: number): Float32Array {
-  if (attention.length !== heads * tokens * tokens) {
-    throw new Error(
-      `clsAttention: expected ${heads}×${tokens}×${tokens} values, got ${attention.length}`,
-    );
-  }
-  const out = new Float32Array(tokens - 1);
+export function meanClsAttention(
+  attention: Float32Array,
+  heads: number,
+  tokens: number,
+): Float32Array {
+  const patches = tokens - 1;
+  const maps = clsAttention(attention, heads, tokens, [1, patches]);
+  const out = new Float32Array(patches);
   for (let h = 0; h < heads; h++) {
-    const row = h * tokens * tokens;
-    for (let p = 1; p < tokens; p++) out[p - 1] += attention[row + p] / heads;
+    for (let p = 0; p < patches; p++) out[p] += maps[h * patches + p] / heads;
   }
   return out;
 }
@@ -290,7 +295,7 @@ export function correspondPair(input: PairInput): PairResult {
   const n = grid * grid;
   const patches = (tokens: Float32Array) => tokens.subarray(dim, (1 + n) * dim);
   const matches = matchPatches(patches(input.tokens1), patches(input.tokens2), n, n, dim);
-  const scores = clsAttention(input.attention1, heads, 1 + n);
+  const scores = meanClsAttention(input.attention1, heads, 1 + n);
   if (!input.instance) return { matches, chosen: topPatches(scores, input.topk) };
   const { box1, box2, patchSize, imageSize, radius } = input.instance;
   const centres1 = patchCentres(box1, grid);

@@ -22,7 +22,9 @@ import { Rng } from "../runtime/rng.ts";
 
 /** Cached features [n, dim] (row-major) and their labels [n]. */
 export interface LabelledFeatures {
+  /** [n, dim], row-major. */
   readonly features: Float32Array;
+  /** [n] class indices. */
   readonly labels: Int32Array;
 }
 
@@ -72,8 +74,9 @@ export interface LinearProbeOptions {
 export interface LinearProbeResult {
   /** Base learning rate (before the batchSize / 256 scaling). */
   readonly lr: number;
-  /** Best top-1 over the validated epochs, in percent, and the top-5 of that epoch. */
+  /** Best top-1 over the validated epochs, in percent. */
   readonly top1: number;
+  /** Top-5 of the epoch with the best top-1, in percent. */
   readonly top5: number;
   /** The 1-based epoch of the best top-1 (the first one on ties); 0 before any validation. */
   readonly bestEpoch: number;
@@ -81,7 +84,9 @@ export interface LinearProbeResult {
 
 /** A trained classifier: weight [numClasses, dim] (PyTorch's (out, in) layout) and bias. */
 export interface LinearClassifier {
+  /** [numClasses, dim], row-major. */
   readonly weight: Float32Array;
+  /** [numClasses]. */
   readonly bias: Float32Array;
 }
 

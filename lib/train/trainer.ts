@@ -54,6 +54,27 @@ export class NonFiniteLossError extends Error {}
 /** Where progress lines go. */
 export type Log = (line: string) => void;
 
+/** What {@link IbotTrainer.train} reports after each iteration (for live plots). */
+export interface IterationReport {
+  /** The epoch (0-based). */
+  readonly epoch: number;
+  /** Iterations completed in this epoch (1 after the first). */
+  readonly iteration: number;
+  /** Iterations per epoch. */
+  readonly itersPerEpoch: number;
+  /** The total loss, `cls + patch`. */
+  readonly loss: number;
+  /** The CLS (cross-view distillation) term, times lambda1. */
+  readonly cls: number;
+  /** The masked-patch term, times lambda2. */
+  readonly patch: number;
+  /** The learning rate of the iteration. */
+  readonly lr: number;
+}
+
+/** Called after each iteration; training waits for a returned promise. */
+export type IterationCallback = (report: IterationReport) => void | Promise<void>;
+
 /** A prepared pre-training run: data, compiled step, state (fresh or resumed) and schedules. */
 export class IbotTrainer {
   #drawsCache?: { root: Rng; generator: MaskGenerator; rates: number[] };
@@ -141,9 +162,10 @@ export class IbotTrainer {
   /**
    * Trains until `epochs` or until `signal` aborts (checked after each iteration; the state is
    * then saved with the iteration reached, and after an epoch's last iteration the epoch is first
-   * completed: its checkpoint and log.txt line). Returns how it ended.
+   * completed: its checkpoint and log.txt line). `onIteration` is called after each iteration,
+   * before that check, so it may abort `signal` itself. Returns how it ended.
    */
-  async train(signal?: AbortSignal): Promise<TrainOutcome> {
+  async train(signal?: AbortSignal, onIteration?: IterationCallback): Promise<TrainOutcome> {
     const { args, config } = this;
     const epochs = Number(args.epochs);
     const iters = this.loader.itersPerEpoch;
@@ -201,6 +223,15 @@ export class IbotTrainer {
           data.labels,
         );
         this.progress = { epoch, iteration: i, step, lastLayerStep, meter: meter.state() };
+        await onIteration?.({
+          epoch,
+          iteration: i,
+          itersPerEpoch: iters,
+          loss,
+          cls: (out.cls as Float32Array)[0],
+          patch: (out.patch as Float32Array)[0],
+          lr: lr[it],
+        });
         timedImages += batch;
         if (i % Number(args.print_freq) === 0 || i === iters) {
           const seconds = (performance.now() - startedAt) / 1000;

@@ -2,7 +2,6 @@ import { join } from "node:path";
 import sharp from "sharp";
 import {
   classBatches,
-  clsAttention,
   correspondPair,
   drawCorrespondences,
   groundTruthMatches,
@@ -10,6 +9,7 @@ import {
   instanceView,
   matchAccuracy,
   matchPatches,
+  meanClsAttention,
   overlapMask,
   patchCentres,
   topPatches,
@@ -111,13 +111,13 @@ Deno.test("matchAccuracy counts overlapping matches within the radius in row and
   assert.deepEqual(matchAccuracy(predicted, truth, overlap, 4, 2), { correct: 5, overlapping: 5 });
 });
 
-Deno.test("clsAttention averages the CLS row over heads; topPatches orders ties by index", () => {
+Deno.test("meanClsAttention averages the CLS row over heads; topPatches orders ties by index", () => {
   // 2 heads, 3 tokens: CLS rows [.2 .5 .3] and [.4 .1 .5].
   const attention = new Float32Array(18);
   attention.set([0.2, 0.5, 0.3], 0);
   attention.set([0.4, 0.1, 0.5], 9);
   attention.fill(9, 3, 9); // other rows are ignored
-  assertClose(clsAttention(attention, 2, 3), [0.3, 0.4]);
+  assertClose(meanClsAttention(attention, 2, 3), [0.3, 0.4]);
   assert.deepEqual(topPatches([1, 3, 3, 0], 3), [1, 2, 0]);
 });
 
@@ -200,7 +200,7 @@ Deno.test("an image and its exact copy correspond by the identity with 100% accu
       x.subarray(16 * p, 16 * p + 16).reduce((a, v) => a + v * v, 0)
     );
     assertClose(pair.matches.value, norms, 1e-5);
-    const scores = clsAttention(attention1, 2, 17);
+    const scores = meanClsAttention(attention1, 2, 17);
     assert.deepEqual(pair.chosen, [...identity].sort((a, b) => scores[b] - scores[a]).slice(0, 5));
   } finally {
     await runner.close();

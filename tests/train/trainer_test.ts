@@ -10,6 +10,7 @@ import { CHECKPOINT_FORMAT, type TrainingProgress } from "../../lib/train/checkp
 import {
   CHECKPOINT_FILE,
   IbotTrainer,
+  type IterationReport,
   NonFiniteLossError,
   type TrainOutcome,
 } from "../../lib/train/trainer.ts";
@@ -255,6 +256,36 @@ Deno.test("IbotTrainer: an abort in the middle of epoch 0, then a resume, ends i
   await assertSameCheckpoint(join(full.dir, CHECKPOINT_FILE), join(dir, CHECKPOINT_FILE));
   // The checkpoint carried epoch 0's running statistics: both log lines match the full run.
   assert.deepEqual(await logLines(dir), await logLines(full.dir));
+});
+
+Deno.test("IbotTrainer: the iteration callback reports each iteration's loss and may abort", async () => {
+  const dir = await outputDir();
+  const controller = new AbortController();
+  const trainer = await IbotTrainer.create(tinyArgs(dir, ["--print_freq", "1"]), () => {});
+  const reports: IterationReport[] = [];
+  try {
+    const outcome = await trainer.train(controller.signal, (report) => {
+      reports.push(report);
+      if (report.epoch === 1 && report.iteration === 2) controller.abort();
+    });
+    assert.equal(outcome, "interrupted");
+    assert.deepEqual(trainer.position, { epoch: 1, iteration: 2, step: 8, lastLayerStep: 2 });
+  } finally {
+    await trainer.close();
+  }
+  assert.deepEqual(
+    reports.map((r) => [r.epoch, r.iteration, r.itersPerEpoch]),
+    [...[1, 2, 3, 4, 5, 6].map((i) => [0, i, 6]), [1, 1, 6], [1, 2, 6]],
+  );
+  for (const r of reports) {
+    assert(Number.isFinite(r.loss) && r.loss > 0, `loss ${r.loss}`);
+    assert(
+      Math.abs(r.loss - (r.cls + r.patch)) < 1e-4 * r.loss,
+      `${r.loss} ≠ ${r.cls} + ${r.patch}`,
+    );
+    assert(r.lr >= 0);
+  }
+  assert(reports[0].lr < reports[5].lr, "the learning rate warms up over epoch 0");
 });
 
 Deno.test("IbotTrainer: --load_from is joined to the output directory and a missing one is refused", async () => {
