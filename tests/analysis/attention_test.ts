@@ -88,7 +88,11 @@ Deno.test("clsAttention reads the CLS query row over the patch keys, per head an
 });
 
 /** A result over a [2, 3] grid of 2-pixel patches (6×4 pixels) with the given maps and masks. */
-function syntheticResult(maps: number[], masks: number[], input: Float32Array): AttentionMapsResult {
+function syntheticResult(
+  maps: number[],
+  masks: number[],
+  input: Float32Array,
+): AttentionMapsResult {
   return {
     picture: { data: new Uint8Array(6 * 4 * 3), width: 6, height: 4 },
     input,

@@ -182,7 +182,14 @@ print(json.dumps({
 }))`,
         [full],
       ) as Record<string, unknown>;
-      assert.deepEqual(summary.root, ["student", "teacher", "optimizer", "epoch", "args", "ibot_loss"]);
+      assert.deepEqual(summary.root, [
+        "student",
+        "teacher",
+        "optimizer",
+        "epoch",
+        "args",
+        "ibot_loss",
+      ]);
       assert.equal(summary.ordered, "OrderedDict");
       assert.equal(summary.epoch, 3);
       assert.equal(summary.ns, true);
