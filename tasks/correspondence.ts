@@ -13,16 +13,12 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import {
   classBatches,
-  correspondPair,
+  correspondBatch,
   drawCorrespondences,
   instanceBatches,
-  instanceView,
-  resizeView,
-  type ViewBox,
 } from "../lib/analysis/correspondence.ts";
 import { BackboneRunner } from "../lib/analysis/backbone_runner.ts";
 import { savePng } from "../lib/analysis/picture.ts";
-import { normalize } from "../lib/data/augment.ts";
 import { openSource, resolveDataPath, type Split } from "../lib/data/source.ts";
 import { defaultImageSize } from "../lib/eval/backbone_file.ts";
 import {
@@ -102,7 +98,7 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
   if (!Number.isSafeInteger(seed)) throw new Error(`--seed must be an integer, got ${values.seed}`);
 
   const loaded = await openBackboneFile(values);
-  const { patchSize, heads, embedDim: dim } = loaded.config;
+  const { patchSize } = loaded.config;
   const size = values.image_size === undefined
     ? defaultImageSize(loaded)
     : positiveInteger(values, "image_size");
@@ -137,8 +133,7 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
   );
 
   const runner = BackboneRunner.create(loaded);
-  const tokensPerImage = (1 + grid * grid) * dim;
-  const attentionPerImage = heads * (1 + grid * grid) ** 2;
+  const options = { sampleType, size, topk, radius, rng } as const;
   const accuracies: number[] = [];
   let pairs = 0;
   let pictures = 0;
@@ -146,63 +141,24 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
     for (const batch of batches) {
       if (pairs >= numPairs) break;
       const images = await Promise.all(batch.map((i) => source.load(i)));
-      const views1: Uint8Array[] = [];
-      const views2: Uint8Array[] = [];
-      const boxes: [ViewBox, ViewBox][] = [];
-      for (const image of images) {
-        if (sampleType === "instance") {
-          const first = await instanceView(image, size, rng);
-          const second = await instanceView(image, size, rng);
-          views1.push(first.pixels);
-          views2.push(second.pixels);
-          boxes.push([first.box, second.box]);
-        } else {
-          views1.push(await resizeView(image, size));
-        }
-      }
-      if (sampleType === "class") {
-        views2.push(...views1.slice(1), views1[0]);
-      }
-      const run1 = await runner.run(stack(views1, size), batch.length, size, size);
-      const run2 = sampleType === "instance"
-        ? await runner.run(stack(views2, size), batch.length, size, size)
-        : undefined;
-      let correct = 0;
-      let overlapping = 0;
-      for (let b = 0; b < batch.length; b++) {
-        const partner = sampleType === "instance" ? b : (b + 1) % batch.length;
-        const pair = correspondPair({
-          tokens1: run1.tokens.subarray(b * tokensPerImage, (b + 1) * tokensPerImage),
-          tokens2: (run2 ?? run1).tokens.subarray(
-            partner * tokensPerImage,
-            (partner + 1) * tokensPerImage,
-          ),
-          attention1: run1.attention.subarray(b * attentionPerImage, (b + 1) * attentionPerImage),
+      const result = await correspondBatch(runner, images, options);
+      for (const [b, pair] of result.pairs.entries()) {
+        if (pictures >= showNums) break;
+        const picture = drawCorrespondences(
+          { data: result.views1[b], width: size, height: size },
+          { data: result.views2[b], width: size, height: size },
+          pair.chosen,
+          pair.chosen.map((p) => pair.matches.index[p]),
           grid,
-          dim,
-          heads,
-          topk,
-          instance: sampleType === "instance"
-            ? { box1: boxes[b][0], box2: boxes[b][1], patchSize, imageSize: size, radius }
-            : undefined,
-        });
-        correct += pair.count?.correct ?? 0;
-        overlapping += pair.count?.overlapping ?? 0;
-        if (pictures < showNums) {
-          const picture = drawCorrespondences(
-            { data: views1[b], width: size, height: size },
-            { data: views2[b], width: size, height: size },
-            pair.chosen,
-            pair.chosen.map((p) => pair.matches.index[p]),
-            grid,
-            patchSize,
-          );
-          const label = source.label(batch[b]);
-          await savePng(join(output, `${sampleType}_corresp${pictures}_cls${label}.png`), picture);
-          pictures++;
-        }
+          patchSize,
+        );
+        const label = source.label(batch[b]);
+        await savePng(join(output, `${sampleType}_corresp${pictures}_cls${label}.png`), picture);
+        pictures++;
       }
-      if (overlapping > 0) accuracies.push(correct / overlapping);
+      if (result.count && result.count.overlapping > 0) {
+        accuracies.push(result.count.correct / result.count.overlapping);
+      }
       const before = pairs;
       pairs += batch.length;
       if (Math.floor(10 * pairs / numPairs) > Math.floor(10 * before / numPairs)) {
@@ -221,14 +177,6 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
     );
   }
   return 0;
-}
-
-/** HWC RGB views of `size` × `size` as one normalised [B, 3, size, size] batch. */
-function stack(views: readonly Uint8Array[], size: number): Float32Array {
-  const plane = 3 * size * size;
-  const out = new Float32Array(views.length * plane);
-  views.forEach((pixels, b) => out.set(normalize(pixels, size, size), b * plane));
-  return out;
 }
 
 await runTask(main);

@@ -36,8 +36,10 @@ import {
   drawCropPlan,
   flipHorizontal,
   grayscale,
+  normalize,
 } from "../data/augment.ts";
 import type { RawImage } from "../data/source.ts";
+import type { BackboneRunner } from "./backbone_runner.ts";
 import type { Rng } from "../runtime/rng.ts";
 import { drawLine, RED } from "./draw.ts";
 import { sideBySide } from "./picture.ts";
@@ -402,4 +404,104 @@ function shuffle<T>(items: T[], rng: Rng): void {
     const j = rng.int(i + 1);
     [items[i], items[j]] = [items[j], items[i]];
   }
+}
+
+/** How {@link correspondBatch} draws and matches pairs. */
+export interface CorrespondenceOptions {
+  /** `instance`: two augmented views of each image; `class`: image i with image (i + 1) mod B. */
+  readonly sampleType: "instance" | "class";
+  /** View side in pixels (a multiple of the patch size). */
+  readonly size: number;
+  /** View-1 patches to choose for drawing. */
+  readonly topk: number;
+  /** Instance mode: accuracy radius in grid cells. */
+  readonly radius: number;
+  /** Draws the instance views. */
+  readonly rng: Rng;
+}
+
+/** One batch of pairs: the HWC RGB views (size × size) and each pair's matches. */
+export interface CorrespondenceBatch {
+  /** View 1 of each pair. */
+  readonly views1: Uint8Array[];
+  /** View 2 of each pair. */
+  readonly views2: Uint8Array[];
+  /** Pair b matches views1[b] against views2[b]. */
+  readonly pairs: PairResult[];
+  /** Instance mode: the match counts summed over the batch. */
+  readonly count?: MatchCount;
+}
+
+/**
+ * Draws the views of `images` (one pair per image), runs them through `runner` and matches every
+ * pair ({@link correspondPair}). In class mode the images should share a class.
+ */
+export async function correspondBatch(
+  runner: BackboneRunner,
+  images: readonly RawImage[],
+  options: CorrespondenceOptions,
+): Promise<CorrespondenceBatch> {
+  const { sampleType, size, topk, radius, rng } = options;
+  const { patchSize, heads, embedDim: dim } = runner.loaded.config;
+  const grid = size / patchSize;
+  const views1: Uint8Array[] = [];
+  const views2: Uint8Array[] = [];
+  const boxes: [ViewBox, ViewBox][] = [];
+  for (const image of images) {
+    if (sampleType === "instance") {
+      const first = await instanceView(image, size, rng);
+      const second = await instanceView(image, size, rng);
+      views1.push(first.pixels);
+      views2.push(second.pixels);
+      boxes.push([first.box, second.box]);
+    } else {
+      views1.push(await resizeView(image, size));
+    }
+  }
+  if (sampleType === "class") views2.push(...views1.slice(1), views1[0]);
+  const batch = images.length;
+  const run1 = await runner.run(normalizedBatch(views1, size), batch, size, size);
+  const run2 = sampleType === "instance"
+    ? await runner.run(normalizedBatch(views2, size), batch, size, size)
+    : undefined;
+  const tokensPerImage = (1 + grid * grid) * dim;
+  const attentionPerImage = heads * (1 + grid * grid) ** 2;
+  const pairs: PairResult[] = [];
+  let correct = 0;
+  let overlapping = 0;
+  for (let b = 0; b < batch; b++) {
+    const partner = sampleType === "instance" ? b : (b + 1) % batch;
+    const pair = correspondPair({
+      tokens1: run1.tokens.subarray(b * tokensPerImage, (b + 1) * tokensPerImage),
+      tokens2: (run2 ?? run1).tokens.subarray(
+        partner * tokensPerImage,
+        (partner + 1) * tokensPerImage,
+      ),
+      attention1: run1.attention.subarray(b * attentionPerImage, (b + 1) * attentionPerImage),
+      grid,
+      dim,
+      heads,
+      topk,
+      instance: sampleType === "instance"
+        ? { box1: boxes[b][0], box2: boxes[b][1], patchSize, imageSize: size, radius }
+        : undefined,
+    });
+    correct += pair.count?.correct ?? 0;
+    overlapping += pair.count?.overlapping ?? 0;
+    pairs.push(pair);
+  }
+  return {
+    views1,
+    views2,
+    pairs,
+    count: sampleType === "instance" ? { correct, overlapping } : undefined,
+  };
+}
+
+/** HWC RGB views of `size` × `size` as one normalised [B, 3, size, size] batch. */
+function normalizedBatch(views: readonly Uint8Array[], size: number): Float32Array {
+  const plane = 3 * size * size;
+  const out = new Float32Array(views.length * plane);
+  views.forEach((pixels, b) => out.set(normalize(pixels, size, size), b * plane));
+  return out;
 }

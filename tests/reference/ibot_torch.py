@@ -1,6 +1,6 @@
 """Independent PyTorch reference of the official iBOT pre-training code (bytedance/ibot).
 
-Written from the specification /work/shared/ibot-reference.md (section numbers below refer to it),
+Written from the project's specification of the official code (ibot-reference.md; section numbers below refer to it),
 not copied from the repository. Covers the ViT backbone (§2.1), the iBOT head (§2.3), the
 multi-crop wrapper (§2.4), the masks (§3.3, §3.4), the loss and centres (§4), and one training
 iteration without fp16 (§5.1 to §5.4). State-dict keys follow §8.2 and §8.4.
