@@ -220,3 +220,10 @@ export {
 } from "./lib/analysis/display.ts";
 export { type IdxArray, readIdx, writeIdx } from "./lib/data/idx.ts";
 export { type CropBox } from "./lib/data/augment.ts";
+export {
+  type LinearProbe,
+  linearProbeAugmented,
+  linearProbeCached,
+  type ProbeLog,
+} from "./lib/eval/linear_eval.ts";
+export { type FrozenBackbone } from "./lib/eval/frozen_backbone.ts";

@@ -12,29 +12,15 @@
 
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { evalBatches, randomCropBatches } from "../lib/data/loader.ts";
-import { resolveDataPath } from "../lib/data/source.ts";
-import {
-  type ExtractedFeatures,
-  extractTrainAndTest,
-  FeatureExtractor,
-} from "../lib/eval/knn_eval.ts";
 import {
   BACKBONE_FILE_HELP,
   describeBackbone,
   FROZEN_BACKBONE_OPTIONS,
-  type FrozenBackbone,
   openFrozenBackbone,
   positiveInteger,
 } from "../lib/eval/frozen_backbone.ts";
-import {
-  DEFAULT_LRS,
-  type LinearProbeOptions,
-  type LinearProbeReport,
-  OFFICIAL_LRS,
-  trainLinearProbes,
-  trainLinearProbesPerEpoch,
-} from "../lib/eval/linear.ts";
+import { DEFAULT_LRS, type LinearProbeOptions, OFFICIAL_LRS } from "../lib/eval/linear.ts";
+import { linearProbeAugmented, linearProbeCached } from "../lib/eval/linear_eval.ts";
 import { saveSafetensors } from "../lib/runtime/safetensors.ts";
 import { listOptions, runTask } from "./run_task.ts";
 
@@ -99,13 +85,6 @@ function parseLrs(raw: string[] | undefined): readonly number[] {
   return lrs;
 }
 
-/** Number of classes: one more than the largest label of either split. */
-function classCount(...splits: ExtractedFeatures[]): number {
-  let max = 0;
-  for (const { labels } of splits) for (const label of labels) if (label > max) max = label;
-  return max + 1;
-}
-
 async function run(
   values: Record<string, string | string[] | boolean | undefined>,
 ): Promise<number> {
@@ -133,8 +112,8 @@ async function run(
   );
   const start = performance.now();
   const { report, dim, classes } = augment
-    ? await probeAugmented(frozen, options)
-    : await probeCached(frozen, options);
+    ? await linearProbeAugmented(frozen, options, console.log)
+    : await linearProbeCached(frozen, options, console.log);
   const seconds = (performance.now() - start) / 1000;
   for (const r of report.results) {
     console.log(
@@ -171,73 +150,6 @@ async function run(
   });
   console.log(`Saved ${out}`);
   return 0;
-}
-
-interface Probe {
-  readonly report: LinearProbeReport;
-  readonly dim: number;
-  readonly classes: number;
-}
-
-/** The fast path: train and test features extracted once, every epoch on the same features. */
-async function probeCached(frozen: FrozenBackbone, options: LinearProbeOptions): Promise<Probe> {
-  const { train, test } = await extractTrainAndTest(frozen.store, frozen.dataPath, frozen.features);
-  const classes = classCount(train, test);
-  console.log(
-    `Features: ${train.labels.length} train and ${test.labels.length} test rows of dim ` +
-      `${train.dim}, ${classes} classes; sweeping ${options.lrs?.length} learning rates`,
-  );
-  const report = trainLinearProbes(train, test, train.dim, classes, options);
-  return { report, dim: train.dim, classes };
-}
-
-/** The official path: test features once, train features of fresh random crops every epoch. */
-async function probeAugmented(frozen: FrozenBackbone, options: LinearProbeOptions): Promise<Probe> {
-  const { size, workers } = frozen.features;
-  const trainSpec = await resolveDataPath(frozen.dataPath, "train");
-  const testSpec = await resolveDataPath(frozen.dataPath, "test");
-  const extractor = await FeatureExtractor.create(frozen.store, frozen.features);
-  try {
-    const batchSize = extractor.batch;
-    const test = await extractor.extract(evalBatches(testSpec, size, batchSize, workers));
-    const epochs = options.epochs ?? 100;
-    const augmented = async (epoch: number): Promise<ExtractedFeatures> => {
-      const start = performance.now();
-      const seed = options.seed ?? 0;
-      const train = await extractor.extract(
-        randomCropBatches(trainSpec, { size, batchSize, seed, epoch, workers }),
-      );
-      const seconds = ((performance.now() - start) / 1000).toFixed(1);
-      console.log(
-        `Epoch ${epoch + 1}/${epochs}: features of the augmented train images in ${seconds} s`,
-      );
-      return train;
-    };
-    // The first epoch's features give the train labels, hence the class count.
-    const first = await augmented(0);
-    const classes = classCount(first, test);
-    console.log(
-      `Features: ${first.labels.length} train (augmented anew each epoch) and ` +
-        `${test.labels.length} test rows of dim ${extractor.dim}, ${classes} classes; sweeping ` +
-        `${options.lrs?.length} learning rates`,
-    );
-    const report = await trainLinearProbesPerEpoch(
-      (epoch) => epoch === 0 ? Promise.resolve(first) : augmented(epoch),
-      test,
-      extractor.dim,
-      classes,
-      {
-        ...options,
-        onEpoch: (epoch, results) => {
-          const best = results.reduce((a, b) => b.top1 > a.top1 ? b : a);
-          console.log(`Epoch ${epoch}: best Top1 so far ${best.top1.toFixed(2)} (lr ${best.lr})`);
-        },
-      },
-    );
-    return { report, dim: extractor.dim, classes };
-  } finally {
-    await extractor.close();
-  }
 }
 
 await runTask(main);
