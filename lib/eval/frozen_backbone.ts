@@ -77,6 +77,7 @@ export interface FrozenBackbone {
   readonly store: StateStore;
   /** The dataset: `--data_path`, else the one the checkpoint was trained on. */
   readonly dataPath: string;
+  /** Architecture, scope, crop size and feature variant for the extraction. */
   readonly features: FeatureOptions;
 }
 
