@@ -20,11 +20,12 @@ import {
 import { BackboneRunner } from "../lib/analysis/backbone_runner.ts";
 import { savePng } from "../lib/analysis/picture.ts";
 import { openSource, resolveDataPath, type Split } from "../lib/data/source.ts";
-import { defaultImageSize } from "../lib/eval/backbone_file.ts";
 import {
   BACKBONE_FILE_HELP,
   BACKBONE_FILE_OPTIONS,
+  dataPathOption,
   describeBackbone,
+  imageSizeOption,
   openBackboneFile,
   positiveInteger,
 } from "../lib/eval/frozen_backbone.ts";
@@ -99,21 +100,13 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
 
   const loaded = await openBackboneFile(values);
   const { patchSize } = loaded.config;
-  const size = values.image_size === undefined
-    ? defaultImageSize(loaded)
-    : positiveInteger(values, "image_size");
-  if (size % patchSize !== 0) {
-    throw new Error(`--image_size ${size} is not a multiple of the patch size ${patchSize}`);
-  }
+  const size = imageSizeOption(values, loaded);
   const grid = size / patchSize;
   if (topk > grid * grid) {
     throw new Error(`--topk ${topk} exceeds the ${grid * grid} patches of a ${size}-pixel view`);
   }
-  const dataPath = values.data_path ?? loaded.args?.data_path;
-  if (dataPath === undefined) {
-    throw new Error(`${loaded.path} does not name its dataset; pass --data_path`);
-  }
-  const source = await openSource(await resolveDataPath(String(dataPath), split as Split));
+  const dataPath = dataPathOption(values, loaded);
+  const source = await openSource(await resolveDataPath(dataPath, split as Split));
   const rng = new Rng(seed);
   const batches = sampleType === "instance"
     ? instanceBatches(source.length, batchSize, rng)

@@ -26,11 +26,12 @@ import {
 } from "../lib/analysis/patterns.ts";
 import { savePng } from "../lib/analysis/picture.ts";
 import { openSource, resolveDataPath } from "../lib/data/source.ts";
-import { defaultImageSize } from "../lib/eval/backbone_file.ts";
 import {
   BACKBONE_FILE_HELP,
   BACKBONE_FILE_OPTIONS,
+  dataPathOption,
   describeBackbone,
+  imageSizeOption,
   openBackboneFile,
   positiveInteger,
 } from "../lib/eval/frozen_backbone.ts";
@@ -96,17 +97,9 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
     );
   }
   const patchSize = loaded.config.patchSize;
-  const size = values.image_size === undefined
-    ? defaultImageSize(loaded)
-    : positiveInteger(values, "image_size");
-  if (size % patchSize !== 0) {
-    throw new Error(`--image_size ${size} is not a multiple of the patch size ${patchSize}`);
-  }
-  const dataPath = values.data_path ?? loaded.args?.data_path;
-  if (dataPath === undefined) {
-    throw new Error(`${loaded.path} does not name its dataset; pass --data_path`);
-  }
-  const source = await openSource(await resolveDataPath(String(dataPath), split));
+  const size = imageSizeOption(values, loaded);
+  const dataPath = dataPathOption(values, loaded);
+  const source = await openSource(await resolveDataPath(dataPath, split));
   const outputDir = String(values.output_dir);
   await Deno.mkdir(outputDir, { recursive: true });
 
@@ -114,7 +107,7 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
   const key = {
     ...(await weightsIdentity(loaded.path)),
     checkpoint_key: loaded.key,
-    data: resolve(String(dataPath)),
+    data: resolve(dataPath),
     split,
     images: String(source.length),
   };

@@ -97,23 +97,13 @@ export async function openFrozenBackbone(
       `--n_last_blocks ${nLastBlocks} exceeds the backbone's ${loaded.config.depth} blocks`,
     );
   }
-  const dataPath = values.data_path ?? loaded.args?.data_path;
-  if (dataPath === undefined) {
-    throw new Error(`${loaded.path} does not name its dataset; pass --data_path`);
-  }
-  const size = values.image_size === undefined
-    ? defaultImageSize(loaded)
-    : positiveInteger(values, "image_size");
-  if (size % loaded.config.patchSize !== 0) {
-    throw new Error(
-      `--image_size ${size} is not a multiple of the patch size ${loaded.config.patchSize}`,
-    );
-  }
+  const dataPath = dataPathOption(values, loaded);
+  const size = imageSizeOption(values, loaded);
   const prefix = "model";
   return {
     loaded,
     store: backboneStore(loaded, prefix),
-    dataPath: String(dataPath),
+    dataPath,
     features: {
       backbone: loaded.config,
       prefix,
@@ -123,6 +113,33 @@ export async function openFrozenBackbone(
       workers: values.num_workers ? positiveInteger(values, "num_workers") : undefined,
     },
   };
+}
+
+/** `--data_path`, else the dataset the checkpoint was trained on, else one sentence. */
+export function dataPathOption(
+  values: Readonly<Record<string, unknown>>,
+  loaded: LoadedBackbone,
+): string {
+  const dataPath = values.data_path ?? loaded.args?.data_path;
+  if (dataPath === undefined) {
+    throw new Error(`${loaded.path} does not name its dataset; pass --data_path`);
+  }
+  return String(dataPath);
+}
+
+/** `--image_size` (a multiple of the patch size), else {@link defaultImageSize}. */
+export function imageSizeOption(
+  values: Readonly<Record<string, unknown>>,
+  loaded: LoadedBackbone,
+): number {
+  const size = values.image_size === undefined
+    ? defaultImageSize(loaded)
+    : positiveInteger(values, "image_size");
+  const patch = loaded.config.patchSize;
+  if (size % patch !== 0) {
+    throw new Error(`--image_size ${size} is not a multiple of the patch size ${patch}`);
+  }
+  return size;
 }
 
 /** "the teacher of FILE (epoch N)" for progress lines. */
