@@ -464,3 +464,26 @@ Deno.test("onnx runtime: external data written beside the model is loaded from t
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("onnx: dynamicAxes name axes symbolically and refuse unknown values and axes", () => {
+  const g = new Graph("dyn");
+  const x = g.input("x", "float32", [2, 3]);
+  g.output("y", g.emit1("Relu", [x], "float32", [2, 3]));
+  const model = decode(
+    encodeOnnxModel(g, { dynamicAxes: { x: { 0: "batch" }, y: { 0: "batch" } } }).model,
+  );
+  for (const value of [model.graph!.input[0], model.graph!.output[0]]) {
+    const type = value.type!.value.value!;
+    assert("shape" in type);
+    const dims = type.shape!.dim.map((d) => [d.value.case, d.value.value]);
+    assert.deepEqual(dims, [["dimParam", "batch"], ["dimValue", 3n]], value.name);
+  }
+  assert.throws(
+    () => encodeOnnxModel(g, { dynamicAxes: { z: { 0: "batch" } } }),
+    /dynamicAxes: z is not a graph input or output/,
+  );
+  assert.throws(
+    () => encodeOnnxModel(g, { dynamicAxes: { x: { 2: "width" } } }),
+    /dynamicAxes: x \[2,3\] has no axis 2 to call 'width'/,
+  );
+});
