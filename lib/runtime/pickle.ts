@@ -57,11 +57,20 @@ export type PthValue =
 /** Element types of torch storages (int32 and bfloat16 are recognised but not loaded). */
 export type StorageDType = NamedTensorDType | "int32" | "bfloat16";
 
-/** A storage named by a persistent id `('storage', torch.XStorage, key, location, numel)`. */
+/**
+ * A storage named by a persistent id `('storage', torch.XStorage, key, location, numel)`; the legacy
+ * (pre-1.6) format adds a sixth item, `view_metadata`: None, or `(view_key, offset, numel)` for a
+ * storage that is a slice of the stored storage `key`.
+ */
 export interface PickleStorage {
+  /** Element type. */
   dtype: StorageDType;
+  /** The key of the stored storage that holds the data. */
   key: string;
+  /** Elements in the stored storage `key`. */
   numel: number;
+  /** For a legacy storage view: where it starts in storage `key` and its length, in elements. */
+  view?: { offset: number; numel: number };
 }
 
 const STORAGE_DTYPES: Record<string, StorageDType> = {
@@ -119,9 +128,22 @@ export function isTensor(value: unknown): value is NamedTensor {
  * need" for any other global, and one sentence naming the file for a truncated or malformed pickle.
  */
 export function unpickle(bytes: Uint8Array, file: string, loadTensor: TensorLoader): PthValue {
+  return unpickleAt(bytes, 0, file, loadTensor).value;
+}
+
+/**
+ * Reads the pickle that starts at byte `start` of `bytes` (one of several written one after
+ * another, as in the legacy checkpoint format), like `unpickle`; `end` is the byte after its STOP.
+ */
+export function unpickleAt(
+  bytes: Uint8Array,
+  start: number,
+  file: string,
+  loadTensor: TensorLoader,
+): { value: PthValue; end: number } {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const utf8 = new TextDecoder("utf-8", { fatal: true });
-  let pos = 0;
+  let pos = start;
   const stack: unknown[] = [];
   const memo = new Map<number, unknown>();
   const fail = (why: string): never => {
@@ -216,7 +238,7 @@ export function unpickle(bytes: Uint8Array, file: string, loadTensor: TensorLoad
       case 0x2e: { // STOP
         const value = pop();
         if (stack.length !== 0) fail("the pickle is malformed (values left on the stack)");
-        return value as PthValue;
+        return { value: value as PthValue, end: pos };
       }
       case 0x28: // MARK
         stack.push(MARK);
@@ -385,10 +407,14 @@ export function unpickle(bytes: Uint8Array, file: string, loadTensor: TensorLoad
         const pid = pop();
         const items = pid instanceof PyTuple ? pid.items as unknown[] : [];
         const cls = items[1];
+        const viewItems = items[5] instanceof PyTuple ? items[5].items : [];
         if (
-          items.length !== 5 || items[0] !== "storage" || !(cls instanceof PyGlobal) ||
-          !(cls.name in STORAGE_DTYPES) || typeof items[2] !== "string" ||
-          typeof items[4] !== "number"
+          (items.length !== 5 && items.length !== 6) || items[0] !== "storage" ||
+          !(cls instanceof PyGlobal) || !(cls.name in STORAGE_DTYPES) ||
+          typeof items[2] !== "string" || typeof items[4] !== "number" ||
+          (items.length === 6 && items[5] !== null &&
+            (viewItems.length !== 3 || typeof viewItems[0] !== "string" ||
+              typeof viewItems[1] !== "number" || typeof viewItems[2] !== "number"))
         ) {
           fail("the pickle names a persistent object that is not a torch storage");
         }
@@ -397,6 +423,9 @@ export function unpickle(bytes: Uint8Array, file: string, loadTensor: TensorLoad
           key: items[2] as string,
           numel: items[4] as number,
         };
+        if (viewItems.length === 3) {
+          storage.view = { offset: viewItems[1] as number, numel: viewItems[2] as number };
+        }
         stack.push(storage);
         break;
       }

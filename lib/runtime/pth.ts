@@ -2,13 +2,23 @@
  * PyTorch checkpoints (`torch.save`'s zip format, §8.5 of the reference) read and written without
  * Python: a zip archive holding `<name>/data.pkl` (a protocol-2 pickle, read by the restricted
  * unpickler of `pickle.ts`), `<name>/data/<key>` (raw little-endian storages) and `<name>/version`.
+ * The legacy format of PyTorch before 1.6 (pickles and storages one after another) is read too.
  *
  * @module
  */
 
 import { basename, dirname, join } from "node:path";
 import type { NamedTensor, NamedTensorDType } from "./safetensors.ts";
-import { isTensor, pickle, type PickleStorage, type PthValue, PyDict, unpickle } from "./pickle.ts";
+import {
+  isTensor,
+  pickle,
+  type PickleStorage,
+  type PthValue,
+  PyDict,
+  type TensorLoader,
+  unpickle,
+  unpickleAt,
+} from "./pickle.ts";
 
 export { isTensor, PyDict, PyNamespace, PyTuple } from "./pickle.ts";
 export type { PthValue } from "./pickle.ts";
@@ -128,18 +138,65 @@ async function readZipEntry(
 // ---------------------------------------------------------------------------------------------
 // Reading.
 
-/** Decodes the bytes of a `.pth` zip checkpoint; `file` names it in error messages. */
+/**
+ * The dtype of a tensor rebuilt over `storage` with `size` and `stride`; throws for the dtypes and
+ * the non-contiguous layouts that are not supported.
+ */
+function tensorDType(
+  file: string,
+  storage: PickleStorage,
+  size: number[],
+  stride: number[],
+): NamedTensorDType {
+  if (storage.dtype === "int32" || storage.dtype === "bfloat16") {
+    throw new Error(`${file} holds a ${storage.dtype} tensor, which is not supported here`);
+  }
+  let expected = 1;
+  for (let i = size.length - 1; i >= 0; i--) {
+    if (size[i] !== 1 && stride[i] !== expected) {
+      throw new Error(
+        `${file} holds a non-contiguous tensor (size [${size}], stride [${stride}]), which is not supported here`,
+      );
+    }
+    expected *= size[i];
+  }
+  return storage.dtype;
+}
+
+/**
+ * The values of a contiguous tensor of `size` starting `offset` elements into `storage`, copied
+ * out of `raw` (the bytes of the stored storage); `bad` throws the reader's sentence.
+ */
+function tensorData(
+  raw: Uint8Array,
+  storage: PickleStorage,
+  dtype: NamedTensorDType,
+  offset: number,
+  size: number[],
+  bad: (why: string) => never,
+): NamedTensor["data"] {
+  const Array = ARRAYS[dtype];
+  const width = Array.BYTES_PER_ELEMENT;
+  const numel = size.reduce((a, b) => a * b, 1);
+  const start = offset + (storage.view?.offset ?? 0);
+  const limit = storage.view ? storage.view.offset + storage.view.numel : raw.length / width;
+  if (numel > 0 && (start + numel > limit || start + numel > raw.length / width)) {
+    bad(`storage ${storage.key} is shorter than its tensor`);
+  }
+  return new Array(raw.slice(start * width, (start + numel) * width).buffer);
+}
+
+/** Decodes the bytes of a `.pth` checkpoint (zip or legacy); `file` names it in error messages. */
 export async function decodePth(bytes: Uint8Array, file = "checkpoint"): Promise<PthValue> {
+  if (bytes[0] === 0x80) return decodeLegacyPth(bytes, file);
   const entries = readZipDirectory(bytes, file);
   const pkl = [...entries.keys()].find((n) => n.endsWith("data.pkl") && !n.includes("/data/"));
   if (pkl === undefined) {
-    if (bytes[0] === 0x80) {
-      throw new Error(
-        `${file} uses PyTorch's legacy (pre-1.6) format, which is not supported here`,
-      );
-    }
     throw new Error(`${file} is not a readable PyTorch zip checkpoint: it has no data.pkl`);
   }
+  const bad = (why: string): never => {
+    throw new Error(`${file} is not a readable PyTorch zip checkpoint: ${why}`);
+  };
   const prefix = pkl.slice(0, pkl.length - "data.pkl".length);
   const pickleBytes = await readZipEntry(bytes, file, pkl, entries.get(pkl)!);
   const storages = new Map<string, Uint8Array>();
@@ -148,21 +205,13 @@ export async function decodePth(bytes: Uint8Array, file = "checkpoint"): Promise
     if (data) return data;
     const name = `${prefix}data/${storage.key}`;
     const entry = entries.get(name);
-    if (!entry || entry.method !== 0) {
-      throw new Error(`${file} is not a readable PyTorch zip checkpoint: ${name} is missing`);
-    }
+    if (!entry || entry.method !== 0) bad(`${name} is missing`);
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const p = entry.localOffset;
-    if (p + 30 > bytes.length || view.getUint32(p, true) !== 0x04034b50) {
-      throw new Error(`${file} is not a readable PyTorch zip checkpoint: ${name} is damaged`);
-    }
+    const p = entry!.localOffset;
+    if (p + 30 > bytes.length || view.getUint32(p, true) !== 0x04034b50) bad(`${name} is damaged`);
     const start = p + 30 + view.getUint16(p + 26, true) + view.getUint16(p + 28, true);
-    if (start + entry.size > bytes.length) {
-      throw new Error(
-        `${file} is not a readable PyTorch zip checkpoint: ${name} is cut off (the file is truncated)`,
-      );
-    }
-    data = bytes.subarray(start, start + entry.size);
+    if (start + entry!.size > bytes.length) bad(`${name} is cut off (the file is truncated)`);
+    data = bytes.subarray(start, start + entry!.size);
     storages.set(storage.key, data);
     return data;
   };
@@ -173,34 +222,86 @@ export async function decodePth(bytes: Uint8Array, file = "checkpoint"): Promise
     }
   }
   return unpickle(pickleBytes, file, (storage, offset, size, stride) => {
-    if (storage.dtype === "int32" || storage.dtype === "bfloat16") {
-      throw new Error(`${file} holds a ${storage.dtype} tensor, which is not supported here`);
-    }
-    const dtype: NamedTensorDType = storage.dtype;
-    const numel = size.reduce((a, b) => a * b, 1);
-    let expected = 1;
-    for (let i = size.length - 1; i >= 0; i--) {
-      if (size[i] !== 1 && stride[i] !== expected) {
-        throw new Error(
-          `${file} holds a non-contiguous tensor (size [${size}], stride [${stride}]), which is not supported here`,
-        );
-      }
-      expected *= size[i];
-    }
-    const Array = ARRAYS[dtype];
-    const raw = loadStorage(storage);
-    const width = Array.BYTES_PER_ELEMENT;
-    if ((offset + numel) * width > raw.length && numel > 0) {
-      throw new Error(
-        `${file} is not a readable PyTorch zip checkpoint: storage ${storage.key} is shorter than its tensor`,
-      );
-    }
-    const copy = raw.slice(offset * width, (offset + numel) * width);
-    return { dtype, shape: size, data: new Array(copy.buffer) } as NamedTensor;
+    const dtype = tensorDType(file, storage, size, stride);
+    const data = tensorData(loadStorage(storage), storage, dtype, offset, size, bad);
+    return { dtype, shape: size, data } as NamedTensor;
   });
 }
 
-/** Reads a `.pth` checkpoint written by `torch.save` (zip format, PyTorch ≥ 1.6). */
+/** The first pickle of a legacy checkpoint, and its protocol version (the second). */
+const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
+const LEGACY_PROTOCOL = 1001;
+
+/**
+ * Decodes the legacy format (`torch.save` before PyTorch 1.6, or with
+ * `_use_new_zipfile_serialization=False`): pickles one after another (magic number, protocol
+ * version, system information, the object, the list of storage keys), then each storage in the
+ * order of that list as an int64 element count and its raw bytes.
+ */
+function decodeLegacyPth(bytes: Uint8Array, file: string): PthValue {
+  const bad = (why: string): never => {
+    throw new Error(`${file} is not a readable legacy PyTorch checkpoint: ${why}`);
+  };
+  let pos = 0;
+  const next = (
+    loadTensor: TensorLoader = () => bad("a tensor appears outside the saved object"),
+  ): PthValue => {
+    const { value, end } = unpickleAt(bytes, pos, file, loadTensor);
+    pos = end;
+    return value;
+  };
+  if (next() !== LEGACY_MAGIC) bad("it does not start with PyTorch's magic number");
+  if (next() !== LEGACY_PROTOCOL) bad("its protocol version is not 1001");
+  const sysInfo = next();
+  if (!(sysInfo instanceof PyDict)) bad("its system information is not a dict");
+  if ((sysInfo as PyDict).get("little_endian") !== true) {
+    throw new Error(`${file} was written on a big-endian machine, which is not supported here`);
+  }
+
+  // Tensors come before their storages: each is filled in once the storages have been read.
+  const dtypes = new Map<string, NamedTensorDType>();
+  const pending: { tensor: NamedTensor; storage: PickleStorage; offset: number }[] = [];
+  const value = next((storage, offset, size, stride) => {
+    const dtype = tensorDType(file, storage, size, stride);
+    if ((dtypes.get(storage.key) ?? dtype) !== dtype) {
+      bad(`storage ${storage.key} is used with two element types`);
+    }
+    dtypes.set(storage.key, dtype);
+    const tensor = { dtype, shape: size, data: new ARRAYS[dtype](0) } as NamedTensor;
+    pending.push({ tensor, storage, offset });
+    return tensor;
+  });
+  const keys = next();
+  if (!Array.isArray(keys) || !keys.every((k) => typeof k === "string")) {
+    bad("its list of storages is malformed");
+  }
+
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const storages = new Map<string, Uint8Array>();
+  for (const key of keys as string[]) {
+    const dtype = dtypes.get(key);
+    if (dtype === undefined) bad(`storage ${key} belongs to no tensor`);
+    if (pos + 8 > bytes.length) bad(`storage ${key} is cut off (the file is truncated)`);
+    const numel = view.getBigInt64(pos, true);
+    const nbytes = Number(numel) * ARRAYS[dtype!].BYTES_PER_ELEMENT;
+    if (numel < 0n || pos + 8 + nbytes > bytes.length) {
+      bad(`storage ${key} is cut off (the file is truncated)`);
+    }
+    storages.set(key, bytes.subarray(pos + 8, pos + 8 + nbytes));
+    pos += 8 + nbytes;
+  }
+  for (const { tensor, storage, offset } of pending) {
+    const raw = storages.get(storage.key);
+    if (raw === undefined) bad(`storage ${storage.key} is missing`);
+    if (raw!.length / tensor.data.BYTES_PER_ELEMENT !== storage.numel) {
+      bad(`storage ${storage.key} holds a different number of values than its tensors expect`);
+    }
+    tensor.data = tensorData(raw!, storage, tensor.dtype, offset, tensor.shape, bad);
+  }
+  return value;
+}
+
+/** Reads a `.pth` checkpoint written by `torch.save`: zip (PyTorch ≥ 1.6) or legacy format. */
 export async function readPth(path: string): Promise<PthValue> {
   return decodePth(await Deno.readFile(path), path);
 }
