@@ -18,8 +18,8 @@ import { Graph } from "../../lib/graph/graph.ts";
 import { vit, VIT_SIZES } from "../../lib/models/vit.ts";
 import { saveSafetensors } from "../../lib/runtime/safetensors.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
+import { runDenoTask } from "../task_runner.ts";
 
-const TASK = new URL("../../tasks/attention.ts", import.meta.url).pathname;
 const PURPLE = [68, 1, 84];
 const YELLOW = [253, 231, 36];
 
@@ -235,21 +235,6 @@ async function writeBackbone(path: string): Promise<void> {
   await saveSafetensors(path, tensors);
 }
 
-async function runAttention(...args: string[]) {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", TASK, ...args],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
-
 async function readPng(path: string): Promise<RawImage> {
   const { data, info } = await sharp(path).removeAlpha().raw().toBuffer({
     resolveWithObject: true,
@@ -277,10 +262,10 @@ Deno.test("deno task attention writes the pictures of a known attention pattern"
       .toFile(image);
     const out = join(root, "out");
     const common = ["--pretrained_weights", weights];
-    const run = await runAttention(
+    const run = await runDenoTask("attention", [
       ...common,
       ...["--image_path", image, "--image_size", "16", "24", "--output_dir", out],
-    );
+    ]);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /24×16 px, 4×6 patches, 3 heads/);
 
@@ -337,10 +322,10 @@ Deno.test("deno task attention writes the pictures of a known attention pattern"
       await Deno.copyFile(image, join(folder, name));
     }
     await Deno.writeTextFile(join(folder, "notes.txt"), "not an image");
-    const many = await runAttention(
+    const many = await runDenoTask("attention", [
       ...common,
       ...["--image_path", folder, "--image_size", "8", "--output_dir", out, "--show_pics", "2"],
-    );
+    ]);
     assert.equal(many.code, 0, many.stderr);
     for (const dir of ["0_a", "1_c"]) {
       const composite = await readPng(join(out, dir, "attn.png"));
@@ -369,7 +354,7 @@ Deno.test("deno task attention writes the pictures of a known attention pattern"
       [["--image_path", image, "--threshold", "2"], /--threshold must be a number in \[0, 1\]/],
     ];
     for (const [args, message] of cases) {
-      const bad = await runAttention(...common, ...args);
+      const bad = await runDenoTask("attention", [...common, ...args]);
       assert.equal(bad.code, 1, `${args}: ${bad.stdout}`);
       assert.match(bad.stderr, message);
       assert.match(bad.stderr, /^error: [^\n]*\n$/);

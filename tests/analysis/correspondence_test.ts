@@ -27,8 +27,7 @@ import { type NamedTensor, saveSafetensors } from "../../lib/runtime/safetensors
 import { StateStore } from "../../lib/runtime/store.ts";
 import { assert, assertClose } from "../assert.ts";
 import { withTempDir, writeVendoredSubset } from "../data/fixtures.ts";
-
-const TASK = new URL("../../tasks/correspondence.ts", import.meta.url).pathname;
+import { runDenoTask } from "../task_runner.ts";
 
 /** Randomly initialised backbone weights of `config`, keys without `backbone.`. */
 function randomBackbone(config: BackboneConfig, seed: number): Map<string, NamedTensor> {
@@ -237,14 +236,6 @@ Deno.test("batches: class batches keep one class and drop remainders; instance c
   assert.deepEqual(all.flat().sort(), [0, 1, 2, 3, 4]);
 });
 
-async function task(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", TASK, ...args],
-  }).output();
-  const text = new TextDecoder();
-  return { code, stdout: text.decode(stdout), stderr: text.decode(stderr) };
-}
-
 Deno.test("deno task correspondence writes pictures of 2·S × S with red lines", async () => {
   await withTempDir(async (dir) => {
     const config = { ...VIT_SIZES.vit_mini, patchSize: 8, imgSize: 32, mlpRatio: 4 };
@@ -259,7 +250,7 @@ Deno.test("deno task correspondence writes pictures of 2·S × S with red lines"
     );
     const common = ["--pretrained_weights", weights, "--data_path", dir, "--image_size", "32"];
     const instance = join(dir, "instance");
-    let r = await task([
+    let r = await runDenoTask("correspondence", [
       ...common,
       "--sample_type",
       "instance",
@@ -287,7 +278,7 @@ Deno.test("deno task correspondence writes pictures of 2·S × S with red lines"
     assert(red >= 8, `only ${red} red pixels`); // gray images: red pixels are line pixels
 
     const byClass = join(dir, "class");
-    r = await task([...common, "--output_path", byClass, "--topk", "3"]);
+    r = await runDenoTask("correspondence", [...common, "--output_path", byClass, "--topk", "3"]);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual([...Deno.readDirSync(byClass)].map((e) => e.name).sort(), [
       "class_corresp0_cls1.png",
@@ -308,7 +299,7 @@ Deno.test("deno task correspondence rejects bad input with one sentence", async 
         [["--pretrained_weights", "x", "--bogus"], /bogus/],
       ] as const
     ) {
-      const r = await task([...args]);
+      const r = await runDenoTask("correspondence", [...args]);
       assert.equal(r.code, 1);
       const lines = r.stderr.trim().split("\n");
       assert.equal(lines.length, 1, r.stderr);

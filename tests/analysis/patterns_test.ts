@@ -31,8 +31,7 @@ import { vit } from "../../lib/models/vit.ts";
 import { type NamedTensor, saveSafetensors } from "../../lib/runtime/safetensors.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
 import { withTempDir, writeVendoredSubset } from "../data/fixtures.ts";
-
-const REPO = new URL("../../", import.meta.url).pathname;
+import { runDenoTask } from "../task_runner.ts";
 
 /** A picture whose every pixel is `rgb`. */
 function flat(width: number, height: number, rgb: number[]): RawImage {
@@ -300,19 +299,6 @@ function tinyModel(withHead: boolean): Map<string, NamedTensor> {
   return tensors;
 }
 
-async function runPatterns(args: string[]) {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      ...["run", "--allow-read", "--allow-write", "--allow-env", "--allow-ffi", "--allow-sys"],
-      join(REPO, "tasks/patterns.ts"),
-      ...args,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return { code, out: new TextDecoder().decode(stdout), err: new TextDecoder().decode(stderr) };
-}
-
 Deno.test("deno task patterns: a tiny model with a head, end to end; no head is one sentence", async () => {
   await withTempDir(async (dir) => {
     const data = join(dir, "data");
@@ -330,9 +316,9 @@ Deno.test("deno task patterns: a tiny model with a head, end to end; no head is 
       ...["--pretrained_weights", weights, "--data_path", data, "--image_size", "16"],
       ...["--batch_size", "4", "--show_pics", "2", "--topk", "4", "--output_dir", output],
     ];
-    const first = await runPatterns(args);
-    assert.equal(first.code, 0, first.out + first.err);
-    assert.match(first.out, /wrote memory bank .*memory_patch\.safetensors/);
+    const first = await runDenoTask("patterns", args);
+    assert.equal(first.code, 0, first.stdout + first.stderr);
+    assert.match(first.stdout, /wrote memory bank .*memory_patch\.safetensors/);
 
     // The bank holds the head's argmax over every patch of every image, computed here afresh.
     const { bank } = await loadMemoryBank(join(output, "memory_patch.safetensors"));
@@ -365,15 +351,21 @@ Deno.test("deno task patterns: a tiny model with a head, end to end; no head is 
       const picture = patternGrid(cells, 4, 20);
       assert.deepEqual(new Uint8Array(png), picture.data, `cpatch_cid${c}_top4.png`);
       assert(cells.length > 0, `prototype ${c} shows no cell`);
-      assert.match(first.out, new RegExp(`prototype ${c}: ${bank.counts[c]} \\(`));
+      assert.match(first.stdout, new RegExp(`prototype ${c}: ${bank.counts[c]} \\(`));
     }
 
-    const again = await runPatterns([...args, "--show_pics", "1"]);
-    assert.equal(again.code, 0, again.out + again.err);
-    assert.match(again.out, /reusing memory bank/);
-    const changed = await runPatterns([...args, "--show_pics", "1", "--image_size", "8"]);
-    assert.equal(changed.code, 0, changed.out + changed.err);
-    assert.match(changed.out, /wrote memory bank/);
+    const again = await runDenoTask("patterns", [...args, "--show_pics", "1"]);
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    assert.match(again.stdout, /reusing memory bank/);
+    const changed = await runDenoTask("patterns", [
+      ...args,
+      "--show_pics",
+      "1",
+      "--image_size",
+      "8",
+    ]);
+    assert.equal(changed.code, 0, changed.stdout + changed.stderr);
+    assert.match(changed.stdout, /wrote memory bank/);
     assert.deepEqual((await loadMemoryBank(join(output, "memory_patch.safetensors"))).bank.grid, [
       2,
       2,
@@ -381,10 +373,10 @@ Deno.test("deno task patterns: a tiny model with a head, end to end; no head is 
 
     const bare = join(dir, "bare.safetensors");
     await saveSafetensors(bare, tinyModel(false));
-    const failed = await runPatterns([...args, "--pretrained_weights", bare]);
+    const failed = await runDenoTask("patterns", [...args, "--pretrained_weights", bare]);
     assert.equal(failed.code, 1);
     assert.equal(
-      failed.err.trim(),
+      failed.stderr.trim(),
       `error: ${bare} holds no head weights; semantic patterns need a full checkpoint ` +
         `(our training .safetensors, or an official .pth with teacher and student)`,
     );

@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { assert } from "../assert.ts";
+import { runDenoTask } from "../task_runner.ts";
 import { runPython, torchAvailable } from "../reference/torch.ts";
 import {
   checkBackboneKeys,
@@ -15,7 +16,6 @@ import { parsePretrainArgs } from "../../lib/train/args.ts";
 import { loadTrainingCheckpoint, saveTrainingCheckpoint } from "../../lib/train/checkpoint.ts";
 
 const HAS_TORCH = torchAvailable();
-const TASKS = new URL("../../tasks/", import.meta.url).pathname;
 
 /** Official backbone keys of a one-block ViT with D = 4, patch 2, 2×2 patches (§8.2). */
 const BLOCK_KEYS = [
@@ -105,14 +105,6 @@ async function python(code: string, args: string[]): Promise<unknown> {
   return JSON.parse(await runPython(code, args));
 }
 
-async function task(name: string, args: string[]): Promise<{ code: number; stderr: string }> {
-  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", join(TASKS, `${name}.ts`), ...args],
-    stdout: "null",
-  }).output();
-  return { code, stderr: new TextDecoder().decode(stderr) };
-}
-
 const values = (t: NamedTensor) => Array.from(t.data as Float32Array);
 
 Deno.test("networkStateDict adds the last_layer2 alias only for a shared head", () => {
@@ -161,7 +153,7 @@ Deno.test({
       const ckptPath = join(dir, "checkpoint.safetensors");
       const store = await tinyCheckpoint(ckptPath);
       const full = join(dir, "checkpoint.pth");
-      let r = await task("export_pth", [ckptPath, full]);
+      let r = await runDenoTask("export_pth", [ckptPath, full]);
       assert.equal(r.code, 0, r.stderr);
 
       const summary = await python(
@@ -226,11 +218,16 @@ print(json.dumps({
       const fromOurs = join(dir, "teacher_backbone.pth");
       const fromPth = join(dir, "student_backbone.pth");
       const asSafetensors = join(dir, "teacher_backbone.safetensors");
-      r = await task("extract_backbone", [ckptPath, fromOurs]);
+      r = await runDenoTask("extract_backbone", [ckptPath, fromOurs]);
       assert.equal(r.code, 0, r.stderr);
-      r = await task("extract_backbone", [full, fromPth, "--checkpoint_key", "student"]);
+      r = await runDenoTask("extract_backbone", [full, fromPth, "--checkpoint_key", "student"]);
       assert.equal(r.code, 0, r.stderr);
-      r = await task("extract_backbone", [ckptPath, asSafetensors, "--format", "safetensors"]);
+      r = await runDenoTask("extract_backbone", [
+        ckptPath,
+        asSafetensors,
+        "--format",
+        "safetensors",
+      ]);
       assert.equal(r.code, 0, r.stderr);
       const extracted = await python(
         `
@@ -293,7 +290,12 @@ print(json.dumps({'root': list(c.keys()), 'keys': list(c['state_dict'].keys()),
         Error,
         `${full} has no "state_dict" entry; it holds student, teacher, optimizer, epoch, args, ibot_loss (a full checkpoint: use teacher or student)`,
       );
-      r = await task("extract_backbone", [full, join(dir, "x.pth"), "--checkpoint_key", "x"]);
+      r = await runDenoTask("extract_backbone", [
+        full,
+        join(dir, "x.pth"),
+        "--checkpoint_key",
+        "x",
+      ]);
       assert.equal(r.code, 1);
       assert(
         r.stderr.includes("error: --checkpoint_key must be teacher or student, got x"),

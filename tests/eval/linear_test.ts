@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { runDenoTask } from "../task_runner.ts";
 import { assert, assertClose } from "../assert.ts";
 import sharp from "sharp";
 import { IMAGENET_MEAN, IMAGENET_STD, randomResizedCropBox } from "../../lib/data/augment.ts";
@@ -16,8 +17,6 @@ import { loadSafetensors } from "../../lib/runtime/safetensors.ts";
 import { parsePretrainArgs } from "../../lib/train/args.ts";
 import { CHECKPOINT_FILE, IbotTrainer } from "../../lib/train/trainer.ts";
 import { writeVendoredSubset } from "../data/fixtures.ts";
-
-const REPO = new URL("../../", import.meta.url).pathname;
 
 async function collect<T>(iterator: AsyncIterable<T>): Promise<T[]> {
   const items: T[] = [];
@@ -332,19 +331,12 @@ Deno.test("deno task linear: a tiny checkpoint end to end, cached and --augment"
     }
     const checkpoint = join(output, CHECKPOINT_FILE);
     const linear = async (...extra: string[]) => {
-      const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-        args: [
-          ...["run", "--allow-read", "--allow-write", "--allow-env", "--allow-ffi", "--allow-sys"],
-          join(REPO, "tasks/linear.ts"),
-          ...["--pretrained_weights", checkpoint, "--checkpoint_key", "student"],
-          ...["--batch_size_per_gpu", "16", "--lr", "0.1", "1", "--num_workers", "1"],
-          ...extra,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const out = new TextDecoder().decode(stdout);
-      assert.equal(code, 0, `${out}\n${new TextDecoder().decode(stderr)}`);
+      const { code, stdout: out, stderr } = await runDenoTask("linear", [
+        ...["--pretrained_weights", checkpoint, "--checkpoint_key", "student"],
+        ...["--batch_size_per_gpu", "16", "--lr", "0.1", "1", "--num_workers", "1"],
+        ...extra,
+      ]);
+      assert.equal(code, 0, `${out}\n${stderr}`);
       const saved = await loadSafetensors(join(output, "linear_student.safetensors"));
       assert.deepEqual(saved.tensors.get("linear.weight")?.shape, [10, 384]);
       assert.deepEqual(saved.tensors.get("linear.bias")?.shape, [10]);

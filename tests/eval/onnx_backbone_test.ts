@@ -11,8 +11,8 @@ import { Rng } from "../../lib/runtime/rng.ts";
 import { type NamedTensor, saveSafetensors } from "../../lib/runtime/safetensors.ts";
 import { CompiledGraph } from "../../lib/runtime/session.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
+import { runDenoTask } from "../task_runner.ts";
 
-const REPO = new URL("../../", import.meta.url).pathname;
 /** A 4×4 grid of 4-pixel patches: width 32, 2 blocks of 2 heads. */
 const SMALL: BackboneConfig = {
   embedDim: 32,
@@ -244,23 +244,6 @@ Deno.test("writeOnnxBackbone names a missing or misshapen weight", async () => {
   }
 });
 
-/** Runs `tasks/export_onnx.ts` with deno in the repository root. */
-async function exportTask(argv: string[]) {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "tasks/export_onnx.ts", ...argv],
-    cwd: REPO,
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
-
 Deno.test("tasks/export_onnx.ts: exports a flat backbone file that onnxruntime runs like our forward", async () => {
   const dir = await tempDir();
   try {
@@ -270,7 +253,7 @@ Deno.test("tasks/export_onnx.ts: exports a flat backbone file that onnxruntime r
     const weightsPath = join(dir, "backbone.safetensors");
     await saveSafetensors(weightsPath, backboneWeights(store));
     const output = join(dir, "vit_mini.onnx");
-    const result = await exportTask([
+    const result = await runDenoTask("export_onnx", [
       "--pretrained_weights",
       weightsPath,
       "--output",
@@ -317,7 +300,7 @@ Deno.test("tasks/export_onnx.ts: exports a flat backbone file that onnxruntime r
 Deno.test("tasks/export_onnx.ts: --help and bad arguments", async () => {
   const dir = await tempDir();
   try {
-    const help = await exportTask(["--help"]);
+    const help = await runDenoTask("export_onnx", ["--help"]);
     assert.equal(help.code, 0, help.stderr);
     for (
       const flag of ["--pretrained_weights", "--checkpoint_key", "--output", "--with_attention"]
@@ -337,11 +320,11 @@ Deno.test("tasks/export_onnx.ts: --help and bad arguments", async () => {
       ],
     ];
     for (const [argv, stderr] of cases) {
-      const result = await exportTask(argv);
+      const result = await runDenoTask("export_onnx", argv);
       assert.notEqual(result.code, 0);
       assert.equal(result.stderr, stderr);
     }
-    const unknown = await exportTask(["--bogus"]);
+    const unknown = await runDenoTask("export_onnx", ["--bogus"]);
     assert.notEqual(unknown.code, 0);
     assert.match(unknown.stderr, /^error: .*--bogus.*\n$/);
     assert.deepEqual([...Deno.readDirSync(dir)], []);

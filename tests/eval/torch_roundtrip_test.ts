@@ -9,6 +9,7 @@
 import { join } from "node:path";
 import { assert, assertCloseToScale } from "../assert.ts";
 import { runTorchScript, torchAvailable } from "../reference/torch.ts";
+import { runDenoTask } from "../task_runner.ts";
 import { BackboneRunner } from "../../lib/analysis/backbone_runner.ts";
 import { loadBackbone } from "../../lib/eval/backbone_file.ts";
 import { Graph } from "../../lib/graph/graph.ts";
@@ -30,7 +31,6 @@ import { parsePretrainArgs } from "../../lib/train/args.ts";
 import { saveTrainingCheckpoint } from "../../lib/train/checkpoint.ts";
 
 const HAS_TORCH = torchAvailable();
-const TASKS = new URL("../../tasks/", import.meta.url).pathname;
 
 /** Image batches [B, 3, H, W]: the stored grid (224 for patch 16), a smaller and a non-square one. */
 const SIZES: [number, number, number][] = [[2, 224, 224], [2, 64, 64], [1, 48, 96]];
@@ -182,11 +182,8 @@ Deno.test({
         step: 20,
         lastLayerStep: 5,
       }, args);
-      const { code, stderr } = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "--allow-all", join(TASKS, "export_pth.ts"), ours, pth],
-        stdout: "null",
-      }).output();
-      assert.equal(code, 0, new TextDecoder().decode(stderr));
+      const exported = await runDenoTask("export_pth", [ours, pth]);
+      assert.equal(exported.code, 0, exported.stderr);
       const [input, output] = [join(dir, "in.safetensors"), join(dir, "out.safetensors")];
       const inputs = images(new Rng(2));
       await saveSafetensors(input, inputs);

@@ -15,6 +15,7 @@ import {
   type TrainOutcome,
 } from "../../lib/train/trainer.ts";
 import { writeVendoredSubset } from "../data/fixtures.ts";
+import { runDenoTask, type TaskRun } from "../task_runner.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
 const LOG_KEYS = [
@@ -390,30 +391,13 @@ Deno.test("IbotTrainer.create: a refused checkpoint releases the data workers", 
   );
 });
 
-/** Runs a task script with deno in the repository root. */
-async function task(script: string, argv: string[]) {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", script, ...argv],
-    cwd: REPO,
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
-
-let pretrainRun: Promise<{ dir: string; result: Awaited<ReturnType<typeof task>> }> | undefined;
+let pretrainRun: Promise<{ dir: string; result: TaskRun }> | undefined;
 /** One epoch of `tasks/pretrain.ts` as a subprocess, shared by the task tests. */
 function pretrainTask() {
   pretrainRun ??= (async () => {
     const dir = await outputDir();
     const argv = tinyArgv(dir, ["--epochs", "1", "--print_freq", "2"]);
-    return { dir, result: await task("tasks/pretrain.ts", argv) };
+    return { dir, result: await runDenoTask("pretrain", argv) };
   })();
   return pretrainRun;
 }
@@ -435,17 +419,17 @@ Deno.test("tasks/pretrain.ts: a tiny run exits 0 and prints progress lines", asy
 });
 
 Deno.test("tasks/pretrain.ts: --help, an unknown flag and a missing data folder", async () => {
-  const help = await task("tasks/pretrain.ts", ["--help"]);
+  const help = await runDenoTask("pretrain", ["--help"]);
   assert.equal(help.code, 0, help.stderr);
   for (const flag of ["--arch", "--data_path", "--output_dir", "--pred_ratio", "--load_from"]) {
     assert(help.stdout.includes(`${flag} <`), `--help does not list ${flag}`);
   }
-  const unknown = await task("tasks/pretrain.ts", ["--bogus", "1"]);
+  const unknown = await runDenoTask("pretrain", ["--bogus", "1"]);
   assert.notEqual(unknown.code, 0);
   assert.equal(unknown.stderr, "error: unknown argument --bogus; see --help for the list\n");
   const missing = join(root, "no-such-folder");
-  const noData = await task(
-    "tasks/pretrain.ts",
+  const noData = await runDenoTask(
+    "pretrain",
     tinyArgv(await outputDir(), ["--data_path", missing]),
   );
   assert.notEqual(noData.code, 0);
@@ -456,7 +440,7 @@ Deno.test("tasks/pretrain.ts: --help, an unknown flag and a missing data folder"
 Deno.test("tasks/knn.ts: evaluates the pre-trained checkpoint and refuses a missing one", async () => {
   const { dir } = await pretrainTask();
   const weights = join(dir, CHECKPOINT_FILE);
-  const knn = await task("tasks/knn.ts", ["--pretrained_weights", weights, "--num_workers", "1"]);
+  const knn = await runDenoTask("knn", ["--pretrained_weights", weights, "--num_workers", "1"]);
   assert.equal(knn.code, 0, knn.stderr);
   const results = knn.stdout.split("\n").filter((line) => line.includes("Top1"));
   assert.deepEqual(
@@ -466,7 +450,7 @@ Deno.test("tasks/knn.ts: evaluates the pre-trained checkpoint and refuses a miss
     ["10", "20", "100", "200"],
   );
   const missing = join(dir, "missing.safetensors");
-  const refused = await task("tasks/knn.ts", ["--pretrained_weights", missing]);
+  const refused = await runDenoTask("knn", ["--pretrained_weights", missing]);
   assert.notEqual(refused.code, 0);
   assert.equal(refused.stderr, `error: ${missing} does not exist\n`);
 });
