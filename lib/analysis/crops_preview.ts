@@ -6,6 +6,7 @@
  * @module
  */
 
+import { augmentationStream, maskStream } from "../data/streams.ts";
 import { IMAGENET_MEAN, IMAGENET_STD, multiCrop, type MultiCropConfig } from "../data/augment.ts";
 import { MaskGenerator, type MaskingConfig } from "../data/masking.ts";
 import type { ImageSource, RawImage } from "../data/source.ts";
@@ -78,8 +79,8 @@ export interface CropsPreviewConfig {
 /**
  * One row per image index: the image resized to the global crop size, then its global crops with
  * their masked patches shaded red, then its local crops, exactly as pre-training with `seed`
- * draws them at `epoch` (views from `Rng(seed).fork("<epoch>:<index>")`, masks from
- * `Rng(seed).fork("mask:<epoch>:<index>:<crop>")`).
+ * draws them at `epoch` (the same {@link augmentationStream} and {@link maskStream} as the loader
+ * and the trainer).
  */
 export async function cropsPreview(
   source: ImageSource,
@@ -97,7 +98,7 @@ export async function cropsPreview(
       throw new Error(`image index ${index} is outside the source's 0–${source.length - 1}`);
     }
     const image = await source.load(index);
-    const views = await multiCrop(image, crops, root.fork(`${epoch}:${index}`));
+    const views = await multiCrop(image, crops, augmentationStream(root, epoch, index));
     const row = [await resizePicture(image, crops.globalCropSize, crops.globalCropSize)];
     views.forEach((view, v) => {
       const size = v < crops.globalCropsNumber ? crops.globalCropSize : crops.localCropSize;
@@ -110,7 +111,7 @@ export async function cropsPreview(
         maskGrid,
         maskGrid,
         epoch,
-        root.fork(`mask:${epoch}:${index}:${v}`),
+        maskStream(root, epoch, index, v),
       );
       row.push(shadeMask(picture, mask, maskGrid, maskGrid));
     });

@@ -10,6 +10,7 @@
  * @module
  */
 
+import { augmentationStream } from "./streams.ts";
 import { Rng } from "../runtime/rng.ts";
 import sharp from "sharp";
 import {
@@ -122,7 +123,7 @@ async function multiCropBatch(
     const views = await multiCrop(
       await source.load(index),
       crops,
-      new Rng(seed).fork(`${epoch}:${index}`),
+      augmentationStream(new Rng(seed), epoch, index),
     );
     for (let g = 0; g < crops.globalCropsNumber; g++) {
       globals.set(views[g], (g * batch + b) * globalSize);

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { maskStream } from "../data/streams.ts";
 import { join } from "node:path";
 import type { TensorData } from "../graph/graph.ts";
 import { shapeSize } from "../graph/tensor.ts";
@@ -289,7 +290,7 @@ export class IbotTrainer {
     for (let crop = 0; crop < step.globalCrops; crop++) {
       for (const index of data.indices) {
         masks.push(
-          generator.draw(maskGrid, maskGrid, epoch, root.fork(`mask:${epoch}:${index}:${crop}`)),
+          generator.draw(maskGrid, maskGrid, epoch, maskStream(root, epoch, index, crop)),
         );
       }
     }
