@@ -23,6 +23,7 @@ import { openSource, resolveDataPath, type Split } from "../lib/data/source.ts";
 import {
   BACKBONE_FILE_HELP,
   BACKBONE_FILE_OPTIONS,
+  choiceOption,
   dataPathOption,
   describeBackbone,
   imageSizeOption,
@@ -79,14 +80,8 @@ function main(): Promise<number> | number {
 }
 
 async function run(values: Record<string, string | boolean | undefined>): Promise<number> {
-  const sampleType = String(values.sample_type);
-  if (sampleType !== "instance" && sampleType !== "class") {
-    throw new Error(`--sample_type must be instance or class, got ${sampleType}`);
-  }
-  const split = String(values.split);
-  if (split !== "test" && split !== "train") {
-    throw new Error(`--split must be test or train, got ${split}`);
-  }
+  const sampleType = choiceOption(values, "sample_type", ["instance", "class"]);
+  const split = choiceOption(values, "split", ["test", "train"]);
   const batchSize = positiveInteger(values, "batch_size");
   const topk = positiveInteger(values, "topk");
   const showNums = positiveInteger(values, "show_nums");

@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 import { extractBackbone, readStateDict } from "../lib/eval/checkpoints.ts";
 import { type PyDict, writePth } from "../lib/runtime/pth.ts";
 import { type NamedTensor, saveSafetensors } from "../lib/runtime/safetensors.ts";
+import { choiceOption } from "../lib/eval/frozen_backbone.ts";
 import { runTask } from "./run_task.ts";
 
 const HELP = `Usage: deno task extract_backbone CKPT OUT [options]
@@ -40,16 +41,11 @@ async function main(): Promise<number> {
   }
   if (positionals.length !== 2) throw new Error("expected CKPT and OUT (see --help)");
   const [input, output] = positionals;
-  const key = values.checkpoint_key;
-  if (key !== "teacher" && key !== "student") {
-    throw new Error(`--checkpoint_key must be teacher or student, got ${key}`);
-  }
-  if (values.format !== "pth" && values.format !== "safetensors") {
-    throw new Error(`--format must be pth or safetensors, got ${values.format}`);
-  }
+  const key = choiceOption(values, "checkpoint_key", ["teacher", "student"]);
+  const format = choiceOption(values, "format", ["pth", "safetensors"]);
   const extracted = extractBackbone(await readStateDict(input, key), values.with_head);
   const stateDict = extracted.get("state_dict") as PyDict;
-  if (values.format === "pth") {
+  if (format === "pth") {
     await writePth(output, extracted);
   } else {
     await saveSafetensors(

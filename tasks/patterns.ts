@@ -29,6 +29,7 @@ import { openSource, resolveDataPath } from "../lib/data/source.ts";
 import {
   BACKBONE_FILE_HELP,
   BACKBONE_FILE_OPTIONS,
+  choiceOption,
   dataPathOption,
   describeBackbone,
   imageSizeOption,
@@ -77,14 +78,8 @@ function main(): Promise<number> | number {
 }
 
 async function run(values: Record<string, string | boolean | undefined>): Promise<number> {
-  const type = values.type;
-  if (type !== "patch" && type !== "cls") {
-    throw new Error(`--type must be patch or cls, got ${type}`);
-  }
-  const split = values.split;
-  if (split !== "train" && split !== "test") {
-    throw new Error(`--split must be train or test, got ${split}`);
-  }
+  const type = choiceOption(values, "type", ["patch", "cls"]);
+  const split = choiceOption(values, "split", ["train", "test"]);
   const batchSize = positiveInteger(values, "batch_size");
   const showPics = positiveInteger(values, "show_pics");
   const topk = positiveInteger(values, "topk");

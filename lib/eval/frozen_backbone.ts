@@ -48,16 +48,33 @@ export async function openBackboneFile(
   values: Readonly<Record<string, unknown>>,
 ): Promise<LoadedBackbone> {
   if (!values.pretrained_weights) throw new Error("--pretrained_weights is required (see --help)");
-  const key = String(values.checkpoint_key ?? "teacher");
-  if (!["teacher", "student", "state_dict"].includes(key)) {
-    throw new Error(`--checkpoint_key must be teacher, student or state_dict, got ${key}`);
-  }
+  const key = choiceOption(
+    { checkpoint_key: values.checkpoint_key ?? "teacher" },
+    "checkpoint_key",
+    ["teacher", "student", "state_dict"],
+  );
   const options: BackboneFileOptions = {
     key,
     arch: values.arch === undefined ? undefined : String(values.arch),
     patchSize: values.patch_size === undefined ? undefined : positiveInteger(values, "patch_size"),
   };
   return await loadBackbone(String(values.pretrained_weights), options);
+}
+
+/** An option that must be one of `choices`, or one sentence naming it and them. */
+export function choiceOption<const T extends string>(
+  values: Readonly<Record<string, unknown>>,
+  name: string,
+  choices: readonly T[],
+): T {
+  const value = String(values[name]);
+  if (!(choices as readonly string[]).includes(value)) {
+    const listed = choices.length > 2
+      ? `${choices.slice(0, -1).join(", ")} or ${choices.at(-1)}`
+      : choices.join(" or ");
+    throw new Error(`--${name} must be ${listed}, got ${value}`);
+  }
+  return value as T;
 }
 
 /** A positive integer option, or one sentence naming it. */
