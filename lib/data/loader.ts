@@ -212,21 +212,15 @@ export async function* evalBatches(
   requirePositiveInteger("size", size);
   requirePositiveInteger("batchSize", batchSize);
   requirePositiveInteger("workers", workers);
-  const pool = new WorkerPool(workers);
-  try {
-    const { length } = await pool.run({ type: "info", source });
-    const request = (k: number): Promise<EvalBatch> => {
-      const start = k * batchSize;
-      const count = Math.min(batchSize, length - start);
-      const indices = Int32Array.from({ length: count }, (_, i) => start + i);
-      const resize = Math.round(size * 256 / 224);
-      return pool.run({ type: "eval", source, size, resize, rows: batchSize, indices })
-        .then((result) => ({ ...result, count }));
-    };
-    yield* inOrder(Math.ceil(length / batchSize), 2 * workers, request);
-  } finally {
-    pool.close();
-  }
+  const resize = Math.round(size * 256 / 224);
+  yield* sourceBatches(source, batchSize, workers, (indices) => ({
+    type: "eval",
+    source,
+    size,
+    resize,
+    rows: batchSize,
+    indices,
+  }));
 }
 
 /** Options of {@link randomCropBatches}. */
@@ -268,6 +262,29 @@ export async function* randomCropBatches(
   if (!(scale[0] > 0 && scale[0] <= scale[1] && scale[1] <= 1)) {
     throw new Error(`scale must satisfy 0 < low ≤ high ≤ 1, got [${scale[0]}, ${scale[1]}]`);
   }
+  yield* sourceBatches(source, batchSize, workers, (indices) => ({
+    type: "randomCrop",
+    source,
+    size,
+    scale,
+    seed,
+    epoch,
+    rows: batchSize,
+    indices,
+  }));
+}
+
+/**
+ * Every image of `source` in dataset order, in batches of `batchSize` rows (the last one
+ * zero-padded, see {@link EvalBatch.count}), each made by the worker task `task` returns for its
+ * dataset indices; up to 2 · `workers` batches are in flight.
+ */
+async function* sourceBatches(
+  source: SourceSpec,
+  batchSize: number,
+  workers: number,
+  task: (indices: Int32Array<ArrayBuffer>) => Extract<WorkerTask, { type: "eval" | "randomCrop" }>,
+): AsyncIterableIterator<EvalBatch> {
   const pool = new WorkerPool(workers);
   try {
     const { length } = await pool.run({ type: "info", source });
@@ -275,16 +292,7 @@ export async function* randomCropBatches(
       const start = k * batchSize;
       const count = Math.min(batchSize, length - start);
       const indices = Int32Array.from({ length: count }, (_, i) => start + i);
-      return pool.run({
-        type: "randomCrop",
-        source,
-        size,
-        scale,
-        seed,
-        epoch,
-        rows: batchSize,
-        indices,
-      }).then((result) => ({ ...result, count }));
+      return pool.run(task(indices)).then((result) => ({ ...result, count }));
     };
     yield* inOrder(Math.ceil(length / batchSize), 2 * workers, request);
   } finally {
