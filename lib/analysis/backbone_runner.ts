@@ -12,7 +12,8 @@ import { clsLastLayer, headBottleneck, type HeadConfig, patchLastLayer } from ".
 import { vit } from "../models/vit.ts";
 import type { NamedTensor } from "../runtime/safetensors.ts";
 import { CompiledGraph } from "../runtime/session.ts";
-import { type LoadedBackbone } from "../eval/backbone_file.ts";
+import { backboneStore, type LoadedBackbone } from "../eval/backbone_file.ts";
+import type { StateStore } from "../runtime/store.ts";
 
 /** What one run returns; arrays are row-major copies owned by the caller. */
 export interface BackboneRun {
@@ -59,7 +60,7 @@ export function headConfigFromWeights(path: string, head: Map<string, NamedTenso
 /** A backbone (and head) ready to run on images. */
 export class BackboneRunner {
   readonly #sessions = new Map<string, { session: CompiledGraph; graph: Graph }>();
-  readonly #feeds = new Map<string, Float32Array>();
+  readonly #weights: StateStore;
 
   private constructor(
     /** The backbone being run. */
@@ -69,12 +70,14 @@ export class BackboneRunner {
     /** onnxruntime intra-op threads. */
     readonly threads: number | undefined,
   ) {
-    for (const [name, t] of loaded.weights) {
-      this.#feeds.set(`${PREFIX}.backbone.${name}`, Float32Array.from(t.data as Float32Array));
-    }
+    this.#weights = backboneStore(loaded, PREFIX);
     if (head) {
       for (const [name, t] of loaded.head) {
-        this.#feeds.set(`${PREFIX}.head.${name}`, Float32Array.from(t.data as Float32Array));
+        this.#weights.set(
+          `${PREFIX}.head.${name}`,
+          Float32Array.from(t.data as Float32Array),
+          t.shape,
+        );
       }
     }
   }
@@ -111,7 +114,7 @@ export class BackboneRunner {
     }
     const { session, graph } = await this.#compiled(batch, height, width);
     const feeds: Record<string, Float32Array> = { images };
-    for (const param of graph.params) feeds[param.name] = this.#feeds.get(param.name)!;
+    for (const param of graph.params) feeds[param.name] = this.#weights.get(param.name);
     const out = await session.run(feeds);
     const copy = (name: string) => Float32Array.from(out[name] as Float32Array);
     return {
