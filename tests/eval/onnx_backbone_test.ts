@@ -2,6 +2,7 @@ import { join } from "node:path";
 import { fromBinary } from "@bufbuild/protobuf";
 import { ModelProtoSchema } from "onnx-buf";
 import * as ort from "onnxruntime-node";
+import * as ortWeb from "onnxruntime-web";
 import { assert, assertClose } from "../assert.ts";
 import { Graph } from "../../lib/graph/graph.ts";
 import { vit, VIT_SIZES } from "../../lib/models/vit.ts";
@@ -177,6 +178,52 @@ Deno.test("the ONNX backbone equals our forward at the trained, larger, smaller 
             `attention ${what}`,
           );
         }
+      }
+    } finally {
+      await session.release();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("onnxruntime-web (the WebAssembly build that browsers run) gives the ONNX backbone's outputs too", async () => {
+  const dir = await tempDir();
+  try {
+    const store = randomWeights(SMALL, 7);
+    const path = join(dir, "backbone.onnx");
+    await writeOnnxBackbone(path, SMALL, backboneWeights(store), { withAttention: true });
+    // One thread: the WebAssembly build would otherwise start its own workers.
+    ortWeb.env.wasm.numThreads = 1;
+    const session = await ortWeb.InferenceSession.create(await Deno.readFile(path));
+    try {
+      assert.deepEqual(session.outputNames, ["cls_token", "patch_tokens", "attention"]);
+      const rng = new Rng(12);
+      for (const [batch, height, width] of [[1, 16, 16], [2, 24, 12]]) {
+        const what = `${batch}×3×${height}×${width}`;
+        const images = randomImages(rng, batch * 3 * height * width);
+        const out = await session.run({
+          images: new ortWeb.Tensor("float32", images, [batch, 3, height, width]),
+        });
+        const ours = await referenceForward(SMALL, store, images, [batch, height, width]);
+        const expected = splitTokens(ours.tokens, batch, 32);
+        const patches = (height / 4) * (width / 4);
+        assert.deepEqual(out.patch_tokens.dims, [batch, patches, 32], what);
+        assertClose(out.cls_token.data as Float32Array, expected.cls, 1e-5, 1e-5, `cls ${what}`);
+        assertClose(
+          out.patch_tokens.data as Float32Array,
+          expected.patches,
+          1e-5,
+          1e-5,
+          `patch_tokens ${what}`,
+        );
+        assertClose(
+          out.attention.data as Float32Array,
+          ours.attention,
+          1e-5,
+          1e-5,
+          `attention ${what}`,
+        );
       }
     } finally {
       await session.release();
