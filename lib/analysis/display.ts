@@ -59,7 +59,7 @@ export async function show(bundle: DisplayBundle, options: ShowOptions = {}): Pr
 
 /**
  * Yields to the event loop once. In the Deno kernel an output can otherwise reach the client after
- * the end of its cell (one cell in four that end with a display, as measured here), and headless
+ * the end of its cell (one cell in four that end with a display, in our measurements), and headless
  * runs (nbconvert) drop outputs that arrive after their cell's end.
  */
 async function outputSent(): Promise<void> {
