@@ -98,6 +98,24 @@ function splitTokens(tokens: Float32Array, batch: number, dim: number) {
   return { cls, patches };
 }
 
+/** Outputs of an onnxruntime session (node or web), by name. */
+type SessionOutputs = Readonly<Record<string, { readonly data: unknown }>>;
+
+/** Asserts that a model's cls_token, patch_tokens and attention equal our forward's to 1e-5. */
+function assertOutputsMatch(
+  out: SessionOutputs,
+  ours: { tokens: Float32Array; attention: Float32Array },
+  batch: number,
+  dim: number,
+  what: string,
+): void {
+  const expected = splitTokens(ours.tokens, batch, dim);
+  const actual = (name: string) => out[name].data as Float32Array;
+  assertClose(actual("cls_token"), expected.cls, 1e-5, 1e-5, `cls_token ${what}`);
+  assertClose(actual("patch_tokens"), expected.patches, 1e-5, 1e-5, `patch_tokens ${what}`);
+  assertClose(actual("attention"), ours.attention, 1e-5, 1e-5, `attention ${what}`);
+}
+
 async function tempDir(): Promise<string> {
   return await Deno.makeTempDir({ prefix: "onnx_backbone_test_" });
 }
@@ -157,26 +175,7 @@ Deno.test("the ONNX backbone equals our forward at the trained, larger, smaller 
           assert.deepEqual(out.cls_token.dims, [batch, 32], what);
           assert.deepEqual(out.patch_tokens.dims, [batch, patches, 32], what);
           assert.deepEqual(out.attention.dims, [batch, 2, 1 + patches, 1 + patches], what);
-          const expected = splitTokens(ours.tokens, batch, 32);
-          const tolerance = [1e-5, 1e-5] as const;
-          assertClose(
-            out.cls_token.data as Float32Array,
-            expected.cls,
-            ...tolerance,
-            `cls_token ${what}`,
-          );
-          assertClose(
-            out.patch_tokens.data as Float32Array,
-            expected.patches,
-            ...tolerance,
-            `patch_tokens ${what}`,
-          );
-          assertClose(
-            out.attention.data as Float32Array,
-            ours.attention,
-            ...tolerance,
-            `attention ${what}`,
-          );
+          assertOutputsMatch(out, ours, batch, 32, what);
         }
       }
     } finally {
@@ -206,24 +205,9 @@ Deno.test("onnxruntime-web (the WebAssembly build that browsers run) gives the O
           images: new ortWeb.Tensor("float32", images, [batch, 3, height, width]),
         });
         const ours = await referenceForward(SMALL, store, images, [batch, height, width]);
-        const expected = splitTokens(ours.tokens, batch, 32);
         const patches = (height / 4) * (width / 4);
         assert.deepEqual(out.patch_tokens.dims, [batch, patches, 32], what);
-        assertClose(out.cls_token.data as Float32Array, expected.cls, 1e-5, 1e-5, `cls ${what}`);
-        assertClose(
-          out.patch_tokens.data as Float32Array,
-          expected.patches,
-          1e-5,
-          1e-5,
-          `patch_tokens ${what}`,
-        );
-        assertClose(
-          out.attention.data as Float32Array,
-          ours.attention,
-          1e-5,
-          1e-5,
-          `attention ${what}`,
-        );
+        assertOutputsMatch(out, ours, batch, 32, what);
       }
     } finally {
       await session.release();
@@ -326,16 +310,7 @@ Deno.test("tasks/export_onnx.ts: exports a flat backbone file that onnxruntime r
         images: new ort.Tensor("float32", images, [batch, 3, height, width]),
       });
       const ours = await referenceForward(config, store, images, [batch, height, width]);
-      const expected = splitTokens(ours.tokens, batch, 96);
-      assertClose(out.cls_token.data as Float32Array, expected.cls, 1e-5, 1e-5, "cls_token");
-      assertClose(
-        out.patch_tokens.data as Float32Array,
-        expected.patches,
-        1e-5,
-        1e-5,
-        "patch_tokens",
-      );
-      assertClose(out.attention.data as Float32Array, ours.attention, 1e-5, 1e-5, "attention");
+      assertOutputsMatch(out, ours, batch, 96, `${batch}×3×${height}×${width}`);
     } finally {
       await session.release();
     }
