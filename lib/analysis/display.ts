@@ -16,6 +16,7 @@
  */
 
 import { Buffer } from "node:buffer";
+import sharp from "sharp";
 import type { RawImage } from "../data/source.ts";
 import { blankPicture, encodePng, pastePicture, resizePicture } from "./picture.ts";
 
@@ -355,6 +356,15 @@ export function linePlotSvg(series: readonly PlotSeries[], options: PlotOptions 
   return parts.join("");
 }
 
+/** The `text/plain` form of a plot: its title and each series' last point. */
+function plotSummary(series: readonly PlotSeries[], options: PlotOptions): string {
+  const last = series.map((s) => {
+    const n = s.x.length;
+    return n === 0 ? `${s.name}: no points` : `${s.name} ${tickLabel(s.y[n - 1])} at ${s.x[n - 1]}`;
+  });
+  return [options.title ?? "plot", ...last].join("\n  ");
+}
+
 /**
  * A plot as an SVG bundle; `text/plain` gives the title and each series' last point, which is
  * what a terminal shows.
@@ -363,22 +373,50 @@ export function plotBundle(
   series: readonly PlotSeries[],
   options: PlotOptions = {},
 ): DisplayBundle {
-  const last = series.map((s) => {
-    const n = s.x.length;
-    return n === 0 ? `${s.name}: no points` : `${s.name} ${tickLabel(s.y[n - 1])} at ${s.x[n - 1]}`;
-  });
   return {
     "image/svg+xml": linePlotSvg(series, options),
-    "text/plain": [options.title ?? "plot", ...last].join("\n  "),
+    "text/plain": plotSummary(series, options),
   };
 }
 
-/** Shows a line plot (see {@link linePlotSvg}). */
-export async function showPlot(
+/**
+ * The plot of {@link linePlotSvg} as PNG bytes, width × height pixels (rasterised by sharp; text
+ * needs a sans-serif font installed), for viewers without SVG and for files.
+ */
+export async function linePlotPng(
   series: readonly PlotSeries[],
   options: PlotOptions = {},
+): Promise<Uint8Array> {
+  const svg = new TextEncoder().encode(linePlotSvg(series, options));
+  const buffer = await sharp(svg).png().toBuffer();
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+}
+
+/** A plot as a PNG bundle (see {@link linePlotPng}), with the text of {@link plotBundle}. */
+export async function plotPngBundle(
+  series: readonly PlotSeries[],
+  options: PlotOptions = {},
+): Promise<DisplayBundle> {
+  return {
+    "image/png": Buffer.from(await linePlotPng(series, options)).toString("base64"),
+    "text/plain": plotSummary(series, options),
+  };
+}
+
+/** Options of {@link showPlot}: the plot's, and the picture format. */
+export interface ShowPlotOptions extends PlotOptions {
+  /** `svg` (default: sharp at any zoom) or `png` (for viewers that do not show SVG). */
+  readonly format?: "svg" | "png";
+}
+
+/** Shows a line plot (see {@link linePlotSvg} and {@link linePlotPng}). */
+export async function showPlot(
+  series: readonly PlotSeries[],
+  options: ShowPlotOptions = {},
 ): Promise<void> {
-  await show(plotBundle(series, options));
+  await show(
+    options.format === "png" ? await plotPngBundle(series, options) : plotBundle(series, options),
+  );
 }
 
 /**

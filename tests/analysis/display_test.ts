@@ -4,6 +4,7 @@ import { assert } from "../assert.ts";
 import {
   escapeHtml,
   inKernel,
+  linePlotPng,
   linePlotSvg,
   LivePlot,
   niceTicks,
@@ -11,6 +12,7 @@ import {
   pictureGrid,
   PLOT_MARGINS,
   plotBundle,
+  plotPngBundle,
   tableBundle,
 } from "../../lib/analysis/display.ts";
 import { blankPicture } from "../../lib/analysis/picture.ts";
@@ -69,6 +71,36 @@ Deno.test("plotBundle: SVG and a plain-text summary of the last points", () => {
   const bundle = plotBundle([{ name: "loss", x: [1, 2], y: [0.5, 0.25] }], { title: "training" });
   assert.equal(bundle["text/plain"], "training\n  loss 0.25 at 2");
   assert.equal(polylinePoints(bundle["image/svg+xml"]).length, 1);
+});
+
+Deno.test("linePlotPng: the plot rasterised at its size, the line in its colour on white", async () => {
+  const { left, right, top, bottom } = PLOT_MARGINS;
+  const [width, height] = [left + right + 200, top + bottom + 100];
+  const series = [{ name: "flat", x: [0, 10], y: [2, 2], color: "#ff0000" }];
+  const png = await linePlotPng(series, { width, height });
+  const { data, info } = await sharp(png).removeAlpha().raw().toBuffer({
+    resolveWithObject: true,
+  });
+  assert.deepEqual([info.width, info.height], [width, height]);
+  const pixel = (
+    x: number,
+    y: number,
+  ) => [...data.subarray(3 * (y * width + x), 3 * (y * width + x) + 3)];
+  // The flat series lies across the middle of the plot area (its range is widened to 2 ± 0.5):
+  // in the area's middle column, the red pixels (antialiased, 1.5 px wide) are at y = top + 50.
+  const red = [];
+  for (let y = top + 2; y < top + 99; y++) {
+    const [r, g, b] = pixel(left + 100, y);
+    if (r === 255 && g < 160 && b < 160) red.push(y - top);
+    else assert.deepEqual([r, g, b], [255, 255, 255], `pixel (${left + 100}, ${y})`);
+  }
+  assert.deepEqual(red, [49, 50]);
+  assert.deepEqual(pixel(2, height - 2), [255, 255, 255]);
+
+  const bundle = await plotPngBundle(series, { width, height, title: "t" });
+  assert.equal(bundle["text/plain"], "t\n  flat 2 at 10");
+  const decoded = await sharp(Buffer.from(bundle["image/png"], "base64")).metadata();
+  assert.deepEqual([decoded.width, decoded.height], [width, height]);
 });
 
 Deno.test("tableBundle: cells are escaped, numbers rounded, columns aligned", () => {
