@@ -1,7 +1,8 @@
 /**
  * Rich output for notebooks run by the Deno Jupyter kernel (`deno jupyter`): pure builders of
- * display bundles (a picture as PNG, a grid of pictures, an HTML table, an SVG line plot) and thin
- * `show*` wrappers that display a bundle inside a kernel and print its plain-text form elsewhere.
+ * display bundles (a picture as PNG, a grid of pictures, an HTML table, a line plot as SVG or
+ * PNG) and thin `show*` wrappers that display a bundle inside a kernel (and wait until it is on its
+ * way, so that headless runs record it) and print its plain-text form elsewhere.
  * A {@link LivePlot} redraws one output in place as points arrive (`update_display_data` on a
  * display id).
  *
@@ -405,7 +406,7 @@ export async function plotPngBundle(
 
 /** Options of {@link showPlot}: the plot's, and the picture format. */
 export interface ShowPlotOptions extends PlotOptions {
-  /** `svg` (default: sharp at any zoom) or `png` (for viewers that do not show SVG). */
+  /** `svg` (default: crisp at any zoom) or `png` (for viewers that do not show SVG). */
   readonly format?: "svg" | "png";
 }
 
