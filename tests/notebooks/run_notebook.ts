@@ -4,7 +4,7 @@
  * kernel is not installed.
  */
 
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { assert } from "../assert.ts";
 
 /** Why notebooks cannot run here, or undefined when they can. */
@@ -74,8 +74,7 @@ export async function executeNotebook(path: string): Promise<{ cells: Cell[]; lo
     }).output();
     const log = new TextDecoder().decode(stderr);
     assert.equal(code, 0, `nbconvert failed:\n${log.slice(-3000)}`);
-    const name = path.split("/").pop()!;
-    const cells: Cell[] = JSON.parse(await Deno.readTextFile(join(dir, name))).cells;
+    const cells: Cell[] = JSON.parse(await Deno.readTextFile(join(dir, basename(path)))).cells;
     const codeCells = cells.filter((c) => c.cell_type === "code");
     const errors = codeCells.flatMap((c) => c.outputs ?? []).filter((o) =>
       o.output_type === "error"
