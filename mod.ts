@@ -51,13 +51,8 @@ export {
 } from "./lib/runtime/session.ts";
 export { StateStore } from "./lib/runtime/store.ts";
 export { Rng, type RngState } from "./lib/runtime/rng.ts";
-export {
-  loadSafetensors,
-  type NamedTensor,
-  type NamedTensorDType,
-  type NamedTensors,
-  saveSafetensors,
-} from "./lib/runtime/safetensors.ts";
+export type { NamedTensor, NamedTensorDType, NamedTensors } from "./lib/runtime/named_tensor.ts";
+export { loadSafetensors, saveSafetensors } from "./lib/checkpoint/safetensors.ts";
 export {
   layerNorm as layerNormLayer,
   linear as linearLayer,
@@ -126,7 +121,7 @@ export {
   saveTrainingCheckpoint,
   type TrainingCheckpoint,
   type TrainingProgress,
-} from "./lib/train/checkpoint.ts";
+} from "./lib/checkpoint/training_checkpoint.ts";
 export { buildFeatureGraph, type FeatureConfig } from "./lib/eval/features.ts";
 export {
   evaluateKnn,
@@ -135,8 +130,8 @@ export {
   type FeatureOptions,
 } from "./lib/eval/knn_eval.ts";
 export { knnClassify, type KnnResult } from "./lib/eval/knn.ts";
-export { type PthValue, readPth, stateDictFromPth, writePth } from "./lib/runtime/pth.ts";
-export { PyDict, PyNamespace, PyTuple } from "./lib/runtime/pickle.ts";
+export { type PthValue, readPth, stateDictFromPth, writePth } from "./lib/checkpoint/pth.ts";
+export { PyDict, PyNamespace, PyTuple } from "./lib/checkpoint/pickle.ts";
 export {
   type BackboneConfig,
   type BackboneFileOptions,
@@ -144,13 +139,9 @@ export {
   defaultImageSize,
   loadBackbone,
   type LoadedBackbone,
-} from "./lib/eval/backbone_file.ts";
-export {
-  checkBackboneKeys,
-  extractBackbone,
-  loadBackboneWeights,
-  toOfficialCheckpoint,
-} from "./lib/eval/checkpoints.ts";
+} from "./lib/checkpoint/backbone_file.ts";
+export { extractBackbone, toOfficialCheckpoint } from "./lib/checkpoint/official_checkpoint.ts";
+export { checkBackboneKeys, loadBackboneWeights } from "./lib/checkpoint/weights_file.ts";
 export {
   type BackboneRun,
   BackboneRunner,

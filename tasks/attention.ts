@@ -12,7 +12,7 @@ import { attentionMaps, attentionPictures, DEFAULT_THRESHOLD } from "../lib/anal
 import { BackboneRunner } from "../lib/analysis/backbone_runner.ts";
 import { savePng } from "../lib/analysis/picture.ts";
 import { decodeImage, IMAGE_EXTENSIONS } from "../lib/data/image_folder.ts";
-import { defaultImageSize } from "../lib/eval/backbone_file.ts";
+import { defaultImageSize } from "../lib/checkpoint/backbone_file.ts";
 import {
   BACKBONE_FILE_HELP,
   BACKBONE_FILE_OPTIONS,

@@ -7,9 +7,9 @@
  */
 
 import { parseArgs } from "node:util";
-import { toOfficialCheckpoint } from "../lib/eval/checkpoints.ts";
-import { writePth } from "../lib/runtime/pth.ts";
-import { loadTrainingCheckpoint } from "../lib/train/checkpoint.ts";
+import { toOfficialCheckpoint } from "../lib/checkpoint/official_checkpoint.ts";
+import { writePth } from "../lib/checkpoint/pth.ts";
+import { loadTrainingCheckpoint } from "../lib/checkpoint/training_checkpoint.ts";
 import { runTask } from "./run_task.ts";
 
 const HELP = `Usage: deno task export_pth CKPT OUT.pth

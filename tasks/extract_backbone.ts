@@ -10,9 +10,11 @@
  */
 
 import { parseArgs } from "node:util";
-import { extractBackbone, readStateDict } from "../lib/eval/checkpoints.ts";
-import { type PyDict, writePth } from "../lib/runtime/pth.ts";
-import { type NamedTensor, saveSafetensors } from "../lib/runtime/safetensors.ts";
+import { extractBackbone } from "../lib/checkpoint/official_checkpoint.ts";
+import { readStateDict } from "../lib/checkpoint/weights_file.ts";
+import { type PyDict, writePth } from "../lib/checkpoint/pth.ts";
+import { saveSafetensors } from "../lib/checkpoint/safetensors.ts";
+import type { NamedTensor } from "../lib/runtime/named_tensor.ts";
 import { choiceOption } from "../lib/eval/frozen_backbone.ts";
 import { runTask } from "./run_task.ts";
 

@@ -21,7 +21,7 @@ import {
 } from "../lib/eval/frozen_backbone.ts";
 import { DEFAULT_LRS, type LinearProbeOptions, OFFICIAL_LRS } from "../lib/eval/linear.ts";
 import { linearProbeAugmented, linearProbeCached } from "../lib/eval/linear_eval.ts";
-import { saveSafetensors } from "../lib/runtime/safetensors.ts";
+import { saveSafetensors } from "../lib/checkpoint/safetensors.ts";
 import { listOptions, runTask } from "./run_task.ts";
 
 const HELP = `Usage: deno task linear --pretrained_weights FILE [options]

@@ -10,9 +10,9 @@ import { Graph } from "../graph/graph.ts";
 import { reshape, slice } from "../graph/shape.ts";
 import { clsLastLayer, headBottleneck, type HeadConfig, patchLastLayer } from "../models/head.ts";
 import { vit } from "../models/vit.ts";
-import type { NamedTensor } from "../runtime/safetensors.ts";
+import type { NamedTensor } from "../runtime/named_tensor.ts";
 import { CompiledGraph } from "../runtime/session.ts";
-import { backboneStore, type LoadedBackbone } from "../eval/backbone_file.ts";
+import { backboneStore, type LoadedBackbone } from "../checkpoint/backbone_file.ts";
 import type { StateStore } from "../runtime/store.ts";
 
 /** What one run returns; arrays are row-major copies owned by the caller. */

@@ -23,7 +23,8 @@
 import { resolve } from "node:path";
 import { normalize, roundHalfEven } from "../data/augment.ts";
 import type { ImageSource, RawImage } from "../data/source.ts";
-import { loadSafetensors, type NamedTensor, saveSafetensors } from "../runtime/safetensors.ts";
+import { loadSafetensors, saveSafetensors } from "../checkpoint/safetensors.ts";
+import type { NamedTensor } from "../runtime/named_tensor.ts";
 import type { BackboneRunner } from "./backbone_runner.ts";
 import { blankPicture, pastePicture, resizePicture } from "./picture.ts";
 

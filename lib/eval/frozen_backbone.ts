@@ -11,8 +11,8 @@ import {
   backboneStore,
   defaultImageSize,
   loadBackbone,
-} from "./backbone_file.ts";
-import type { LoadedBackbone } from "./backbone_file.ts";
+} from "../checkpoint/backbone_file.ts";
+import type { LoadedBackbone } from "../checkpoint/backbone_file.ts";
 import type { StateStore } from "../runtime/store.ts";
 import type { FeatureOptions } from "./knn_eval.ts";
 

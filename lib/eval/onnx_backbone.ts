@@ -33,8 +33,8 @@ import { concat, gather, reshape, slice, split, transpose } from "../graph/shape
 import { formatShape, shapeSize, type Tensor } from "../graph/tensor.ts";
 import { IMAGENET_MEAN, IMAGENET_STD } from "../data/augment.ts";
 import { layerNorm, TRUNC_NORMAL_002 } from "../models/layers.ts";
-import type { NamedTensor } from "../runtime/safetensors.ts";
-import type { BackboneConfig } from "./backbone_file.ts";
+import type { NamedTensor } from "../runtime/named_tensor.ts";
+import type { BackboneConfig } from "../checkpoint/backbone_file.ts";
 
 /** Options of {@link buildOnnxBackbone} and {@link writeOnnxBackbone}. */
 export interface OnnxBackboneOptions {

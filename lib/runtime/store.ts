@@ -1,6 +1,7 @@
 /**
  * The host-side state store: named float32 tensors (parameters, optimizer moments, loss centres)
- * that live between training steps and are saved to and loaded from safetensors files.
+ * that live between training steps. Checkpoint files (lib/checkpoint) read and write them as
+ * {@link NamedTensor} maps.
  *
  * @module
  */
@@ -9,7 +10,7 @@ import type { ParamSpec } from "../graph/graph.ts";
 import { formatShape, sameShape, type Shape, shapeSize } from "../graph/tensor.ts";
 import { initialValues } from "./init.ts";
 import { Rng } from "./rng.ts";
-import { loadSafetensors, type NamedTensor, saveSafetensors } from "./safetensors.ts";
+import type { NamedTensor } from "./named_tensor.ts";
 
 /** Name of the graph output that carries the next value of state tensor `name`. */
 export function nextStateName(name: string): string {
@@ -43,8 +44,8 @@ export class StateStore {
     return store;
   }
 
-  /** A store over decoded safetensors tensors (all must be float32); arrays are not copied. */
-  static fromSafetensors(tensors: Map<string, NamedTensor>): StateStore {
+  /** A store over named tensors (all must be float32), e.g. a decoded file; arrays are not copied. */
+  static fromNamedTensors(tensors: Map<string, NamedTensor>): StateStore {
     const store = new StateStore();
     for (const [name, t] of tensors) {
       if (t.dtype !== "float32" || !(t.data instanceof Float32Array)) {
@@ -53,11 +54,6 @@ export class StateStore {
       store.set(name, t.data, t.shape);
     }
     return store;
-  }
-
-  /** Loads a store from a safetensors file written by {@link StateStore.save}. */
-  static async load(path: string): Promise<StateStore> {
-    return StateStore.fromSafetensors((await loadSafetensors(path)).tensors);
   }
 
   /** True when a tensor of this name is stored. */
@@ -118,17 +114,12 @@ export class StateStore {
   }
 
   /** Every tensor as a float32 {@link NamedTensor}, sharing the stored arrays. */
-  toSafetensors(): Map<string, NamedTensor> {
+  toNamedTensors(): Map<string, NamedTensor> {
     const out = new Map<string, NamedTensor>();
     for (const [name, { data, shape }] of this.#entries) {
       out.set(name, { dtype: "float32", shape: [...shape], data });
     }
     return out;
-  }
-
-  /** Saves every tensor to a safetensors file, atomically. */
-  save(path: string, metadata?: Record<string, string>): Promise<void> {
-    return saveSafetensors(path, this.toSafetensors(), metadata);
   }
 
   /**

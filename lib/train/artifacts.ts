@@ -11,7 +11,7 @@
 import { join } from "node:path";
 import { writeOnnxModel } from "../graph/onnx.ts";
 import { buildFeatureGraph } from "../eval/features.ts";
-import { saveTrainingCheckpoint } from "./checkpoint.ts";
+import { saveTrainingCheckpoint } from "../checkpoint/training_checkpoint.ts";
 import type { IbotTrainer } from "./trainer.ts";
 
 /** Writes the training and evaluation graphs, a checkpoint and a manifest into `dir`. */

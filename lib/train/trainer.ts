@@ -31,8 +31,8 @@ import {
   loadTrainingCheckpoint,
   saveTrainingCheckpoint,
   type TrainingProgress,
-} from "./checkpoint.ts";
-import { EpochMeter, type EpochStats } from "./epoch_meter.ts";
+} from "../checkpoint/training_checkpoint.ts";
+import { EpochMeter, type EpochMeterState, type EpochStats } from "./epoch_meter.ts";
 import { type RunConfig, runConfigFromArgs } from "./config.ts";
 import {
   buildIbotStep,
@@ -85,7 +85,7 @@ export class IbotTrainer {
     readonly config: RunConfig,
     readonly store: StateStore,
     readonly outputDir: string,
-    private progress: TrainingProgress,
+    private progress: TrainingProgress<EpochMeterState>,
     private readonly loader: MultiCropLoader,
     private readonly step: IbotStep,
     private readonly session: CompiledGraph,
@@ -123,9 +123,14 @@ export class IbotTrainer {
       });
       const resumeFrom = await findCheckpoint(args, outputDir);
       let store: StateStore;
-      let progress: TrainingProgress = { epoch: 0, iteration: 0, step: 0, lastLayerStep: 0 };
+      let progress: TrainingProgress<EpochMeterState> = {
+        epoch: 0,
+        iteration: 0,
+        step: 0,
+        lastLayerStep: 0,
+      };
       if (resumeFrom) {
-        const checkpoint = await loadTrainingCheckpoint(resumeFrom);
+        const checkpoint = await loadTrainingCheckpoint<PretrainArgs, EpochMeterState>(resumeFrom);
         store = checkpoint.store;
         const { epoch, iteration, step: steps, lastLayerStep, meter } = checkpoint;
         progress = { epoch, iteration, step: steps, lastLayerStep, meter };

@@ -16,7 +16,7 @@ import { VIRIDIS, viridis } from "../../lib/analysis/colormap.ts";
 import type { RawImage } from "../../lib/data/source.ts";
 import { Graph } from "../../lib/graph/graph.ts";
 import { vit, VIT_SIZES } from "../../lib/models/vit.ts";
-import { saveSafetensors } from "../../lib/runtime/safetensors.ts";
+import { saveSafetensors } from "../../lib/checkpoint/safetensors.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
 import { runDenoTask } from "../task_runner.ts";
 

@@ -24,11 +24,12 @@ import { blankPicture } from "../../lib/analysis/picture.ts";
 import { evalTransform, normalize } from "../../lib/data/augment.ts";
 import type { RawImage } from "../../lib/data/source.ts";
 import { openSource } from "../../lib/data/source.ts";
-import { loadBackbone } from "../../lib/eval/backbone_file.ts";
+import { loadBackbone } from "../../lib/checkpoint/backbone_file.ts";
 import { Graph } from "../../lib/graph/graph.ts";
 import { clsLastLayer, headBottleneck, type HeadConfig } from "../../lib/models/head.ts";
 import { vit } from "../../lib/models/vit.ts";
-import { type NamedTensor, saveSafetensors } from "../../lib/runtime/safetensors.ts";
+import { saveSafetensors } from "../../lib/checkpoint/safetensors.ts";
+import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
 import { withTempDir, writeVendoredSubset } from "../data/fixtures.ts";
 import { runDenoTask } from "../task_runner.ts";
@@ -293,7 +294,7 @@ function tinyModel(withHead: boolean): Map<string, NamedTensor> {
     clsLastLayer(g, HEAD, headBottleneck(g, HEAD, out.tokens));
   });
   const tensors = new Map<string, NamedTensor>();
-  for (const [name, t] of StateStore.fromParams(g.params, 7).toSafetensors()) {
+  for (const [name, t] of StateStore.fromParams(g.params, 7).toNamedTensors()) {
     if (withHead || !name.startsWith("model.head.")) tensors.set(name.slice("model.".length), t);
   }
   return tensors;

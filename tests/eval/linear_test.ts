@@ -13,7 +13,7 @@ import {
   trainLinearProbesPerEpoch,
 } from "../../lib/eval/linear.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
-import { loadSafetensors } from "../../lib/runtime/safetensors.ts";
+import { loadSafetensors } from "../../lib/checkpoint/safetensors.ts";
 import { parsePretrainArgs } from "../../lib/train/args.ts";
 import { CHECKPOINT_FILE, IbotTrainer } from "../../lib/train/trainer.ts";
 import { writeVendoredSubset } from "../data/fixtures.ts";

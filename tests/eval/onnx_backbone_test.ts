@@ -6,10 +6,11 @@ import * as ortWeb from "onnxruntime-web";
 import { assert, assertClose } from "../assert.ts";
 import { Graph } from "../../lib/graph/graph.ts";
 import { vit, VIT_SIZES } from "../../lib/models/vit.ts";
-import type { BackboneConfig } from "../../lib/eval/backbone_file.ts";
+import type { BackboneConfig } from "../../lib/checkpoint/backbone_file.ts";
 import { writeOnnxBackbone } from "../../lib/eval/onnx_backbone.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
-import { type NamedTensor, saveSafetensors } from "../../lib/runtime/safetensors.ts";
+import { saveSafetensors } from "../../lib/checkpoint/safetensors.ts";
+import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 import { CompiledGraph } from "../../lib/runtime/session.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
 import { runDenoTask } from "../task_runner.ts";
@@ -77,7 +78,7 @@ function randomWeights(config: BackboneConfig, seed: number): StateStore {
 /** Official keys without `backbone.`, as a loaded backbone holds them. */
 function backboneWeights(store: StateStore): Map<string, NamedTensor> {
   return new Map(
-    [...store.toSafetensors()].map(([name, t]) => [name.slice("backbone.".length), t]),
+    [...store.toNamedTensors()].map(([name, t]) => [name.slice("backbone.".length), t]),
   );
 }
 

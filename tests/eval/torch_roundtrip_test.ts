@@ -11,7 +11,7 @@ import { assert, assertCloseToScale } from "../assert.ts";
 import { runTorchScript, torchAvailable } from "../reference/torch.ts";
 import { runDenoTask } from "../task_runner.ts";
 import { BackboneRunner } from "../../lib/analysis/backbone_runner.ts";
-import { loadBackbone } from "../../lib/eval/backbone_file.ts";
+import { loadBackbone } from "../../lib/checkpoint/backbone_file.ts";
 import { Graph } from "../../lib/graph/graph.ts";
 import {
   clsLastLayer,
@@ -21,14 +21,11 @@ import {
 } from "../../lib/models/head.ts";
 import { vit, VIT_SIZES } from "../../lib/models/vit.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
-import {
-  loadSafetensors,
-  type NamedTensor,
-  saveSafetensors,
-} from "../../lib/runtime/safetensors.ts";
+import { loadSafetensors, saveSafetensors } from "../../lib/checkpoint/safetensors.ts";
+import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
 import { parsePretrainArgs } from "../../lib/train/args.ts";
-import { saveTrainingCheckpoint } from "../../lib/train/checkpoint.ts";
+import { saveTrainingCheckpoint } from "../../lib/checkpoint/training_checkpoint.ts";
 
 const HAS_TORCH = torchAvailable();
 

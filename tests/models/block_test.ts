@@ -8,7 +8,7 @@ import { adamwScalars, addAdamWMoments, applyAdamW } from "../../lib/optim/adamw
 import { CompiledGraph } from "../../lib/runtime/session.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
-import type { NamedTensor } from "../../lib/runtime/safetensors.ts";
+import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 import {
   f32,
   f64,

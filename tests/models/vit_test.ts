@@ -3,7 +3,7 @@ import { Graph } from "../../lib/graph/graph.ts";
 import { shapeSize } from "../../lib/graph/tensor.ts";
 import { positionEmbedding, vit, type VitConfig } from "../../lib/models/vit.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
-import type { NamedTensor } from "../../lib/runtime/safetensors.ts";
+import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 import { CompiledGraph } from "../../lib/runtime/session.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
 import { buildIbotStep } from "../../lib/train/step.ts";

@@ -2,11 +2,8 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import {
-  loadSafetensors,
-  type NamedTensor,
-  saveSafetensors,
-} from "../../lib/runtime/safetensors.ts";
+import { loadSafetensors, saveSafetensors } from "../../lib/checkpoint/safetensors.ts";
+import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 import type { Rng } from "../../lib/runtime/rng.ts";
 import type { StateStore } from "../../lib/runtime/store.ts";
 

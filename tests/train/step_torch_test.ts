@@ -3,7 +3,7 @@ import type { ParamSpec, TensorData } from "../../lib/graph/graph.ts";
 import { shapeSize } from "../../lib/graph/tensor.ts";
 import { addAdamWMoments, expAvgName, expAvgSqName } from "../../lib/optim/adamw.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
-import type { NamedTensor } from "../../lib/runtime/safetensors.ts";
+import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 import { CompiledGraph } from "../../lib/runtime/session.ts";
 import { nextStateName, StateStore } from "../../lib/runtime/store.ts";
 import { fillMaskInputs } from "../../lib/train/batch_inputs.ts";

@@ -4,9 +4,12 @@ import {
   decodeSafetensors,
   loadSafetensors,
   saveSafetensors,
-} from "../../lib/runtime/safetensors.ts";
+} from "../../lib/checkpoint/safetensors.ts";
 import { parsePretrainArgs, type PretrainArgs } from "../../lib/train/args.ts";
-import { CHECKPOINT_FORMAT, type TrainingProgress } from "../../lib/train/checkpoint.ts";
+import {
+  CHECKPOINT_FORMAT,
+  type TrainingProgress,
+} from "../../lib/checkpoint/training_checkpoint.ts";
 import {
   CHECKPOINT_FILE,
   IbotTrainer,

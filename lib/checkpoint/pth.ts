@@ -8,7 +8,7 @@
  */
 
 import { basename, dirname, join } from "node:path";
-import type { NamedTensor, NamedTensorDType } from "./safetensors.ts";
+import type { NamedTensor, NamedTensorDType } from "../runtime/named_tensor.ts";
 import {
   isTensor,
   pickle,

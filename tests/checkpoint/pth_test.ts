@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { assert } from "../assert.ts";
 import { runPython, torchAvailable } from "../reference/torch.ts";
-import { pickle } from "../../lib/runtime/pickle.ts";
+import { pickle } from "../../lib/checkpoint/pickle.ts";
 import {
   decodePth,
   encodePth,
@@ -13,8 +13,8 @@ import {
   readPth,
   stateDictFromPth,
   writePth,
-} from "../../lib/runtime/pth.ts";
-import type { NamedTensor } from "../../lib/runtime/safetensors.ts";
+} from "../../lib/checkpoint/pth.ts";
+import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 
 const HAS_TORCH = torchAvailable();
 

@@ -9,12 +9,12 @@
  * @module
  */
 
-import { VIT_SIZES, type VitConfig } from "../models/vit.ts";
-import type { NamedTensor } from "../runtime/safetensors.ts";
+import { vit, VIT_SIZES, type VitConfig } from "../models/vit.ts";
+import type { NamedTensor } from "../runtime/named_tensor.ts";
 import { StateStore } from "../runtime/store.ts";
 import { formatShape } from "../graph/tensor.ts";
-import { checkBackboneKeys, readCheckpointFile, splitStateDict } from "./checkpoints.ts";
-import { buildFeatureGraph } from "./features.ts";
+import { checkBackboneKeys, readCheckpointFile, splitStateDict } from "./weights_file.ts";
+import { Graph } from "../graph/graph.ts";
 
 /** A ViT's architecture without the mask token flag. */
 export type BackboneConfig = Omit<VitConfig, "maskedImModeling">;
@@ -142,17 +142,11 @@ function architecture(
 }
 
 function checkWeights(path: string, weights: Map<string, NamedTensor>, config: BackboneConfig) {
-  const { graph } = buildFeatureGraph({
-    backbone: config,
-    batch: 1,
-    size: config.imgSize,
-    avgpool: 0,
-    nLastBlocks: 1,
-    prefix: "model",
-  });
-  const expected = new Map(
-    graph.params.map((p) => [p.name.slice("model.backbone.".length), p.shape]),
-  );
+  const graph = new Graph("backbone_weights");
+  const size = config.imgSize;
+  const images = graph.input("images", "float32", [1, 3, size, size]);
+  vit(graph, { ...config, maskedImModeling: false }, { images });
+  const expected = new Map(graph.params.map((p) => [p.name.slice("backbone.".length), p.shape]));
   try {
     checkBackboneKeys(weights, [...expected.keys()], ALLOWED_EXTRA);
   } catch (error) {

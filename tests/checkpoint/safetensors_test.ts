@@ -3,9 +3,9 @@ import {
   decodeSafetensors,
   encodeSafetensors,
   loadSafetensors,
-  type NamedTensor,
   saveSafetensors,
-} from "../../lib/runtime/safetensors.ts";
+} from "../../lib/checkpoint/safetensors.ts";
+import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 
 /** One tensor of every dtype, with odd byte lengths so later tensors start unaligned. */
 function everyDtype(): Map<string, NamedTensor> {

@@ -1,9 +1,14 @@
 import { join } from "node:path";
 import { assert } from "../assert.ts";
-import { backboneStore, defaultImageSize, loadBackbone } from "../../lib/eval/backbone_file.ts";
+import {
+  backboneStore,
+  defaultImageSize,
+  loadBackbone,
+} from "../../lib/checkpoint/backbone_file.ts";
 import { buildFeatureGraph } from "../../lib/eval/features.ts";
 import { VIT_SIZES } from "../../lib/models/vit.ts";
-import { type NamedTensor, saveSafetensors } from "../../lib/runtime/safetensors.ts";
+import { saveSafetensors } from "../../lib/checkpoint/safetensors.ts";
+import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
 
 /** Backbone weights of a vit_mini with patch 8 laid out for 16 px (a 2×2 grid), `backbone.` keys. */
@@ -18,7 +23,7 @@ function miniWeights(): Map<string, NamedTensor> {
   });
   const store = StateStore.fromParams(graph.params, 3);
   return new Map(
-    [...store.toSafetensors()].map(([name, t]) => [name.replace(/^x\./, ""), t]),
+    [...store.toNamedTensors()].map(([name, t]) => [name.replace(/^x\./, ""), t]),
   );
 }
 

@@ -3,17 +3,20 @@ import { assert } from "../assert.ts";
 import { runDenoTask } from "../task_runner.ts";
 import { runPython, torchAvailable } from "../reference/torch.ts";
 import {
-  checkBackboneKeys,
   extractBackbone,
-  loadBackboneWeights,
   networkStateDict,
   toOfficialCheckpoint,
-} from "../../lib/eval/checkpoints.ts";
-import { PyDict, writePth } from "../../lib/runtime/pth.ts";
-import { type NamedTensor, saveSafetensors } from "../../lib/runtime/safetensors.ts";
+} from "../../lib/checkpoint/official_checkpoint.ts";
+import { checkBackboneKeys, loadBackboneWeights } from "../../lib/checkpoint/weights_file.ts";
+import { PyDict, writePth } from "../../lib/checkpoint/pth.ts";
+import { saveSafetensors } from "../../lib/checkpoint/safetensors.ts";
+import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
 import { parsePretrainArgs } from "../../lib/train/args.ts";
-import { loadTrainingCheckpoint, saveTrainingCheckpoint } from "../../lib/train/checkpoint.ts";
+import {
+  loadTrainingCheckpoint,
+  saveTrainingCheckpoint,
+} from "../../lib/checkpoint/training_checkpoint.ts";
 
 const HAS_TORCH = torchAvailable();
 

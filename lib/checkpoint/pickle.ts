@@ -10,7 +10,7 @@
  * @module
  */
 
-import type { NamedTensor, NamedTensorDType } from "./safetensors.ts";
+import type { NamedTensor, NamedTensorDType } from "../runtime/named_tensor.ts";
 
 /** A Python tuple. */
 export class PyTuple {

@@ -11,16 +11,17 @@
  * @module
  */
 
-import { loadSafetensors } from "../runtime/safetensors.ts";
 import { StateStore } from "../runtime/store.ts";
-import type { PretrainArgs } from "./args.ts";
-import type { EpochMeterState } from "./epoch_meter.ts";
+import { loadSafetensors, saveSafetensors } from "./safetensors.ts";
 
 /** Format tag written into every checkpoint's metadata. */
 export const CHECKPOINT_FORMAT = "ibot-deno-checkpoint-1";
 
-/** Where a run stands, besides its tensors. */
-export interface TrainingProgress {
+/**
+ * Where a run stands, besides its tensors. `Meter` is the trainer's record of an unfinished
+ * epoch's running statistics, stored as JSON.
+ */
+export interface TrainingProgress<Meter = unknown> {
   /** Completed epochs. */
   readonly epoch: number;
   /** Batches done in epoch `epoch` (0 when the checkpoint is at an epoch boundary). */
@@ -30,15 +31,21 @@ export interface TrainingProgress {
   /** AdamW steps taken by the last layer (it does not step while frozen). */
   readonly lastLayerStep: number;
   /** The running statistics of an unfinished epoch (when `iteration` > 0). */
-  readonly meter?: EpochMeterState;
+  readonly meter?: Meter;
 }
 
-/** A loaded checkpoint. */
-export interface TrainingCheckpoint extends TrainingProgress {
+/** A run's arguments as a checkpoint stores them: JSON values by official argument name. */
+export type StoredArgs = Readonly<
+  Record<string, string | number | boolean | null | readonly number[] | readonly string[]>
+>;
+
+/** A loaded checkpoint; `Args` is the run's arguments as the trainer stored them (JSON). */
+export interface TrainingCheckpoint<Args = StoredArgs, Meter = unknown>
+  extends TrainingProgress<Meter> {
   /** Every tensor of the run's state. */
   readonly store: StateStore;
   /** The arguments of the run that wrote it. */
-  readonly args: PretrainArgs;
+  readonly args: Args;
 }
 
 /** Writes the state and progress to `path` atomically (temporary file, then rename). */
@@ -46,9 +53,9 @@ export async function saveTrainingCheckpoint(
   path: string,
   store: StateStore,
   progress: TrainingProgress,
-  args: PretrainArgs,
+  args: unknown,
 ): Promise<void> {
-  await store.save(path, {
+  await saveSafetensors(path, store.toNamedTensors(), {
     format: CHECKPOINT_FORMAT,
     epoch: String(progress.epoch),
     iteration: String(progress.iteration),
@@ -59,8 +66,14 @@ export async function saveTrainingCheckpoint(
   });
 }
 
-/** Reads a checkpoint written by {@link saveTrainingCheckpoint}; bad files get one clear sentence. */
-export async function loadTrainingCheckpoint(path: string): Promise<TrainingCheckpoint> {
+/**
+ * Reads a checkpoint written by {@link saveTrainingCheckpoint}; bad files get one clear sentence.
+ * The caller names the types its arguments and statistics were written with.
+ */
+export async function loadTrainingCheckpoint<
+  Args = StoredArgs,
+  Meter = unknown,
+>(path: string): Promise<TrainingCheckpoint<Args, Meter>> {
   const { tensors, metadata } = await loadSafetensors(path);
   if (metadata.format !== CHECKPOINT_FORMAT) {
     throw new Error(
@@ -76,8 +89,8 @@ export async function loadTrainingCheckpoint(path: string): Promise<TrainingChec
     }
     return value;
   };
-  let args: PretrainArgs;
-  let meter: EpochMeterState | undefined;
+  let args: Args;
+  let meter: Meter | undefined;
   try {
     args = JSON.parse(metadata.args);
     meter = metadata.epoch_meter ? JSON.parse(metadata.epoch_meter) : undefined;
@@ -85,7 +98,7 @@ export async function loadTrainingCheckpoint(path: string): Promise<TrainingChec
     throw new Error(`${path} has unreadable run arguments or statistics`);
   }
   return {
-    store: StateStore.fromSafetensors(tensors),
+    store: StateStore.fromNamedTensors(tensors),
     epoch: integer("epoch"),
     iteration: integer("iteration"),
     step: integer("step"),
