@@ -5,21 +5,25 @@
  * @module
  */
 
+import { type Dim, sameDim } from "./dim.ts";
 import { formatShape, sameShape, type Shape, type Tensor } from "./tensor.ts";
 
-/** The broadcast shape of several operands (NumPy rules), or a build error naming the op. */
-export function broadcastShapes(op: string, operands: readonly Tensor[]): number[] {
+/**
+ * The broadcast shape of several operands (NumPy rules), or a build error naming the op. A
+ * symbolic axis broadcasts against 1 and against the same size only.
+ */
+export function broadcastShapes(op: string, operands: readonly Tensor[]): Dim[] {
   const rank = Math.max(...operands.map((t) => t.rank));
-  const out: number[] = new Array(rank).fill(1);
+  const out: Dim[] = new Array(rank).fill(1);
   for (const t of operands) {
     const offset = rank - t.rank;
-    t.shape.forEach((d, i) => {
+    t.dims.forEach((d, i) => {
       const o = out[offset + i];
       if (o === 1) out[offset + i] = d;
-      else if (d !== 1 && d !== o) {
+      else if (d !== 1 && !sameDim(d, o)) {
         t.graph.fail(
           op,
-          `shapes ${operands.map((x) => formatShape(x.shape)).join(" and ")} cannot be broadcast`,
+          `shapes ${operands.map((x) => formatShape(x.dims)).join(" and ")} cannot be broadcast`,
         );
       }
     });

@@ -8,6 +8,7 @@
 import type { TapeEntry } from "./graph.ts";
 import { add } from "./math.ts";
 import { zeros } from "./shape.ts";
+import { hasSymbolicDims } from "./dim.ts";
 import { formatShape, sameShape, type Tensor } from "./tensor.ts";
 
 /**
@@ -18,9 +19,19 @@ import { formatShape, sameShape, type Tensor } from "./tensor.ts";
  * - Fan-out is accumulated by addition; broadcasting is undone by each op's rule.
  * - Integer and boolean values carry no gradient; {@link stopGradient} cuts the path.
  * - A `wrt` tensor that `loss` does not depend on gets a zero gradient.
+ * - The graph must have static shapes: a graph with symbolic axes is for inference only.
  */
 export function grad(loss: Tensor, wrt: readonly Tensor[], seed?: Tensor): Tensor[] {
   const g = loss.graph;
+  if (g.isSymbolic) {
+    const symbolic = g.inputs.filter((i) => hasSymbolicDims(i.dims));
+    g.fail(
+      "grad",
+      `autodiff needs static shapes, but the graph has symbolic axes (input ${
+        symbolic.map((i) => `${i.name}${formatShape(i.dims)}`).join(", ")
+      })`,
+    );
+  }
   if (!loss.isFloat) g.fail("grad", `loss ${loss} is not a floating-point tensor`);
   if (!seed && loss.size !== 1) {
     g.fail("grad", `loss ${loss} is not a scalar; pass a seed gradient of the same shape`);

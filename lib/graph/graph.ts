@@ -6,10 +6,24 @@
  * nodes with {@link Graph.emit}, and registers its vector-Jacobian product with
  * {@link Graph.record}.
  *
+ * Graph inputs may have symbolic axes (see `symbolicDim`): the graph then works at any size of
+ * those axes, and ops that need a size at run time (a reshape or expand target) compute it in the
+ * graph from the inputs' shapes with {@link Graph.shapeTensor}. Such graphs are for inference:
+ * autodiff needs static shapes.
+ *
  * @module
  */
 
-import { type DType, formatShape, isFloatDType, type Shape, shapeSize, Tensor } from "./tensor.ts";
+import { type Dim, type Dims, type DimSymbol, hasSymbolicDims, isSymbolic } from "./dim.ts";
+import {
+  type DType,
+  fixedShape,
+  formatShape,
+  isFloatDType,
+  type Shape,
+  shapeSize,
+  Tensor,
+} from "./tensor.ts";
 
 /** Typed array holding the data of a constant or initializer, matching its dtype. */
 export type TensorData = Float32Array | Float64Array | BigInt64Array | Uint8Array | Uint16Array;
@@ -87,14 +101,29 @@ export interface ParamSpec {
   readonly init: InitRule;
 }
 
-/** A graph input or output: name, dtype, static shape. */
+/** A value fed to or fetched from a graph: name, dtype, static shape. */
 export interface ValueSpec {
   /** Value name. */
   readonly name: string;
   /** Element type. */
   readonly dtype: DType;
-  /** Static shape. */
+  /** Static shape (for a {@link GraphValueSpec}, throws when an axis is symbolic). */
   readonly shape: Shape;
+}
+
+/** A graph input or output as recorded: its axes may be symbolic. */
+export interface GraphValueSpec extends ValueSpec {
+  /** The size of each axis, symbolic ones included. */
+  readonly dims: Dims;
+}
+
+/** Options of a {@link Graph}. */
+export interface GraphOptions {
+  /**
+   * Emit standard `ai.onnx` operators only, no `com.microsoft` contrib ops (which onnxruntime
+   * fuses back where it can): for models that other runtimes must run.
+   */
+  readonly standardOpsOnly?: boolean;
 }
 
 /**
@@ -193,7 +222,7 @@ const KNOWN_OPS: Readonly<Record<string, Domain>> = Object.fromEntries([
 /** Records a computation as an ONNX graph plus a tape for reverse-mode autodiff. */
 export class Graph {
   /** Graph inputs that are fed data each run (images, masks, scalars). */
-  readonly inputs: ValueSpec[] = [];
+  readonly inputs: GraphValueSpec[] = [];
   /** Trainable parameters, in declaration order (also graph inputs). */
   readonly params: ParamSpec[] = [];
   /** Constants, written as initializers. */
@@ -201,7 +230,7 @@ export class Graph {
   /** ONNX nodes in topological (emission) order. */
   readonly nodes: NodeSpec[] = [];
   /** Graph outputs. */
-  readonly outputs: ValueSpec[] = [];
+  readonly outputs: GraphValueSpec[] = [];
   /** Differentiable ops in emission order. */
   readonly tape: TapeEntry[] = [];
 
@@ -209,13 +238,24 @@ export class Graph {
   readonly #names = new Set<string>();
   readonly #paramTensors = new Map<string, Tensor>();
   readonly #scalarCache = new Map<string, Tensor>();
+  /** Where each symbol of the inputs' shapes is read at run time: input and axis. */
+  readonly #symbolAxes = new Map<string, { input: Tensor; axis: number }>();
+  /** The dims of every node output, by value name. */
+  readonly #nodeOutputDims = new Map<string, Dims>();
   #counter = 0;
 
   /** An empty graph. */
   constructor(
     /** Graph name written into the model. */
     readonly name = "graph",
+    /** How the graph is emitted. */
+    readonly options: GraphOptions = {},
   ) {}
+
+  /** True when some graph input has a symbolic axis. */
+  get isSymbolic(): boolean {
+    return this.#symbolAxes.size > 0;
+  }
 
   /** The current dotted scope, e.g. `backbone.blocks.0.attn` (empty at top level). */
   get scopeName(): string {
@@ -238,12 +278,33 @@ export class Graph {
     throw new Error(`${op}: ${message}${where}`);
   }
 
-  /** Declares a graph input fed with data at run time. */
-  input(name: string, dtype: DType, shape: Shape): Tensor {
+  /**
+   * Declares a graph input fed with data at run time. An axis may be a symbol (`symbolicDim`):
+   * the input then takes any size there, read at run time from the first input that has it.
+   */
+  input(name: string, dtype: DType, shape: Dims): Tensor {
     this.#checkShape("input", shape);
+    const symbols = shape.map((d, axis) => {
+      if (!isSymbolic(d)) return undefined;
+      const [term, ...otherTerms] = d.terms;
+      const [symbol, ...otherSymbols] = term.symbols;
+      if (
+        otherTerms.length > 0 || otherSymbols.length > 0 || term.coefficient !== 1 ||
+        symbol.quotient
+      ) {
+        this.fail("input", `axis ${axis} of ${name} must be a number or a plain symbol, not ${d}`);
+      }
+      return symbol.name;
+    });
     this.#claim("input", name);
-    this.inputs.push({ name, dtype, shape: [...shape] });
-    return new Tensor(this, name, dtype, [...shape]);
+    const tensor = new Tensor(this, name, dtype, [...shape]);
+    this.inputs.push(valueSpec(name, dtype, shape));
+    symbols.forEach((symbol, axis) => {
+      if (symbol && !this.#symbolAxes.has(symbol)) {
+        this.#symbolAxes.set(symbol, { input: tensor, axis });
+      }
+    });
+    return tensor;
   }
 
   /**
@@ -327,6 +388,47 @@ export class Graph {
     return t;
   }
 
+  /**
+   * The value of a size as an int64 tensor [1]: a constant for a number, else computed at run
+   * time from the shapes of the inputs that carry its symbols (one set of nodes per size).
+   */
+  dimValue(d: Dim): Tensor {
+    if (!isSymbolic(d)) return this.int64s([d]);
+    return this.#cached(`dim:${d}`, () => {
+      const terms = d.terms.map((term) => {
+        const factors = term.symbols.map((s) => this.#symbolValue(s));
+        if (term.coefficient !== 1 || factors.length === 0) {
+          factors.push(this.int64s([term.coefficient]));
+        }
+        return factors.reduce((product, f) => this.#int64Op("Mul", product, f));
+      });
+      return terms.reduce((total, t) => this.#int64Op("Add", total, t));
+    });
+  }
+
+  /**
+   * A shape as an int64 vector [rank], the target of a Reshape or Expand: a constant when every
+   * axis is a number, else assembled at run time from {@link Graph.dimValue}.
+   */
+  shapeTensor(dims: Dims): Tensor {
+    if (!hasSymbolicDims(dims)) return this.int64s(dims as Shape);
+    return this.#cached(`shape:${formatShape(dims)}`, () => {
+      const pieces: Tensor[] = [];
+      let numbers: number[] = [];
+      for (const d of dims) {
+        if (!isSymbolic(d)) {
+          numbers.push(d);
+          continue;
+        }
+        if (numbers.length > 0) pieces.push(this.int64s(numbers));
+        numbers = [];
+        pieces.push(this.dimValue(d));
+      }
+      if (numbers.length > 0) pieces.push(this.int64s(numbers));
+      return this.emit1("Concat", pieces, "int64", [dims.length], { axis: { i: 0 } });
+    });
+  }
+
   /** Marks `tensor` as a graph output called `name` (an Identity node renames it if needed). */
   output(name: string, tensor: Tensor): void {
     if (tensor.graph !== this) this.fail("output", `${tensor} belongs to another graph`);
@@ -346,7 +448,7 @@ export class Graph {
         attributes: {},
       });
     }
-    this.outputs.push({ name, dtype: tensor.dtype, shape: tensor.shape });
+    this.outputs.push(valueSpec(name, tensor.dtype, tensor.dims));
   }
 
   /**
@@ -357,7 +459,7 @@ export class Graph {
   emit(
     opType: string,
     inputs: readonly (Tensor | null)[],
-    outputs: readonly { dtype: DType; shape: Shape }[],
+    outputs: readonly { dtype: DType; shape: Dims }[],
     attributes: Record<string, Attribute> = {},
   ): Tensor[] {
     const domain = KNOWN_OPS[opType];
@@ -365,6 +467,12 @@ export class Graph {
       this.fail(
         opType,
         `unknown op '${opType}': it is not in the set of ONNX ops this graph emits`,
+      );
+    }
+    if (domain !== "" && this.options.standardOpsOnly) {
+      this.fail(
+        opType,
+        `${domain}.${opType} is not a standard operator, and this graph emits only those`,
       );
     }
     for (const t of inputs) {
@@ -378,6 +486,7 @@ export class Graph {
       this.#checkShape(opType, o.shape);
       const name = outputs.length === 1 ? nodeName : `${nodeName}:${i}`;
       this.#names.add(name);
+      this.#nodeOutputDims.set(name, [...o.shape]);
       return new Tensor(this, name, o.dtype, [...o.shape]);
     });
     this.nodes.push({
@@ -396,10 +505,20 @@ export class Graph {
     opType: string,
     inputs: readonly (Tensor | null)[],
     dtype: DType,
-    shape: Shape,
+    shape: Dims,
     attributes: Record<string, Attribute> = {},
   ): Tensor {
     return this.emit(opType, inputs, [{ dtype, shape }], attributes)[0];
+  }
+
+  /** The dims of a recorded value (a node output, input, parameter or constant), by name. */
+  dimsOf(name: string): Dims {
+    const dims = this.#nodeOutputDims.get(name) ??
+      this.inputs.find((v) => v.name === name)?.dims ??
+      this.params.find((v) => v.name === name)?.shape ??
+      this.constants.find((v) => v.name === name)?.shape;
+    if (!dims) this.fail("dimsOf", `the graph has no value named ${name}`);
+    return dims;
   }
 
   /** Registers a differentiable op on the tape with its VJP rule. */
@@ -430,11 +549,64 @@ export class Graph {
     return name;
   }
 
-  #checkShape(op: string, shape: Shape): void {
-    if (!shape.every((d) => Number.isInteger(d) && d >= 0)) {
+  #checkShape(op: string, shape: Dims): void {
+    if (!shape.every((d) => isSymbolic(d) || (Number.isInteger(d) && d >= 0))) {
       this.fail(op, `shape ${formatShape(shape)} must contain non-negative integers`);
     }
   }
+
+  #cached(key: string, build: () => Tensor): Tensor {
+    let t = this.#scalarCache.get(key);
+    if (!t) {
+      t = build();
+      this.#scalarCache.set(key, t);
+    }
+    return t;
+  }
+
+  /** The run-time value of one symbol, as an int64 tensor [1]. */
+  #symbolValue(symbol: DimSymbol): Tensor {
+    return this.#cached(`symbol:${symbol.name}`, () => {
+      const { quotient } = symbol;
+      if (quotient) {
+        return this.#int64Op("Div", this.dimValue(quotient.of), this.int64s([quotient.by]));
+      }
+      const at = this.#symbolAxes.get(symbol.name);
+      if (!at) this.fail("dimValue", `the size ${symbol.name} is not an axis of a graph input`);
+      return this.emit1("Shape", [at.input], "int64", [1], {
+        start: { i: at.axis },
+        end: { i: at.axis + 1 },
+      });
+    });
+  }
+
+  #int64Op(opType: "Add" | "Mul" | "Div", a: Tensor, b: Tensor): Tensor {
+    return this.emit1(opType, [a, b], "int64", [1]);
+  }
+}
+
+/** A graph input or output's spec, whose `shape` throws when an axis is symbolic. */
+function valueSpec(name: string, dtype: DType, dims: Dims): GraphValueSpec {
+  const copy = [...dims];
+  return {
+    name,
+    dtype,
+    dims: copy,
+    get shape() {
+      return fixedShape(copy, () => `${name}${formatShape(copy)}`);
+    },
+  };
+}
+
+/**
+ * The size of axis `axis` of `t` as a number, or a build error naming the op when it is symbolic
+ * (for sizes that fix parameter shapes or loop counts).
+ */
+export function staticDim(op: string, t: Tensor, axis: number): number {
+  const d = t.dims.at(axis);
+  if (d === undefined) t.graph.fail(op, `${t} has no axis ${axis}`);
+  if (isSymbolic(d)) t.graph.fail(op, `axis ${axis} of ${t} must have a fixed size, not ${d}`);
+  return d;
 }
 
 /** Converts numbers to the typed array that stores `dtype` (bool as 0/1 bytes). */

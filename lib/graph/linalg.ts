@@ -3,11 +3,13 @@
  * `linear` (PyTorch's `nn.Linear`: y = x·Wᵀ + b with W of shape [out, in]).
  *
  * Emission keeps onnxruntime's fast paths: 2-D products become `Gemm` (transposes are flags, no
- * Transpose node), batched float32 products with a transpose or scale become `FusedMatMul`.
+ * Transpose node), batched float32 products with a transpose or scale become `FusedMatMul`
+ * (unless the graph emits standard operators only). Batch and row axes may be symbolic.
  *
  * @module
  */
 
+import { type Dim, formatDim, sameDim } from "./dim.ts";
 import { requireFloat } from "./graph.ts";
 import { sum, sumToShape } from "./reduce.ts";
 import { reshape } from "./shape.ts";
@@ -35,12 +37,12 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   if (a.rank < 2 || b.rank < 2) g.fail("matmul", `operands need rank ≥ 2, got ${a} and ${b}`);
   const [m, k] = lastTwo(a, transA);
   const [k2, n] = lastTwo(b, transB);
-  if (k !== k2) {
+  if (!sameDim(k, k2)) {
     g.fail(
       "matmul",
-      `inner dimensions differ: ${formatShape(a.shape)}${transA ? "ᵀ" : ""} × ${
-        formatShape(b.shape)
-      }${transB ? "ᵀ" : ""} (${k} ≠ ${k2})`,
+      `inner dimensions differ: ${formatShape(a.dims)}${transA ? "ᵀ" : ""} × ${
+        formatShape(b.dims)
+      }${transB ? "ᵀ" : ""} (${formatDim(k)} ≠ ${formatDim(k2)})`,
     );
   }
   const batch = broadcastBatch(a, b);
@@ -59,21 +61,21 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   return y;
 }
 
-function lastTwo(t: Tensor, trans: boolean): [number, number] {
-  const r = t.shape[t.rank - 2];
-  const c = t.shape[t.rank - 1];
+function lastTwo(t: Tensor, trans: boolean): [Dim, Dim] {
+  const r = t.dims[t.rank - 2];
+  const c = t.dims[t.rank - 1];
   return trans ? [c, r] : [r, c];
 }
 
-function broadcastBatch(a: Tensor, b: Tensor): number[] {
-  const ba = a.shape.slice(0, -2);
-  const bb = b.shape.slice(0, -2);
+function broadcastBatch(a: Tensor, b: Tensor): Dim[] {
+  const ba = a.dims.slice(0, -2);
+  const bb = b.dims.slice(0, -2);
   const rank = Math.max(ba.length, bb.length);
-  const out: number[] = [];
+  const out: Dim[] = [];
   for (let i = 0; i < rank; i++) {
     const da = ba[i - (rank - ba.length)] ?? 1;
     const db = bb[i - (rank - bb.length)] ?? 1;
-    if (da !== db && da !== 1 && db !== 1) {
+    if (!sameDim(da, db) && da !== 1 && db !== 1) {
       a.graph.fail("matmul", `batch axes of ${a} and ${b} cannot be broadcast`);
     }
     out.push(da === 1 ? db : da);
@@ -87,7 +89,7 @@ function emitMatmul(
   transA: boolean,
   transB: boolean,
   alpha: number,
-  shape: number[],
+  shape: Dim[],
 ): Tensor {
   const g = a.graph;
   if (a.rank === 2 && b.rank === 2) {
@@ -98,18 +100,18 @@ function emitMatmul(
     });
   }
   if (!transA && !transB && alpha === 1) return g.emit1("MatMul", [a, b], a.dtype, shape);
-  if (a.dtype === "float32") {
+  if (a.dtype === "float32" && !g.options.standardOpsOnly) {
     return g.emit1("FusedMatMul", [a, b], a.dtype, shape, {
       transA: { i: transA ? 1 : 0 },
       transB: { i: transB ? 1 : 0 },
       alpha: { f: alpha },
     });
   }
-  // FusedMatMul is float32-only: spell the transposes and the scale out.
+  // FusedMatMul is a float32 contrib op: spell the transposes and the scale out.
   const swap = (t: Tensor) => {
-    const perm = t.shape.map((_, i) => i);
+    const perm = t.dims.map((_, i) => i);
     [perm[t.rank - 2], perm[t.rank - 1]] = [perm[t.rank - 1], perm[t.rank - 2]];
-    return g.emit1("Transpose", [t], t.dtype, perm.map((p) => t.shape[p]), {
+    return g.emit1("Transpose", [t], t.dtype, perm.map((p) => t.dims[p]), {
       perm: { ints: perm },
     });
   };
@@ -126,16 +128,19 @@ function emitMatmul(
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
   const g = x.graph;
   requireFloat("linear", x);
-  const inFeatures = x.shape[x.rank - 1];
-  if (weight.rank !== 2 || weight.shape[1] !== inFeatures) {
-    g.fail("linear", `weight ${weight} does not fit input ${x} (expected [out, ${inFeatures}])`);
+  const inFeatures = x.dims[x.rank - 1];
+  if (weight.rank !== 2 || !sameDim(weight.shape[1], inFeatures)) {
+    g.fail(
+      "linear",
+      `weight ${weight} does not fit input ${x} (expected [out, ${formatDim(inFeatures)}])`,
+    );
   }
   const outFeatures = weight.shape[0];
   if (bias && (bias.rank !== 1 || bias.shape[0] !== outFeatures)) {
     g.fail("linear", `bias ${bias} does not fit weight ${weight} (expected [${outFeatures}])`);
   }
   const x2 = reshape(x, [-1, inFeatures]);
-  const rows = x2.shape[0];
+  const rows = x2.dims[0];
   const y2 = g.emit1(
     "Gemm",
     bias ? [x2, weight, bias] : [x2, weight],
@@ -151,5 +156,5 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
     matmul(gy!, x2, { transA: true }),
     ...(bias ? [sum(gy!, [0])] : []),
   ]);
-  return reshape(y2, [...x.shape.slice(0, -1), outFeatures]);
+  return reshape(y2, [...x.dims.slice(0, -1), outFeatures]);
 }

@@ -40,7 +40,7 @@ function emitBinary(
 
 /** Emits a unary node of the same dtype and shape as `x`. */
 function emitUnary(onnxOp: string, x: Tensor): Tensor {
-  return x.graph.emit1(onnxOp, [x], x.dtype, x.shape);
+  return x.graph.emit1(onnxOp, [x], x.dtype, x.dims);
 }
 
 /** a + b. */
@@ -261,7 +261,7 @@ export function clip(x: Tensor, low?: number, high?: number): Tensor {
   const g = x.graph;
   const lo = low === undefined ? null : g.scalar(low, x.dtype);
   const hi = high === undefined ? null : g.scalar(high, x.dtype);
-  const y = g.emit1("Clip", [x, lo, hi], x.dtype, x.shape);
+  const y = g.emit1("Clip", [x, lo, hi], x.dtype, x.dims);
   g.record("clip", [x], [y], ([gy]) => {
     let inside: Tensor | undefined;
     if (lo) inside = greaterEqual(x, lo);
@@ -277,7 +277,7 @@ export function clip(x: Tensor, low?: number, high?: number): Tensor {
 /** Converts to `dtype`. VJP: cast back, for float-to-float casts only. */
 export function cast(x: Tensor, dtype: DType): Tensor {
   if (x.dtype === dtype) return x;
-  const y = x.graph.emit1("Cast", [x], dtype, x.shape, { to: { i: onnxElemType(dtype) } });
+  const y = x.graph.emit1("Cast", [x], dtype, x.dims, { to: { i: onnxElemType(dtype) } });
   if (y.isFloat) x.graph.record("cast", [x], [y], ([g]) => [cast(g!, x.dtype)]);
   return y;
 }

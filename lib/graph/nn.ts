@@ -2,9 +2,13 @@
  * Neural-network ops: softmax, log-softmax, layer norm, exact GELU, patch convolution
  * (kernel = stride) and bicubic resizing. Each op's VJP rule is written beside its forward.
  *
+ * Softmax, layer norm, GELU and the patch convolution also take tensors with symbolic axes;
+ * {@link resizeBicubicByScales} resizes to sizes known at run time.
+ *
  * @module
  */
 
+import { type Dim, formatDim, quotientDim, sameDim } from "./dim.ts";
 import { requireFloat } from "./graph.ts";
 import { matmul } from "./linalg.ts";
 import { add, emitErf, erf, exp, mul, neg, sqrt, sub } from "./math.ts";
@@ -16,7 +20,7 @@ import type { Tensor } from "./tensor.ts";
 export function softmax(x: Tensor, axis = -1): Tensor {
   requireFloat("softmax", x);
   const a = normalizeAxis("softmax", x, axis);
-  const y = x.graph.emit1("Softmax", [x], x.dtype, x.shape, { axis: { i: a } });
+  const y = x.graph.emit1("Softmax", [x], x.dtype, x.dims, { axis: { i: a } });
   x.graph.record("softmax", [x], [y], ([g]) => [mul(y, sub(g!, sum(mul(g!, y), [a], true)))]);
   return y;
 }
@@ -25,7 +29,7 @@ export function softmax(x: Tensor, axis = -1): Tensor {
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
   requireFloat("logSoftmax", x);
   const a = normalizeAxis("logSoftmax", x, axis);
-  const y = x.graph.emit1("LogSoftmax", [x], x.dtype, x.shape, { axis: { i: a } });
+  const y = x.graph.emit1("LogSoftmax", [x], x.dtype, x.dims, { axis: { i: a } });
   x.graph.record("logSoftmax", [x], [y], ([g]) => [sub(g!, mul(exp(y), sum(g!, [a], true)))]);
   return y;
 }
@@ -38,13 +42,13 @@ export function logSoftmax(x: Tensor, axis = -1): Tensor {
 export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps: number): Tensor {
   requireFloat("layerNorm", x);
   const g = x.graph;
-  const d = x.shape[x.rank - 1];
+  const d = x.dims[x.rank - 1];
   for (const p of [weight, bias]) {
-    if (p.rank !== 1 || p.shape[0] !== d) {
-      g.fail("layerNorm", `${p} must have shape [${d}] to fit ${x}`);
+    if (p.rank !== 1 || !sameDim(p.dims[0], d)) {
+      g.fail("layerNorm", `${p} must have shape [${formatDim(d)}] to fit ${x}`);
     }
   }
-  const y = g.emit1("LayerNormalization", [x, weight, bias], x.dtype, x.shape, {
+  const y = g.emit1("LayerNormalization", [x, weight, bias], x.dtype, x.dims, {
     axis: { i: -1 },
     epsilon: { f: eps },
   });
@@ -81,7 +85,7 @@ export function gelu(x: Tensor): Tensor {
     const half = g.emit1("Mul", [x, g.scalar(0.5, x.dtype)], x.dtype, x.shape);
     y = g.emit1("Mul", [half, onePlus], x.dtype, x.shape);
   } else {
-    y = g.emit1("Gelu", [x], x.dtype, x.shape, { approximate: { s: "none" } });
+    y = g.emit1("Gelu", [x], x.dtype, x.dims, { approximate: { s: "none" } });
   }
   g.record("gelu", [x], [y], ([gy]) => {
     const cdf = mul(add(erf(mul(x, Math.SQRT1_2)), 1), 0.5);
@@ -96,25 +100,35 @@ export function gelu(x: Tensor): Tensor {
  * x [B, C, H, W], weight [D, C, p, p], bias [D] → [B, D, H/p, W/p]. H and W must be multiples of p.
  * Emitted as `Conv` in float32; in float64 (no `Conv` kernel there) as a product of patch rows.
  * VJP: dW and dx through patch rows (dx only when asked).
+ *
+ * With symbolic sizes (float32 only, no gradient) the input first goes through a reshape to
+ * [B, C, H/p, p, W/p, p] and back, which fails at run time when H or W is not a multiple of p,
+ * where the strided convolution would silently drop the remainder; onnxruntime's error then
+ * names the node scope `height_and_width_must_be_multiples_of_<p>`.
  */
 export function conv2dPatch(x: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor {
   requireFloat("conv2dPatch", x);
   const g = x.graph;
   if (x.rank !== 4) g.fail("conv2dPatch", `input must be [B, C, H, W], got ${x}`);
-  const [batch, channels, height, width] = x.shape;
+  const inChannels = x.dims[1];
   const dim = weight.shape[0];
   if (
-    weight.rank !== 4 || weight.shape[1] !== channels || weight.shape[2] !== patch ||
+    weight.rank !== 4 || !sameDim(weight.shape[1], inChannels) || weight.shape[2] !== patch ||
     weight.shape[3] !== patch
   ) {
-    g.fail("conv2dPatch", `weight ${weight} must be [D, ${channels}, ${patch}, ${patch}]`);
+    g.fail(
+      "conv2dPatch",
+      `weight ${weight} must be [D, ${formatDim(inChannels)}, ${patch}, ${patch}]`,
+    );
   }
   if (bias.rank !== 1 || bias.shape[0] !== dim) {
     g.fail("conv2dPatch", `bias ${bias} must be [${dim}]`);
   }
-  if (height % patch || width % patch) {
+  if (x.dims.slice(2).some((d) => typeof d === "number" && d % patch !== 0)) {
     g.fail("conv2dPatch", `input ${x} is not a multiple of the patch size ${patch}`);
   }
+  if (x.isSymbolic) return conv2dPatchAnySize(x, weight, bias, patch);
+  const [batch, channels, height, width] = x.shape;
   const [h, w] = [height / patch, width / patch];
   const rows = batch * h * w;
   const rowWidth = channels * patch * patch;
@@ -163,6 +177,25 @@ export function conv2dPatch(x: Tensor, weight: Tensor, bias: Tensor, patch: numb
   return y;
 }
 
+/** {@link conv2dPatch} on an input with symbolic sizes: checked by a reshape, then `Conv`. */
+function conv2dPatchAnySize(x: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor {
+  const g = x.graph;
+  if (x.dtype !== "float32") {
+    g.fail("conv2dPatch", `an input with symbolic sizes must be float32, got ${x}`);
+  }
+  const [batch, channels, height, width] = x.dims;
+  const [h, w] = [quotientDim(height, patch), quotientDim(width, patch)];
+  const checked = g.scope(`height_and_width_must_be_multiples_of_${patch}`, () => {
+    const patches = [batch, channels, h, patch, w, patch];
+    const split = g.emit1("Reshape", [x, g.shapeTensor(patches)], x.dtype, patches);
+    return g.emit1("Reshape", [split, g.shapeTensor(x.dims)], x.dtype, x.dims);
+  });
+  return g.emit1("Conv", [checked, weight, bias], x.dtype, [batch, weight.shape[0], h, w], {
+    kernel_shape: { ints: [patch, patch] },
+    strides: { ints: [patch, patch] },
+  });
+}
+
 /**
  * Bicubic resize of the last two axes by scale factors, exactly as PyTorch's
  * `F.interpolate(mode="bicubic", scale_factor=s, align_corners=False)`: output size ⌊n·s⌋, source
@@ -179,6 +212,41 @@ export function resizeBicubic(x: Tensor, scaleH: number, scaleW: number): Tensor
   const ah = g.constant(rows.data, x.dtype, [rows.outSize, inH]);
   const aw = g.constant(cols.data, x.dtype, [cols.outSize, inW]);
   return matmul(matmul(ah, x), aw, { transB: true });
+}
+
+/**
+ * {@link resizeBicubic} with scale factors computed at run time, for graphs with symbolic sizes:
+ * x [N, C, H, W], `scales` float32 [2] = (scaleH, scaleW) → [N, C, outH, outW], where the caller
+ * states outH = ⌊H·scaleH⌋ and outW = ⌊W·scaleW⌋. Emitted as ONNX `Resize` (cubic, A = −0.75,
+ * half-pixel source coordinates from the given scales, taps clamped to the border), which
+ * resamples as PyTorch's `F.interpolate(mode="bicubic", scale_factor=s)` does, and returns x
+ * unchanged at scale 1. Not differentiable: autodiff through it fails with a message.
+ */
+export function resizeBicubicByScales(x: Tensor, scales: Tensor, outH: Dim, outW: Dim): Tensor {
+  const g = x.graph;
+  requireFloat("resizeBicubicByScales", x);
+  if (x.rank !== 4) g.fail("resizeBicubicByScales", `input must be [N, C, H, W], got ${x}`);
+  if (scales.dtype !== "float32" || scales.rank !== 1 || scales.dims[0] !== 2) {
+    g.fail("resizeBicubicByScales", `scales must be float32 [2], got ${scales}`);
+  }
+  const allScales = g.emit1(
+    "Concat",
+    [g.constant([1, 1], "float32", [2]), scales],
+    "float32",
+    [4],
+    { axis: { i: 0 } },
+  );
+  const y = g.emit1("Resize", [x, null, allScales], x.dtype, [...x.dims.slice(0, 2), outH, outW], {
+    mode: { s: "cubic" },
+    cubic_coeff_a: { f: -0.75 },
+    coordinate_transformation_mode: { s: "half_pixel" },
+  });
+  g.record("resizeBicubicByScales", [x], [y], () =>
+    g.fail(
+      "resizeBicubicByScales",
+      "has no gradient; resizeBicubic resizes by fixed scales differentiably",
+    ));
+  return y;
 }
 
 /** Row-major [⌊n·scale⌋, n] matrix of PyTorch's bicubic (A = −0.75) weights. */

@@ -9,9 +9,17 @@
  * @module
  */
 
-import type { Attribute, ConstantSpec, Graph, NodeSpec, TensorData, ValueSpec } from "./graph.ts";
+import type {
+  Attribute,
+  ConstantSpec,
+  Graph,
+  GraphValueSpec,
+  NodeSpec,
+  TensorData,
+} from "./graph.ts";
 import { concatenateChunks, ProtoWriter } from "./protobuf.ts";
-import { formatShape, onnxElemType, shapeSize } from "./tensor.ts";
+import { type Dims, isSymbolic } from "./dim.ts";
+import { type DType, formatShape, onnxElemType, shapeSize } from "./tensor.ts";
 
 /** Options of {@link encodeOnnxModel} and {@link writeOnnxModel}. */
 export interface OnnxWriteOptions {
@@ -30,11 +38,12 @@ export interface OnnxWriteOptions {
    */
   externalData?: { location: string; thresholdBytes?: number };
   /**
-   * Symbolic dimensions (`dim_param`) of graph inputs and outputs, by value name and axis, like
-   * PyTorch's `dynamic_axes`: `{ images: { 0: "batch" } }` writes axis 0 of `images` as `batch`
-   * instead of its recorded size. The graph's nodes must then work at any size of those axes.
+   * Names (`dim_param`) of symbolic axes of graph inputs and outputs, by value name and axis:
+   * `{ patch_tokens: { 1: "patches" } }`. A symbolic axis without a name here is written under
+   * its size's text (`batch`, `height/16*width/16`). Axes of a fixed size cannot be named: the
+   * graph was recorded for that size only.
    */
-  dynamicAxes?: Readonly<Record<string, Readonly<Record<number, string>>>>;
+  axisNames?: Readonly<Record<string, Readonly<Record<number, string>>>>;
   /** `producer_name` of the model; default `ibot-deno`. */
   producerName?: string;
   /** `doc_string` of the model. */
@@ -166,14 +175,16 @@ function encodeModelWith(graph: Graph, options: OnnxWriteOptions): ModelChunks {
   }
   const bakedNames = new Set(initializers.map((t) => t.name));
   const unbakedParams = graph.params.filter((p) => !bakedNames.has(p.name));
-  const inputs = [...unbakedParams, ...graph.inputs];
-  const dynamicAxes = options.dynamicAxes ?? {};
-  checkDynamicAxes(dynamicAxes, [...inputs, ...graph.outputs]);
-  for (const value of inputs) {
-    graphProto.message(GRAPH.input, encodeValueInfo(value, dynamicAxes[value.name]));
+  const axisNames = options.axisNames ?? {};
+  checkAxisNames(axisNames, [...graph.inputs, ...graph.outputs]);
+  for (const param of unbakedParams) {
+    graphProto.message(GRAPH.input, encodeValueInfo({ ...param, dims: param.shape }));
+  }
+  for (const value of graph.inputs) {
+    graphProto.message(GRAPH.input, encodeValueInfo(value, axisNames[value.name]));
   }
   for (const value of graph.outputs) {
-    graphProto.message(GRAPH.output, encodeValueInfo(value, dynamicAxes[value.name]));
+    graphProto.message(GRAPH.output, encodeValueInfo(value, axisNames[value.name]));
   }
 
   const model = new ProtoWriter();
@@ -347,21 +358,26 @@ function encodeExternalTensor(
   return proto;
 }
 
-/** Throws unless every dynamic axis names an axis of a graph input or output. */
-function checkDynamicAxes(
-  dynamicAxes: NonNullable<OnnxWriteOptions["dynamicAxes"]>,
-  values: readonly ValueSpec[],
+/** Throws unless every named axis is a symbolic axis of a graph input or output. */
+function checkAxisNames(
+  axisNames: NonNullable<OnnxWriteOptions["axisNames"]>,
+  values: readonly GraphValueSpec[],
 ): void {
-  for (const [name, axes] of Object.entries(dynamicAxes)) {
+  for (const [name, axes] of Object.entries(axisNames)) {
     const value = values.find((v) => v.name === name);
-    if (!value) throw new Error(`dynamicAxes: ${name} is not a graph input or output`);
+    if (!value) throw new Error(`axisNames: ${name} is not a graph input or output`);
     for (const [axis, dimName] of Object.entries(axes)) {
-      const a = Number(axis);
-      if (!(Number.isInteger(a) && a >= 0 && a < value.shape.length) || dimName === "") {
+      const size = value.dims[Number(axis)];
+      if (!/^\d+$/.test(axis) || size === undefined || dimName === "") {
         throw new Error(
-          `dynamicAxes: ${name} ${
-            formatShape(value.shape)
-          } has no axis ${axis} to call '${dimName}'`,
+          `axisNames: ${name} ${formatShape(value.dims)} has no axis ${axis} to call '${dimName}'`,
+        );
+      }
+      if (!isSymbolic(size)) {
+        throw new Error(
+          `axisNames: axis ${axis} of ${name} ${
+            formatShape(value.dims)
+          } has the fixed size ${size}; record it with a symbolic size to name it '${dimName}'`,
         );
       }
     }
@@ -369,16 +385,19 @@ function checkDynamicAxes(
 }
 
 /**
- * A `ValueInfoProto` with a tensor type: each axis its recorded size, or its name in
- * `dynamicAxes`.
+ * A `ValueInfoProto` with a tensor type: each axis its size, a symbolic one under its name in
+ * `names` or else its text.
  */
 function encodeValueInfo(
-  value: ValueSpec,
-  dynamicAxes: Readonly<Record<number, string>> = {},
+  value: { readonly name: string; readonly dtype: DType; readonly dims: Dims },
+  names: Readonly<Record<number, string>> = {},
 ): ProtoWriter {
   const shape = new ProtoWriter();
-  value.shape.forEach((size, axis) =>
-    shape.message(TENSOR_SHAPE.dim, encodeDimension(dynamicAxes[axis] ?? size))
+  value.dims.forEach((size, axis) =>
+    shape.message(
+      TENSOR_SHAPE.dim,
+      encodeDimension(isSymbolic(size) ? names[axis] ?? String(size) : size),
+    )
   );
   const tensorType = new ProtoWriter();
   tensorType.varint(TENSOR_TYPE.elemType, onnxElemType(value.dtype));

@@ -8,6 +8,7 @@
 import { reductionAxesFor } from "./broadcast.ts";
 import { requireFloat } from "./graph.ts";
 import { cast, div, equal, mul, where } from "./math.ts";
+import type { Dim } from "./dim.ts";
 import { expand, normalizeAxis, reshape } from "./shape.ts";
 import type { Shape, Tensor } from "./tensor.ts";
 
@@ -21,12 +22,12 @@ const ONNX_REDUCE: Record<ReduceKind, string> = {
 };
 
 function reduceAxes(op: string, x: Tensor, axes?: readonly number[]): number[] {
-  const list = axes ?? x.shape.map((_, i) => i);
+  const list = axes ?? x.dims.map((_, i) => i);
   return [...new Set(list.map((a) => normalizeAxis(op, x, a)))].sort((a, b) => a - b);
 }
 
-function keptShape(x: Tensor, axes: readonly number[]): number[] {
-  return x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
+function keptShape(x: Tensor, axes: readonly number[]): Dim[] {
+  return x.dims.map((d, i) => (axes.includes(i) ? 1 : d));
 }
 
 function emitReduce(
@@ -36,9 +37,11 @@ function emitReduce(
   keepdims: boolean,
 ): Tensor {
   const g = x.graph;
-  const shape = keepdims ? keptShape(x, axes) : x.shape.filter((_, i) => !axes.includes(i));
+  const shape = keepdims ? keptShape(x, axes) : x.dims.filter((_, i) => !axes.includes(i));
   const leading = axes.length === x.rank - 1 && axes.every((a, i) => a === i);
-  if (kind === "sum" && leading && x.rank >= 2) return sumLeadingAxes(x, shape);
+  if (kind === "sum" && leading && x.rank >= 2 && !x.isSymbolic) {
+    return sumLeadingAxes(x, shape as Shape);
+  }
   return g.emit1(ONNX_REDUCE[kind], [x, g.int64s(axes)], x.dtype, shape, {
     keepdims: { i: keepdims ? 1 : 0 },
   });
@@ -76,9 +79,11 @@ export function sum(x: Tensor, axes?: readonly number[], keepdims = false): Tens
 export function mean(x: Tensor, axes?: readonly number[], keepdims = false): Tensor {
   requireFloat("mean", x);
   const ax = reduceAxes("mean", x, axes);
-  const count = ax.reduce((n, a) => n * x.shape[a], 1);
   const y = emitReduce("mean", x, ax, keepdims);
-  x.graph.record("mean", [x], [y], ([gy]) => [spread(mul(gy!, 1 / count), x, ax)]);
+  x.graph.record("mean", [x], [y], ([gy]) => {
+    const count = ax.reduce((n, a) => n * x.shape[a], 1);
+    return [spread(mul(gy!, 1 / count), x, ax)];
+  });
   return y;
 }
 
@@ -139,7 +144,7 @@ export function topK(x: Tensor, k: number, axis = -1): [values: Tensor, indices:
 /** Index (int64) of the largest entry along `axis` (first one on ties). No gradient. */
 export function argMax(x: Tensor, axis = -1, keepdims = false): Tensor {
   const a = normalizeAxis("argMax", x, axis);
-  const shape = keepdims ? keptShape(x, [a]) : x.shape.filter((_, i) => i !== a);
+  const shape = keepdims ? keptShape(x, [a]) : x.dims.filter((_, i) => i !== a);
   return x.graph.emit1("ArgMax", [x], "int64", shape, {
     axis: { i: a },
     keepdims: { i: keepdims ? 1 : 0 },

@@ -2,11 +2,28 @@
  * Shape ops: reshape, transpose, slice, concat, split, gather, expand, pad, squeeze, unsqueeze,
  * roll, and zeros. Each differentiable op's VJP rule is written beside its forward.
  *
+ * Reshape, transpose, slice, concat, split, gather, expand, squeeze and unsqueeze also take
+ * tensors with symbolic axes; a reshape or expand target may hold symbolic sizes, which are then
+ * computed in the graph at run time. Pad, roll and zeros need static shapes.
+ *
  * @module
  */
 
-import { formatShape, sameShape, type Shape, shapeSize, type Tensor } from "./tensor.ts";
+import {
+  addDims,
+  type Dim,
+  type Dims,
+  divideDims,
+  formatDim,
+  isSymbolic,
+  productOfDims,
+  sameDim,
+} from "./dim.ts";
+import { formatShape, sameShape, type Shape, type Tensor } from "./tensor.ts";
 import { sumToShape } from "./reduce.ts";
+
+/** The end index ONNX `Slice` clamps to the axis size: "to the end" of a symbolic axis. */
+const SLICE_TO_END = Number.MAX_SAFE_INTEGER;
 
 /** Normalizes a possibly negative axis for a tensor of rank `rank`, or throws naming the op. */
 export function normalizeAxis(op: string, x: Tensor, axis: number, rank = x.rank): number {
@@ -19,25 +36,30 @@ export function normalizeAxis(op: string, x: Tensor, axis: number, rank = x.rank
 
 /**
  * Reshapes `x` to `shape` (one entry may be -1: inferred). Element order is row-major.
- * VJP: reshape the gradient back.
+ * Symbolic sizes must multiply to the same element count as x's. VJP: reshape the gradient back.
  */
-export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+export function reshape(x: Tensor, shape: Dims): Tensor {
   const g = x.graph;
   const target = [...shape];
+  const size = productOfDims(x.dims);
   const unknown = target.indexOf(-1);
   if (unknown >= 0) {
-    const known = shapeSize(target.filter((_, i) => i !== unknown));
-    if (known === 0 || x.size % known !== 0) {
-      g.fail("reshape", `cannot reshape ${x} to ${formatShape(shape)}`);
+    const known = productOfDims(target.filter((_, i) => i !== unknown));
+    const inferred = known === 0 ? undefined : divideDims(size, known);
+    if (inferred === undefined) {
+      return g.fail("reshape", `cannot reshape ${x} to ${formatShape(shape)}`);
     }
-    target[unknown] = x.size / known;
+    target[unknown] = inferred;
   }
-  if (shapeSize(target) !== x.size || target.some((d) => d < 0)) {
-    g.fail("reshape", `cannot reshape ${x} (${x.size} elements) to ${formatShape(shape)}`);
+  if (!sameDim(productOfDims(target), size) || target.some((d) => !isSymbolic(d) && d < 0)) {
+    g.fail(
+      "reshape",
+      `cannot reshape ${x} (${formatDim(size)} elements) to ${formatShape(shape)}`,
+    );
   }
-  if (sameShape(target, x.shape)) return x;
-  const y = g.emit1("Reshape", [x, g.int64s(target)], x.dtype, target);
-  g.record("reshape", [x], [y], ([gy]) => [reshape(gy!, x.shape)]);
+  if (sameShape(target, x.dims)) return x;
+  const y = g.emit1("Reshape", [x, g.shapeTensor(target)], x.dtype, target);
+  g.record("reshape", [x], [y], ([gy]) => [reshape(gy!, x.dims)]);
   return y;
 }
 
@@ -45,9 +67,9 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 export function unsqueeze(x: Tensor, axes: readonly number[]): Tensor {
   const rank = x.rank + axes.length;
   const at = new Set(axes.map((a) => normalizeAxis("unsqueeze", x, a, rank)));
-  const shape: number[] = [];
+  const shape: Dim[] = [];
   let next = 0;
-  for (let i = 0; i < rank; i++) shape.push(at.has(i) ? 1 : x.shape[next++]);
+  for (let i = 0; i < rank; i++) shape.push(at.has(i) ? 1 : x.dims[next++]);
   return reshape(x, shape);
 }
 
@@ -56,14 +78,14 @@ export function squeeze(x: Tensor, axes?: readonly number[]): Tensor {
   const drop = new Set(
     axes
       ? axes.map((a) => normalizeAxis("squeeze", x, a))
-      : x.shape.flatMap((d, i) => d === 1 ? [i] : []),
+      : x.dims.flatMap((d, i) => d === 1 ? [i] : []),
   );
   for (const a of drop) {
-    if (x.shape[a] !== 1) {
-      x.graph.fail("squeeze", `axis ${a} of ${x} has size ${x.shape[a]}, not 1`);
+    if (x.dims[a] !== 1) {
+      x.graph.fail("squeeze", `axis ${a} of ${x} has size ${formatDim(x.dims[a])}, not 1`);
     }
   }
-  return reshape(x, x.shape.filter((_, i) => !drop.has(i)));
+  return reshape(x, x.dims.filter((_, i) => !drop.has(i)));
 }
 
 /** Permutes axes: output axis i is input axis `perm[i]`. VJP: the inverse permutation. */
@@ -73,7 +95,7 @@ export function transpose(x: Tensor, perm: readonly number[]): Tensor {
     g.fail("transpose", `perm [${perm}] is not a permutation of the axes of ${x}`);
   }
   if (perm.every((p, i) => p === i)) return x;
-  const y = g.emit1("Transpose", [x], x.dtype, perm.map((p) => x.shape[p]), {
+  const y = g.emit1("Transpose", [x], x.dtype, perm.map((p) => x.dims[p]), {
     perm: { ints: perm },
   });
   const inverse = new Array<number>(perm.length);
@@ -84,45 +106,74 @@ export function transpose(x: Tensor, perm: readonly number[]): Tensor {
 
 /**
  * Takes `[start, end)` along each of `axes` (step 1; negative indices count from the end).
- * VJP: zero-pad the gradient back to the input shape.
+ * On a symbolic axis, 0 ≤ start and end is either a number (the axis is taken to be at least
+ * that long) or the axis size itself (to the end). VJP: zero-pad the gradient back to the input
+ * shape.
  */
 export function slice(
   x: Tensor,
   starts: readonly number[],
-  ends: readonly number[],
+  ends: readonly Dim[],
   axes: readonly number[] = starts.map((_, i) => i),
 ): Tensor {
   const g = x.graph;
   if (starts.length !== axes.length || ends.length !== axes.length) {
     g.fail("slice", "starts, ends and axes must have the same length");
   }
-  const shape = [...x.shape];
-  const before = new Array<number>(x.rank).fill(0);
-  const after = new Array<number>(x.rank).fill(0);
+  const shape = [...x.dims];
   const normAxes = axes.map((a) => normalizeAxis("slice", x, a));
-  normAxes.forEach((a, i) => {
-    const dim = x.shape[a];
-    const s = Math.min(Math.max(starts[i] < 0 ? starts[i] + dim : starts[i], 0), dim);
-    const e = Math.min(Math.max(ends[i] < 0 ? ends[i] + dim : ends[i], 0), dim);
-    if (e <= s) g.fail("slice", `empty range [${starts[i]}, ${ends[i]}) on axis ${a} of ${x}`);
-    shape[a] = e - s;
-    before[a] = s;
-    after[a] = dim - e;
+  const ranges = normAxes.map((a, i) => {
+    const range = sliceRange(x, a, starts[i], ends[i]);
+    shape[a] = range.size;
+    return range;
   });
-  if (sameShape(shape, x.shape)) return x;
+  if (sameShape(shape, x.dims)) return x;
   const y = g.emit1(
     "Slice",
     [
       x,
-      g.int64s(normAxes.map((a) => before[a])),
-      g.int64s(normAxes.map((a) => x.shape[a] - after[a])),
+      g.int64s(ranges.map((r) => r.start)),
+      g.int64s(ranges.map((r) => r.end)),
       g.int64s(normAxes),
     ],
     x.dtype,
     shape,
   );
-  g.record("slice", [x], [y], ([gy]) => [pad(gy!, [...before, ...after])]);
+  g.record("slice", [x], [y], ([gy]) => {
+    const before = new Array<number>(x.rank).fill(0);
+    const after = new Array<number>(x.rank).fill(0);
+    normAxes.forEach((a, i) => {
+      before[a] = ranges[i].start;
+      after[a] = x.shape[a] - ranges[i].end;
+    });
+    return [pad(gy!, [...before, ...after])];
+  });
   return y;
+}
+
+/** The ONNX start and end of one sliced axis, and the size it leaves. */
+function sliceRange(
+  x: Tensor,
+  axis: number,
+  start: number,
+  end: Dim,
+): { start: number; end: number; size: Dim } {
+  const dim = x.dims[axis];
+  if (!isSymbolic(dim) && !isSymbolic(end)) {
+    const s = Math.min(Math.max(start < 0 ? start + dim : start, 0), dim);
+    const e = Math.min(Math.max(end < 0 ? end + dim : end, 0), dim);
+    if (e <= s) x.graph.fail("slice", `empty range [${start}, ${end}) on axis ${axis} of ${x}`);
+    return { start: s, end: e, size: e - s };
+  }
+  if (start >= 0 && sameDim(end, dim)) {
+    return { start, end: SLICE_TO_END, size: addDims(dim, -start) };
+  }
+  if (start >= 0 && !isSymbolic(end) && end > start) return { start, end, size: end - start };
+  return x.graph.fail(
+    "slice",
+    `[${start}, ${formatDim(end)}) on axis ${axis} of ${x} is not a range of a symbolic axis ` +
+      `(0 ≤ start < end, with end a number or the axis size)`,
+  );
 }
 
 /**
@@ -155,13 +206,13 @@ export function concat(xs: readonly Tensor[], axis: number): Tensor {
   for (const t of xs) {
     if (
       t.dtype !== first.dtype || t.rank !== first.rank ||
-      t.shape.some((d, i) => i !== a && d !== first.shape[i])
+      t.dims.some((d, i) => i !== a && !sameDim(d, first.dims[i]))
     ) {
       g.fail("concat", `cannot concatenate ${xs.join(", ")} along axis ${a}`);
     }
   }
-  const shape = [...first.shape];
-  shape[a] = xs.reduce((n, t) => n + t.shape[a], 0);
+  const shape = [...first.dims];
+  shape[a] = xs.reduce<Dim>((n, t) => addDims(n, t.dims[a]), 0);
   const y = g.emit1("Concat", xs, first.dtype, shape, { axis: { i: a } });
   g.record("concat", xs, [y], ([gy]) => split(gy!, xs.map((t) => t.shape[a]), a));
   return y;
@@ -171,14 +222,14 @@ export function concat(xs: readonly Tensor[], axis: number): Tensor {
 export function split(x: Tensor, sizes: readonly number[], axis: number): Tensor[] {
   const g = x.graph;
   const a = normalizeAxis("split", x, axis);
-  if (sizes.reduce((n, s) => n + s, 0) !== x.shape[a] || sizes.some((s) => s <= 0)) {
+  if (!sameDim(sizes.reduce((n, s) => n + s, 0), x.dims[a]) || sizes.some((s) => s <= 0)) {
     g.fail("split", `sizes [${sizes}] do not add up to axis ${a} of ${x}`);
   }
   if (sizes.length === 1) return [x];
   const outs = g.emit(
     "Split",
     [x, g.int64s(sizes)],
-    sizes.map((s) => ({ dtype: x.dtype, shape: x.shape.map((d, i) => (i === a ? s : d)) })),
+    sizes.map((s) => ({ dtype: x.dtype, shape: x.dims.map((d, i) => (i === a ? s : d)) })),
     { axis: { i: a } },
   );
   g.record("split", [x], outs, (grads) => [
@@ -195,7 +246,7 @@ export function gather(x: Tensor, indices: Tensor, axis: number): Tensor {
   const g = x.graph;
   const a = normalizeAxis("gather", x, axis);
   if (indices.dtype !== "int64") g.fail("gather", `indices must be int64, got ${indices}`);
-  const shape = [...x.shape.slice(0, a), ...indices.shape, ...x.shape.slice(a + 1)];
+  const shape = [...x.dims.slice(0, a), ...indices.dims, ...x.dims.slice(a + 1)];
   const y = g.emit1("Gather", [x, indices], x.dtype, shape, { axis: { i: a } });
   g.record("gather", [x], [y], ([gy]) => [gatherGrad(x, indices, a, gy!)]);
   return y;
@@ -225,15 +276,18 @@ function gatherGrad(x: Tensor, indices: Tensor, axis: number, gy: Tensor): Tenso
   return transpose(scattered, back);
 }
 
-/** Broadcasts `x` to `shape` (NumPy rules). VJP: sum the gradient back to x's shape. */
-export function expand(x: Tensor, shape: readonly number[]): Tensor {
+/**
+ * Broadcasts `x` to `shape` (NumPy rules; symbolic target sizes are computed at run time).
+ * VJP: sum the gradient back to x's shape.
+ */
+export function expand(x: Tensor, shape: Dims): Tensor {
   const g = x.graph;
   const offset = shape.length - x.rank;
-  if (offset < 0 || x.shape.some((d, i) => d !== 1 && d !== shape[offset + i])) {
+  if (offset < 0 || x.dims.some((d, i) => d !== 1 && !sameDim(d, shape[offset + i]))) {
     g.fail("expand", `cannot expand ${x} to ${formatShape(shape)}`);
   }
-  if (sameShape(shape, x.shape)) return x;
-  const y = g.emit1("Expand", [x, g.int64s(shape)], x.dtype, shape);
+  if (sameShape(shape, x.dims)) return x;
+  const y = g.emit1("Expand", [x, g.shapeTensor(shape)], x.dtype, shape);
   g.record("expand", [x], [y], ([gy]) => [sumToShape(gy!, x.shape)]);
   return y;
 }

@@ -1,10 +1,12 @@
 /**
  * Tensor handles: the values a {@link Graph} records. A handle carries a name, a dtype and a
- * static shape; it holds no data.
+ * shape whose axes are numbers or, where a graph must take any batch or image size, symbolic
+ * sizes ({@link SymDim}); it holds no data.
  *
  * @module
  */
 
+import { type Dims, formatDim, hasSymbolicDims, sameDim } from "./dim.ts";
 import type { Graph } from "./graph.ts";
 
 /** Element types a graph can carry. `float16` is reserved: declaring it is allowed, ops reject it. */
@@ -23,16 +25,26 @@ export class Tensor {
     readonly name: string,
     /** Element type. */
     readonly dtype: DType,
-    /** Static shape. */
-    readonly shape: Shape,
+    /** The size of each axis: a number, or a symbolic size known at run time. */
+    readonly dims: Dims,
   ) {}
+
+  /** The static shape; throws when an axis is symbolic (see {@link fixedShape}). */
+  get shape(): Shape {
+    return fixedShape(this.dims, () => this.toString());
+  }
+
+  /** True when some axis has a symbolic size. */
+  get isSymbolic(): boolean {
+    return hasSymbolicDims(this.dims);
+  }
 
   /** Number of axes. */
   get rank(): number {
-    return this.shape.length;
+    return this.dims.length;
   }
 
-  /** Number of elements. */
+  /** Number of elements (static shapes only). */
   get size(): number {
     return shapeSize(this.shape);
   }
@@ -44,8 +56,19 @@ export class Tensor {
 
   /** `name[d0,d1,...]:dtype`, for messages. */
   toString(): string {
-    return `${this.name}${formatShape(this.shape)}:${this.dtype}`;
+    return `${this.name}${formatShape(this.dims)}:${this.dtype}`;
   }
+}
+
+/**
+ * `dims` as a static shape, or an error naming the value (`describe()`) when an axis is symbolic:
+ * the code that asked needs fixed sizes (element counts, buffers, autodiff).
+ */
+export function fixedShape(dims: Dims, describe: () => string): Shape {
+  if (hasSymbolicDims(dims)) {
+    throw new Error(`${describe()} has symbolic dimensions; fixed sizes are needed here`);
+  }
+  return dims as Shape;
 }
 
 /** Number of elements of a shape (1 for a scalar). */
@@ -55,14 +78,14 @@ export function shapeSize(shape: Shape): number {
   return n;
 }
 
-/** `[2,3]` style rendering of a shape, for error messages. */
-export function formatShape(shape: Shape): string {
-  return `[${shape.join(",")}]`;
+/** `[2,3]` style rendering of a shape (symbolic axes by name), for error messages. */
+export function formatShape(shape: Dims): string {
+  return `[${shape.map(formatDim).join(",")}]`;
 }
 
-/** True when two shapes are equal axis by axis. */
-export function sameShape(a: Shape, b: Shape): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
+/** True when two shapes are equal axis by axis (symbolic axes when they are the same size). */
+export function sameShape(a: Dims, b: Dims): boolean {
+  return a.length === b.length && a.every((d, i) => sameDim(d, b[i]));
 }
 
 /** True for the floating-point dtypes (the ones autodiff differentiates). */

@@ -6,7 +6,8 @@
  * @module
  */
 
-import type { Graph } from "../graph/graph.ts";
+import { mulDims } from "../graph/dim.ts";
+import { type Graph, staticDim } from "../graph/graph.ts";
 import { matmul } from "../graph/linalg.ts";
 import { add, mul } from "../graph/math.ts";
 import { gelu, softmax } from "../graph/nn.ts";
@@ -47,34 +48,38 @@ export interface AttentionResult {
 
 /**
  * Multi-head self-attention named `<scope>.attn`: `qkv` Linear(D → 3D) laid out [q | k | v], each
- * head-major; softmax(q·kᵀ/√hd)·v; heads concatenated; `proj` Linear(D → D). x [B, N, D].
+ * head-major; softmax(q·kᵀ/√hd)·v; heads concatenated; `proj` Linear(D → D). x [B, N, D];
+ * B and N may be symbolic.
  */
 export function attention(g: Graph, x: Tensor, heads: number, qkvBias = true): AttentionResult {
-  const [batch, tokens, dim] = x.shape;
+  const [batch, tokens] = x.dims;
+  const dim = staticDim("attention", x, 2);
   if (dim % heads !== 0) g.fail("attention", `width ${dim} is not a multiple of ${heads} heads`);
   const headDim = dim / heads;
+  const rows = mulDims(batch, tokens);
   return g.scope("attn", () => {
-    const qkv = linear(g, "qkv", reshape(x, [batch * tokens, dim]), 3 * dim, { bias: qkvBias });
+    const qkv = linear(g, "qkv", reshape(x, [rows, dim]), 3 * dim, { bias: qkvBias });
     const perHead = transpose(reshape(qkv, [batch, tokens, 3, heads, headDim]), [2, 0, 3, 1, 4]);
     const [q, k, v] = split(perHead, [1, 1, 1], 0).map((t) =>
       reshape(t, [batch, heads, tokens, headDim])
     );
     const probabilities = softmax(matmul(q, k, { transB: true, alpha: headDim ** -0.5 }));
     const mixed = transpose(matmul(probabilities, v), [0, 2, 1, 3]);
-    const out = linear(g, "proj", reshape(mixed, [batch * tokens, dim]), dim);
+    const out = linear(g, "proj", reshape(mixed, [rows, dim]), dim);
     return { out: reshape(out, [batch, tokens, dim]), probabilities };
   });
 }
 
 /** The MLP named `<scope>.mlp`: fc1 (D → hidden), exact GELU, fc2 (hidden → D). */
 export function mlp(g: Graph, x: Tensor, hidden: number): Tensor {
-  const dim = x.shape[x.rank - 1];
+  const dim = staticDim("mlp", x, -1);
   return g.scope("mlp", () => linear(g, "fc2", gelu(linear(g, "fc1", x, hidden)), dim));
 }
 
 /**
  * One pre-norm block under the current scope (parameters `norm1.*`, `attn.qkv.*`, `attn.proj.*`,
- * `norm2.*`, `mlp.fc1.*`, `mlp.fc2.*`). x [B, N, D] → [B, N, D]; also returns the attention.
+ * `norm2.*`, `mlp.fc1.*`, `mlp.fc2.*`). x [B, N, D] → [B, N, D] (B and N may be symbolic);
+ * also returns the attention.
  */
 export function transformerBlock(
   g: Graph,
@@ -83,10 +88,10 @@ export function transformerBlock(
   dropPath: DropPathScales = {},
 ): { out: Tensor; attention: Tensor } {
   const eps = config.eps ?? 1e-6;
-  const [batch, tokens, dim] = x.shape;
+  const [batch, tokens, dim] = x.dims;
   const attn = attention(g, layerNorm(g, "norm1", x, eps), config.heads, config.qkvBias ?? true);
   const h = add(x, scaleSamples(attn.out, dropPath.attn));
-  const flat = reshape(h, [batch * tokens, dim]);
+  const flat = reshape(h, [mulDims(batch, tokens), dim]);
   const m = reshape(mlp(g, layerNorm(g, "norm2", flat, eps), config.mlpHidden), [
     batch,
     tokens,
@@ -96,5 +101,5 @@ export function transformerBlock(
 }
 
 function scaleSamples(x: Tensor, scale?: Tensor): Tensor {
-  return scale ? mul(x, reshape(scale, [x.shape[0], 1, 1])) : x;
+  return scale ? mul(x, reshape(scale, [x.dims[0], 1, 1])) : x;
 }

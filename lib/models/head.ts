@@ -10,7 +10,7 @@
  * @module
  */
 
-import type { Graph } from "../graph/graph.ts";
+import { type Graph, staticDim } from "../graph/graph.ts";
 import { div, maximum, mul } from "../graph/math.ts";
 import { gelu } from "../graph/nn.ts";
 import { l2Norm } from "../graph/reduce.ts";
@@ -62,7 +62,7 @@ export function headBottleneck(g: Graph, config: HeadConfig, x: Tensor): Tensor 
  * (U(±1/√bottleneck)), `weight_g` at 1.
  */
 export function weightNormLinear(g: Graph, name: string, x: Tensor, outDim: number): Tensor {
-  const bottleneck = x.shape[x.rank - 1];
+  const bottleneck = staticDim("weightNormLinear", x, -1);
   return g.scope(`head.${name}`, () => {
     const gain = g.param("weight_g", [outDim, 1], { kind: "ones" });
     const direction = g.param("weight_v", [outDim, bottleneck], {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Graph, InitRule } from "../graph/graph.ts";
+import { type Graph, type InitRule, staticDim } from "../graph/graph.ts";
 import { linear as linearOp } from "../graph/linalg.ts";
 import { layerNorm as layerNormOp } from "../graph/nn.ts";
 import type { Tensor } from "../graph/tensor.ts";
@@ -32,7 +32,7 @@ export function linear(
   out: number,
   options: LinearOptions = {},
 ): Tensor {
-  const inFeatures = x.shape[x.rank - 1];
+  const inFeatures = staticDim("linear", x, -1);
   return g.scope(name, () => {
     const weight = g.param("weight", [out, inFeatures], options.init ?? TRUNC_NORMAL_002);
     const bias = options.bias === false ? undefined : g.param("bias", [out], { kind: "zeros" });
@@ -42,7 +42,7 @@ export function linear(
 
 /** `nn.LayerNorm(d, eps)` named `<scope>.<name>` over the last axis: `weight` (ones), `bias` (zeros). */
 export function layerNorm(g: Graph, name: string, x: Tensor, eps: number): Tensor {
-  const d = x.shape[x.rank - 1];
+  const d = staticDim("layerNorm", x, -1);
   return g.scope(
     name,
     () =>

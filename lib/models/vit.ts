@@ -4,13 +4,17 @@
  * official scale-factor convention), a mask token that replaces masked patch embeddings, pre-norm
  * blocks and a final LayerNorm. Parameters carry the official state-dict names under `backbone.`.
  *
+ * The batch, height and width of the images may be symbolic (an inference graph for any input
+ * size, e.g. the exported ONNX backbone); training graphs have static shapes.
+ *
  * @module
  */
 
-import type { Graph } from "../graph/graph.ts";
-import { add, mul, sub } from "../graph/math.ts";
-import { conv2dPatch, resizeBicubic } from "../graph/nn.ts";
-import { concat, expand, reshape, slice, transpose } from "../graph/shape.ts";
+import { type Dim, formatDim, mulDims, sameDim } from "../graph/dim.ts";
+import { type Graph, staticDim } from "../graph/graph.ts";
+import { add, cast, div, equal, logicalAnd, mul, sub, where } from "../graph/math.ts";
+import { conv2dPatch, resizeBicubic, resizeBicubicByScales } from "../graph/nn.ts";
+import { concat, expand, reshape, slice, split, transpose } from "../graph/shape.ts";
 import type { Tensor } from "../graph/tensor.ts";
 import { type DropPathScales, transformerBlock } from "./block.ts";
 import { layerNorm, TRUNC_NORMAL_002 } from "./layers.ts";
@@ -51,7 +55,7 @@ export interface VitConfig extends VitSize {
 
 /** Inputs of one forward pass. */
 export interface VitInputs {
-  /** Images [B, 3, H, W]; H and W multiples of the patch size. */
+  /** Images [B, 3, H, W]; H and W multiples of the patch size. B, H and W may be symbolic. */
   readonly images: Tensor;
   /** Mask [B, (H/p)·(W/p)] of 0/1 floats, row-major; 1 replaces the patch by `masked_embed`. */
   readonly mask?: Tensor;
@@ -89,7 +93,8 @@ export function dropPathRates(rate: number, depth: number): number[] {
  */
 export function vit(g: Graph, config: VitConfig, inputs: VitInputs): VitOutputs {
   const { embedDim: dim, depth, heads, patchSize: p } = config;
-  const [batch, channels, height, width] = inputs.images.shape;
+  const batch = inputs.images.dims[0];
+  const channels = staticDim("vit", inputs.images, 1);
   const grid = config.imgSize / p;
   if (!Number.isInteger(grid)) {
     g.fail("vit", `image size ${config.imgSize} is not a multiple of patch ${p}`);
@@ -109,14 +114,15 @@ export function vit(g: Graph, config: VitConfig, inputs: VitInputs): VitOutputs 
         g.param("bias", [dim], { kind: "torchDefault", fanIn }),
         p,
       ));
-    const [h, w] = [height / p, width / p];
-    let tokens = transpose(reshape(patches, [batch, dim, h * w]), [0, 2, 1]);
+    const [h, w] = patches.dims.slice(2);
+    const count = mulDims(h, w);
+    let tokens = transpose(reshape(patches, [batch, dim, count]), [0, 2, 1]);
     if (inputs.mask) {
       if (!maskedEmbed) g.fail("vit", "a mask was given to a network without masked_embed");
-      if (inputs.mask.shape[0] !== batch || inputs.mask.shape[1] !== h * w) {
-        g.fail("vit", `mask ${inputs.mask} must be [${batch}, ${h * w}]`);
+      if (!sameDim(inputs.mask.dims[0], batch) || !sameDim(inputs.mask.dims[1], count)) {
+        g.fail("vit", `mask ${inputs.mask} must be [${formatDim(batch)}, ${formatDim(count)}]`);
       }
-      const m = reshape(inputs.mask, [batch, h * w, 1]);
+      const m = reshape(inputs.mask, [batch, count, 1]);
       tokens = add(mul(tokens, sub(1, m)), mul(m, reshape(maskedEmbed, [1, 1, dim])));
     }
     tokens = concat([expand(clsToken, [batch, 1, dim]), tokens], 1);
@@ -156,18 +162,36 @@ export function vit(g: Graph, config: VitConfig, inputs: VitInputs): VitOutputs 
  * The position embedding for an h×w patch grid: the stored table when it already has that size,
  * otherwise its patch part resized bicubically with scale ((h + 0.1)/grid, (w + 0.1)/grid), as
  * the official `interpolate_pos_encoding`. Returns [1, 1 + h·w, D].
+ *
+ * With a symbolic h or w the choice and the scales are made at run time, from the grid's size.
  */
-export function positionEmbedding(posEmbed: Tensor, grid: number, h: number, w: number): Tensor {
+export function positionEmbedding(posEmbed: Tensor, grid: number, h: Dim, w: Dim): Tensor {
   if (h === grid && w === grid) return posEmbed;
   const dim = posEmbed.shape[2];
   const clsPos = slice(posEmbed, [0], [1], [1]);
-  const table = transpose(
-    reshape(slice(posEmbed, [1], [1 + grid * grid], [1]), [grid, grid, dim]),
-    [2, 0, 1],
-  );
+  const patchPos = slice(posEmbed, [1], [1 + grid * grid], [1]);
+  if (typeof h !== "number" || typeof w !== "number") {
+    return concat([clsPos, resizePatchPositions(patchPos, grid, h, w)], 1);
+  }
+  const table = transpose(reshape(patchPos, [grid, grid, dim]), [2, 0, 1]);
   const resized = resizeBicubic(table, (h + 0.1) / grid, (w + 0.1) / grid);
   if (resized.shape[1] !== h || resized.shape[2] !== w) {
     posEmbed.graph.fail("positionEmbedding", `interpolation gave ${resized} for a ${h}×${w} grid`);
   }
   return concat([clsPos, reshape(transpose(resized, [1, 2, 0]), [1, h * w, dim])], 1);
+}
+
+/**
+ * The patch positions [1, grid², D] for an h×w grid known at run time: unchanged (scale 1) when
+ * h = w = grid, else resized with scales ((h + 0.1)/grid, (w + 0.1)/grid). Returns [1, h·w, D].
+ */
+function resizePatchPositions(patchPos: Tensor, grid: number, h: Dim, w: Dim): Tensor {
+  const g = patchPos.graph;
+  const dim = patchPos.shape[2];
+  const table = transpose(reshape(patchPos, [1, grid, grid, dim]), [0, 3, 1, 2]);
+  const size = concat([g.dimValue(h), g.dimValue(w)], 0);
+  const [sameH, sameW] = split(equal(size, g.int64s([grid, grid])), [1, 1], 0);
+  const scales = where(logicalAnd(sameH, sameW), 1, div(add(cast(size, "float32"), 0.1), grid));
+  const resized = resizeBicubicByScales(table, scales, h, w);
+  return transpose(reshape(resized, [1, dim, mulDims(h, w)]), [0, 2, 1]);
 }

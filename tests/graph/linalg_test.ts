@@ -32,3 +32,23 @@ Deno.test("matmul rejects mismatched inner dimensions with a readable message", 
     /matmul: inner dimensions differ: \[2,3\] × \[4,5\] \(3 ≠ 4\) \(in scope head\)/,
   );
 });
+
+Deno.test("a graph of standard operators only spells a scaled, transposed product out", () => {
+  for (const standardOpsOnly of [false, true]) {
+    const g = new Graph("attention", { standardOpsOnly });
+    const q = g.input("q", "float32", [2, 3, 4]);
+    const k = g.input("k", "float32", [2, 5, 4]);
+    const y = matmul(q, k, { transB: true, alpha: 0.5 });
+    assert.deepEqual(y.dims, [2, 3, 5]);
+    assert.deepEqual(
+      g.nodes.map((n) => n.opType),
+      standardOpsOnly ? ["Transpose", "MatMul", "Mul"] : ["FusedMatMul"],
+    );
+  }
+  const g = new Graph("standard", { standardOpsOnly: true });
+  const x = g.input("x", "float32", [2, 2]);
+  assert.throws(
+    () => g.emit1("FusedMatMul", [x, x], "float32", [2, 2]),
+    /FusedMatMul: com\.microsoft\.FusedMatMul is not a standard operator, and this graph emits only those/,
+  );
+});

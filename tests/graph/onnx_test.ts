@@ -10,8 +10,10 @@ import {
   type ValueInfoProto,
 } from "onnx-buf";
 import * as ort from "onnxruntime-node";
+import { mulDims, symbolicDim } from "../../lib/graph/dim.ts";
 import { Graph } from "../../lib/graph/graph.ts";
 import { encodeOnnxModel, writeOnnxModel } from "../../lib/graph/onnx.ts";
+import { reshape } from "../../lib/graph/shape.ts";
 import { ProtoWriter, REFERENCE_THRESHOLD_BYTES } from "../../lib/graph/protobuf.ts";
 
 function decode(bytes: Uint8Array): ModelProto {
@@ -465,25 +467,31 @@ Deno.test("onnx runtime: external data written beside the model is loaded from t
   }
 });
 
-Deno.test("onnx: dynamicAxes name axes symbolically and refuse unknown values and axes", () => {
+Deno.test("onnx: symbolic axes are written as dim_param, under their text or a given name", () => {
   const g = new Graph("dyn");
-  const x = g.input("x", "float32", [2, 3]);
-  g.output("y", g.emit1("Relu", [x], "float32", [2, 3]));
-  const model = decode(
-    encodeOnnxModel(g, { dynamicAxes: { x: { 0: "batch" }, y: { 0: "batch" } } }).model,
-  );
-  for (const value of [model.graph!.input[0], model.graph!.output[0]]) {
+  const batch = symbolicDim("batch");
+  const x = g.input("x", "float32", [batch, 3]);
+  g.output("y", g.emit1("Relu", [x], "float32", [batch, 3]));
+  g.output("z", reshape(x, [mulDims(batch, 3)]));
+  const model = decode(encodeOnnxModel(g, { axisNames: { y: { 0: "rows" } } }).model);
+  const dims = (value: ValueInfoProto) => {
     const type = value.type!.value.value!;
     assert("shape" in type);
-    const dims = type.shape!.dim.map((d) => [d.value.case, d.value.value]);
-    assert.deepEqual(dims, [["dimParam", "batch"], ["dimValue", 3n]], value.name);
-  }
+    return type.shape!.dim.map((d) => [d.value.case, d.value.value]);
+  };
+  assert.deepEqual(dims(model.graph!.input[0]), [["dimParam", "batch"], ["dimValue", 3n]]);
+  assert.deepEqual(dims(model.graph!.output[0]), [["dimParam", "rows"], ["dimValue", 3n]]);
+  assert.deepEqual(dims(model.graph!.output[1]), [["dimParam", "3*batch"]]);
   assert.throws(
-    () => encodeOnnxModel(g, { dynamicAxes: { z: { 0: "batch" } } }),
-    /dynamicAxes: z is not a graph input or output/,
+    () => encodeOnnxModel(g, { axisNames: { w: { 0: "batch" } } }),
+    /axisNames: w is not a graph input or output/,
   );
   assert.throws(
-    () => encodeOnnxModel(g, { dynamicAxes: { x: { 2: "width" } } }),
-    /dynamicAxes: x \[2,3\] has no axis 2 to call 'width'/,
+    () => encodeOnnxModel(g, { axisNames: { x: { 2: "width" } } }),
+    /axisNames: x \[batch,3\] has no axis 2 to call 'width'/,
+  );
+  assert.throws(
+    () => encodeOnnxModel(g, { axisNames: { x: { 1: "channels" } } }),
+    /axisNames: axis 1 of x \[batch,3\] has the fixed size 3; record it with a symbolic size to name it 'channels'/,
   );
 });

@@ -1,5 +1,9 @@
+import * as ort from "onnxruntime-node";
 import { assert, assertCloseToScale } from "../assert.ts";
+import { symbolicDim } from "../../lib/graph/dim.ts";
 import { Graph } from "../../lib/graph/graph.ts";
+import { mul } from "../../lib/graph/math.ts";
+import { encodeOnnxModel } from "../../lib/graph/onnx.ts";
 import { shapeSize } from "../../lib/graph/tensor.ts";
 import { positionEmbedding, vit, type VitConfig } from "../../lib/models/vit.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
@@ -162,6 +166,36 @@ Deno.test({
       assertCloseToScale(out[name] as Float32Array, reference(name), name);
     }
   },
+});
+
+Deno.test("with a symbolic grid the position embedding is chosen and resized at run time as with a fixed one", async () => {
+  const [side, dim] = [4, 3];
+  const rng = new Rng(13);
+  const table = Float32Array.from({ length: (1 + side * side) * dim }, () => rng.normal());
+  const [rows, columns] = [symbolicDim("rows"), symbolicDim("columns")];
+  const g = new Graph("pos_any_size");
+  const pos = g.input("pos_embed", "float32", [1, 1 + side * side, dim]);
+  const grid = g.input("grid", "float32", [rows, columns]);
+  g.output("pos", positionEmbedding(pos, side, rows, columns));
+  g.output("grid_check", mul(grid, 0));
+  const session = await ort.InferenceSession.create(encodeOnnxModel(g).model);
+  try {
+    // The stored grid, one side equal (resized, officially), larger, smaller.
+    for (const [h, w] of [[4, 4], [4, 6], [7, 5], [2, 3]]) {
+      const out = await session.run({
+        pos_embed: new ort.Tensor("float32", table, [1, 1 + side * side, dim]),
+        grid: new ort.Tensor("float32", new Float32Array(h * w), [h, w]),
+      });
+      const fixed = new Graph("pos_fixed");
+      const fixedPos = fixed.input("pos_embed", "float32", [1, 1 + side * side, dim]);
+      fixed.output("pos", positionEmbedding(fixedPos, side, h, w));
+      const expected = await (await CompiledGraph.create(fixed)).run({ pos_embed: table });
+      assert.deepEqual(out.pos.dims, [1, 1 + h * w, dim]);
+      assertCloseToScale(out.pos.data as Float32Array, expected.pos as Float32Array, `${h}×${w}`);
+    }
+  } finally {
+    await session.release();
+  }
 });
 
 Deno.test({
