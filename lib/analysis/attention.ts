@@ -2,7 +2,8 @@
  * Attention maps of a ViT (the official `visualize_attention.py`): the last block's attention of
  * the CLS query over the patch keys, per head; threshold masks that keep a share of each head's
  * attention mass; and the pictures the official script saves (the input, a heat map per head, a
- * colour overlay of the heads on a darkened grayscale background, and the side-by-side composite).
+ * colour overlay of the heads on a darkened grayscale background, and the side-by-side composite),
+ * enlarged by nearest neighbour to a readable panel size.
  *
  * A map or mask of one image is row-major [heads, h, w] over the h×w patch grid.
  *
@@ -14,7 +15,7 @@ import { normalize } from "../data/augment.ts";
 import type { RawImage } from "../data/source.ts";
 import type { BackboneRunner } from "./backbone_runner.ts";
 import { viridis } from "./colormap.ts";
-import { sideBySide } from "./picture.ts";
+import { enlargePicture, READABLE_PANEL_SIZE, readableScale, sideBySide } from "./picture.ts";
 
 /** The official default share of the attention mass the masks keep. */
 export const DEFAULT_THRESHOLD = 0.6;
@@ -283,16 +284,25 @@ export function colorOverlay(result: AttentionMapsResult): RawImage {
   return { data, width, height };
 }
 
-/** The official composite: [input | colour overlay | every head's heat map], side by side. */
+/** White pixels between the composite's panels, so that neighbouring heat maps stay apart. */
+export const COMPOSITE_GAP = 4;
+
+/**
+ * The official composite: [input | colour overlay | every head's heat map], side by side,
+ * {@link COMPOSITE_GAP} white pixels apart.
+ */
 export function attentionComposite(
   input: RawImage,
   overlay: RawImage,
   heatMaps: readonly RawImage[],
 ): RawImage {
-  return sideBySide([input, overlay, ...heatMaps]);
+  return sideBySide([input, overlay, ...heatMaps], COMPOSITE_GAP, [255, 255, 255]);
 }
 
-/** Every picture the official script saves for one image. */
+/**
+ * Every picture the official script saves for one image, each panel enlarged `scale` times (so the
+ * panels are `scale` × the picture the network saw).
+ */
 export interface AttentionPictures {
   /** `img.png`: the input (see {@link inputPicture}). */
   readonly input: RawImage;
@@ -302,14 +312,34 @@ export interface AttentionPictures {
   readonly overlay: RawImage;
   /** `attn.png`: the composite (see {@link attentionComposite}). */
   readonly composite: RawImage;
+  /** The nearest-neighbour enlargement factor of every panel (see {@link readableScale}). */
+  readonly scale: number;
 }
 
-/** Renders all the pictures of one result. */
-export function attentionPictures(result: AttentionMapsResult): AttentionPictures {
-  const input = inputPicture(result);
-  const heatMaps = Array.from({ length: result.heads }, (_, j) => heatMap(result, j));
-  const overlay = colorOverlay(result);
-  return { input, heatMaps, overlay, composite: attentionComposite(input, overlay, heatMaps) };
+/** Options of {@link attentionPictures}. */
+export interface AttentionPicturesOptions {
+  /**
+   * Each panel is enlarged by the smallest integer factor that makes its shorter side at least this
+   * many pixels (default {@link READABLE_PANEL_SIZE}; 0 keeps the network's size).
+   */
+  readonly panelSize?: number;
+}
+
+/** Renders all the pictures of one result, enlarged to a readable panel size. */
+export function attentionPictures(
+  result: AttentionMapsResult,
+  options: AttentionPicturesOptions = {},
+): AttentionPictures {
+  const { width, height } = result.picture;
+  const scale = readableScale(width, height, options.panelSize ?? READABLE_PANEL_SIZE);
+  const input = enlargePicture(inputPicture(result), scale);
+  const heatMaps = Array.from(
+    { length: result.heads },
+    (_, j) => enlargePicture(heatMap(result, j), scale),
+  );
+  const overlay = enlargePicture(colorOverlay(result), scale);
+  const composite = attentionComposite(input, overlay, heatMaps);
+  return { input, heatMaps, overlay, composite, scale };
 }
 
 /** [minimum, maximum] of the values. */

@@ -21,7 +21,8 @@
  *   tokens1, tokens2, attention1, grid: 4, dim: 96, heads: 3, topk: 5,
  * });
  * const to = pair.chosen.map((p) => pair.matches.index[p]);
- * const picture = drawCorrespondences(view1, view2, pair.chosen, to, 4, 8); // 8-pixel patches
+ * const picture = drawCorrespondences(view1, view2, pair.chosen, to, 4, 8); // 8-pixel patches,
+ * // each 32-pixel view enlarged 7 times to 224 pixels
  * ```
  *
  * @module
@@ -42,7 +43,7 @@ import type { RawImage } from "../data/source.ts";
 import type { BackboneRunner } from "./backbone_runner.ts";
 import type { Rng } from "../runtime/rng.ts";
 import { drawLine, RED } from "./draw.ts";
-import { sideBySide } from "./picture.ts";
+import { enlargePicture, READABLE_PANEL_SIZE, readableScale, sideBySide } from "./picture.ts";
 
 /**
  * A view's crop box in original-image-normalised coordinates (0 = top or left edge, 1 = bottom or
@@ -309,10 +310,21 @@ export function correspondPair(input: PairInput): PairResult {
   return { matches, chosen: topPatches(scores, input.topk), overlap, truth, count };
 }
 
+/** Options of {@link drawCorrespondences}. */
+export interface CorrespondencePictureOptions {
+  /**
+   * Each view is enlarged by the smallest integer factor that makes its shorter side at least this
+   * many pixels (default {@link READABLE_PANEL_SIZE}; 0 keeps the views' size).
+   */
+  readonly panelSize?: number;
+}
+
 /**
- * The official picture: view 1 and view 2 side by side (no gap; 2·S × S for S × S views) with a
- * red line from the centre of each view-1 patch in `from` to the centre of its match `to[i]` in
- * view 2. `grid` patches of `patchSize` pixels per side.
+ * The official picture: view 1 and view 2 side by side (no gap), each enlarged by nearest
+ * neighbour by the factor k of {@link readableScale} (2·k·S × k·S for S × S views), then a
+ * one-pixel red line from the centre of each view-1 patch in `from` to the centre of its match
+ * `to[i]` in view 2. `grid` patches of `patchSize` pixels per side; patch (r, c) of a view is
+ * centred at ((c + ½)·k·patchSize, (r + ½)·k·patchSize) of the enlarged view.
  */
 export function drawCorrespondences(
   view1: RawImage,
@@ -321,15 +333,21 @@ export function drawCorrespondences(
   to: readonly number[],
   grid: number,
   patchSize: number,
+  options: CorrespondencePictureOptions = {},
 ): RawImage {
-  const picture = sideBySide([view1, view2]);
-  const centre = (
-    p: number,
-  ) => [(p % grid + 0.5) * patchSize, (Math.floor(p / grid) + 0.5) * patchSize];
+  const scale = readableScale(
+    view1.width,
+    view1.height,
+    options.panelSize ?? READABLE_PANEL_SIZE,
+  );
+  const left = enlargePicture(view1, scale);
+  const picture = sideBySide([left, enlargePicture(view2, scale)]);
+  const cell = patchSize * scale;
+  const centre = (p: number) => [(p % grid + 0.5) * cell, (Math.floor(p / grid) + 0.5) * cell];
   for (let i = 0; i < from.length; i++) {
     const [x1, y1] = centre(from[i]);
     const [x2, y2] = centre(to[i]);
-    drawLine(picture, x1, y1, x2 + view1.width, y2, RED);
+    drawLine(picture, x1, y1, x2 + left.width, y2, RED);
   }
   return picture;
 }

@@ -1,7 +1,7 @@
 /**
  * What pre-training sees of an image: its multi-crop views and the masks of its global crops,
  * drawn from the same seeded generators the loader and the trainer use, as pictures (masked
- * patches shaded) ready for a grid.
+ * patches shaded, enlarged by nearest neighbour to a readable size) ready for a grid.
  *
  * @module
  */
@@ -11,7 +11,7 @@ import { IMAGENET_MEAN, IMAGENET_STD, multiCrop, type MultiCropConfig } from "..
 import { MaskGenerator, type MaskingConfig } from "../data/masking.ts";
 import type { ImageSource, RawImage } from "../data/source.ts";
 import { Rng } from "../runtime/rng.ts";
-import { resizePicture } from "./picture.ts";
+import { enlargePicture, READABLE_PANEL_SIZE, readableScale, resizePicture } from "./picture.ts";
 
 /**
  * A picture from a normalised CHW crop (3·height·width values, ImageNet mean and std): the
@@ -76,20 +76,38 @@ export interface CropsPreviewConfig {
   readonly maskGrid: number;
 }
 
+/** Options of {@link cropsPreview}. */
+export interface CropsPreviewOptions {
+  /** The epoch whose crops and masks are drawn (default 0). */
+  readonly epoch?: number;
+  /**
+   * Every picture is enlarged by the smallest integer factor that makes a global crop at least
+   * this many pixels wide (default {@link READABLE_PANEL_SIZE}; 0 keeps the crops' own size), so
+   * local crops keep their size relative to the global ones.
+   */
+  readonly panelSize?: number;
+}
+
 /**
  * One row per image index: the image resized to the global crop size, then its global crops with
  * their masked patches shaded red, then its local crops, exactly as pre-training with `seed`
- * draws them at `epoch` (the same {@link augmentationStream} and {@link maskStream} as the loader
- * and the trainer).
+ * draws them at `options.epoch` (the same {@link augmentationStream} and {@link maskStream} as the
+ * loader and the trainer); all enlarged by one nearest-neighbour factor ({@link readableScale}).
  */
 export async function cropsPreview(
   source: ImageSource,
   indices: readonly number[],
   config: CropsPreviewConfig,
   seed: number,
-  epoch = 0,
+  options: CropsPreviewOptions = {},
 ): Promise<RawImage[][]> {
   const { crops, maskGrid } = config;
+  const epoch = options.epoch ?? 0;
+  const scale = readableScale(
+    crops.globalCropSize,
+    crops.globalCropSize,
+    options.panelSize ?? READABLE_PANEL_SIZE,
+  );
   const generator = new MaskGenerator(config.masking);
   const root = new Rng(seed);
   const rows: RawImage[][] = [];
@@ -115,7 +133,7 @@ export async function cropsPreview(
       );
       row.push(shadeMask(picture, mask, maskGrid, maskGrid));
     });
-    rows.push(row);
+    rows.push(row.map((picture) => enlargePicture(picture, scale)));
   }
   return rows;
 }

@@ -19,7 +19,7 @@
 import { Buffer } from "node:buffer";
 import sharp from "sharp";
 import type { RawImage } from "../data/source.ts";
-import { blankPicture, encodePng, pastePicture, resizePicture } from "./picture.ts";
+import { blankPicture, encodePng, enlargePicture, pastePicture } from "./picture.ts";
 
 /** A Jupyter MIME bundle: MIME type → data (base64 for images). */
 export type DisplayBundle = Readonly<Record<string, string>>;
@@ -79,7 +79,10 @@ export function escapeHtml(text: string): string {
 
 /** Options of {@link pictureBundle} and {@link showPicture}. */
 export interface PictureOptions {
-  /** Integer upscaling factor, nearest neighbour (small crops are hard to see at 1:1; default 1). */
+  /**
+   * Integer upscaling factor, nearest neighbour (default 1: the analysis pictures come enlarged to
+   * a readable size already; other small pictures are hard to see at 1:1).
+   */
   readonly scale?: number;
 }
 
@@ -92,9 +95,7 @@ export async function pictureBundle(
   if (!Number.isInteger(scale) || scale < 1) {
     throw new Error(`the picture scale must be a positive integer, got ${scale}`);
   }
-  const shown = scale === 1
-    ? picture
-    : await resizePicture(picture, picture.width * scale, picture.height * scale, "nearest");
+  const shown = enlargePicture(picture, scale);
   return {
     "image/png": Buffer.from(await encodePng(shown)).toString("base64"),
     "text/plain": `picture ${shown.width}×${shown.height}`,

@@ -26,7 +26,14 @@ import type { ImageSource, RawImage } from "../data/source.ts";
 import { loadSafetensors, saveSafetensors } from "../checkpoint/safetensors.ts";
 import type { NamedTensor } from "../runtime/named_tensor.ts";
 import type { BackboneRunner } from "./backbone_runner.ts";
-import { blankPicture, pastePicture, resizePicture } from "./picture.ts";
+import {
+  blankPicture,
+  enlargePicture,
+  pastePicture,
+  READABLE_PANEL_SIZE,
+  readableScale,
+  resizePicture,
+} from "./picture.ts";
 
 /** What the head assigns: every patch token (`patch`) or every image's CLS token (`cls`). */
 export type PatternType = "patch" | "cls";
@@ -426,6 +433,12 @@ export interface PatternOptions {
   readonly topk?: number;
   /** Side of a patch neighbourhood in patches (patch type; default 5). */
   readonly window?: number;
+  /**
+   * {@link patternPicture}: the grid is enlarged by the smallest integer factor that makes each
+   * cell at least this many pixels wide (default {@link READABLE_PANEL_SIZE}; 0 keeps the cells'
+   * own size).
+   */
+  readonly panelSize?: number;
 }
 
 /** The cells of one prototype's picture and what was passed over. */
@@ -481,15 +494,19 @@ export async function patternCells(
 
 /**
  * One prototype's grid picture ({@link patternCells} pasted by {@link patternGrid}): a square of
- * ceil(√topk) cells a side, each `window·p` pixels (patch) or the image size (cls).
+ * ceil(√topk) cells a side, each `window·p` pixels (patch) or the image size (cls), then enlarged
+ * `scale` times by nearest neighbour so that each cell reaches the readable panel size
+ * ({@link readableScale}).
  */
 export async function patternPicture(
   bank: MemoryBank,
   prototype: number,
   load: (image: number) => Promise<RawImage>,
   options: PatternOptions,
-): Promise<PatternCells & { picture: RawImage }> {
+): Promise<PatternCells & { picture: RawImage; scale: number }> {
   const found = await patternCells(bank, prototype, load, options);
   const unit = bank.type === "patch" ? (options.window ?? 5) * options.patchSize : bank.imageSize;
-  return { ...found, picture: patternGrid(found.cells, options.topk ?? 36, unit) };
+  const grid = patternGrid(found.cells, options.topk ?? 36, unit);
+  const scale = readableScale(unit, unit, options.panelSize ?? READABLE_PANEL_SIZE);
+  return { ...found, picture: enlargePicture(grid, scale), scale };
 }

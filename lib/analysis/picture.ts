@@ -1,6 +1,7 @@
 /**
- * RGB pictures for the analyses: resizing with sharp, side-by-side composition, and PNG encoding
- * (atomic file writes). A picture is the toolkit's {@link RawImage}: HWC RGB bytes.
+ * RGB pictures for the analyses: resizing with sharp, nearest-neighbour enlargement of small
+ * pictures to a readable panel size, side-by-side composition, and PNG encoding (atomic file
+ * writes). A picture is the toolkit's {@link RawImage}: HWC RGB bytes.
  *
  * @module
  */
@@ -30,6 +31,60 @@ export async function resizePicture(
     raw: { width: picture.width, height: picture.height, channels: 3 },
   }).resize(width, height, { fit: "fill", kernel }).raw().toBuffer();
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width, height };
+}
+
+/**
+ * The shorter side, in pixels, that analysis pictures enlarge each panel to at least (about the
+ * size of an ImageNet input, where the patches of a small image are plain to see).
+ */
+export const READABLE_PANEL_SIZE = 224;
+
+/**
+ * The smallest integer factor that brings the shorter side of a `width`×`height` panel to at least
+ * `panelSize` pixels; 1 when the panel is that large already (so a `panelSize` of 0 or 1 keeps every
+ * picture at its own size).
+ */
+export function readableScale(
+  width: number,
+  height: number,
+  panelSize: number = READABLE_PANEL_SIZE,
+): number {
+  if (!(Number.isInteger(panelSize) && panelSize >= 0)) {
+    throw new Error(
+      `the panel size must be a non-negative whole number of pixels, got ${panelSize}`,
+    );
+  }
+  return Math.max(1, Math.ceil(panelSize / Math.min(width, height)));
+}
+
+/**
+ * The picture enlarged `factor` times by nearest neighbour: pixel (x, y) becomes the
+ * `factor`×`factor` block at (factor·x, factor·y), so patches stay crisp squares. Factor 1 returns
+ * the picture itself.
+ */
+export function enlargePicture(picture: RawImage, factor: number): RawImage {
+  if (!(Number.isInteger(factor) && factor >= 1)) {
+    throw new Error(`the enlargement factor must be a positive whole number, got ${factor}`);
+  }
+  if (factor === 1) return picture;
+  const width = picture.width * factor;
+  const height = picture.height * factor;
+  const data = new Uint8Array(3 * width * height);
+  const rowBytes = 3 * width;
+  const source = picture.data;
+  for (let y = 0; y < picture.height; y++) {
+    const top = y * factor * rowBytes;
+    let to = top;
+    for (let from = 3 * y * picture.width; from < 3 * (y + 1) * picture.width; from += 3) {
+      for (let k = 0; k < factor; k++) {
+        data[to++] = source[from];
+        data[to++] = source[from + 1];
+        data[to++] = source[from + 2];
+      }
+    }
+    for (let k = 1; k < factor; k++) data.copyWithin(top + k * rowBytes, top, top + rowBytes);
+  }
+  return { data, width, height };
 }
 
 /** Copies `source` into `target` with its top-left corner at (`left`, `top`), clipped. */

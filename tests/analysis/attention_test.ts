@@ -3,8 +3,10 @@ import sharp from "sharp";
 import { assert } from "../assert.ts";
 import {
   type AttentionMapsResult,
+  attentionPictures,
   clsAttention,
   colorOverlay,
+  COMPOSITE_GAP,
   heatMap,
   inputPicture,
   OVERLAY_COLORS,
@@ -19,6 +21,7 @@ import { vit, VIT_SIZES } from "../../lib/models/vit.ts";
 import { saveSafetensors } from "../../lib/checkpoint/safetensors.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
 import { runDenoTask } from "../task_runner.ts";
+import { cropPicture, readPng, shrinkBlocks } from "./blocks.ts";
 
 const PURPLE = [68, 1, 84];
 const YELLOW = [253, 231, 36];
@@ -171,6 +174,42 @@ Deno.test("heatMap and inputPicture: viridis blocks by min–max, the input scal
   ]);
 });
 
+Deno.test("attentionPictures: every panel enlarged by one whole factor to the panel size", () => {
+  const maps = [2, 6, 4, 2, 2, 3, 7, 7, 7, 7, 1, 7];
+  const input = new Float32Array(3 * 24).map((_, i) => (i * 37) % 11);
+  const result = syntheticResult(maps, [1, 1, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1], input);
+  const native = [
+    inputPicture(result),
+    colorOverlay(result),
+    heatMap(result, 0),
+    heatMap(result, 1),
+  ];
+  // The 6×4 picture's shorter side 4 needs 56 times to reach 224 pixels.
+  const shown = attentionPictures(result);
+  assert.equal(shown.scale, 56);
+  const panels = [shown.input, shown.overlay, ...shown.heatMaps];
+  panels.forEach((panel, k) => {
+    assert.deepEqual([panel.width, panel.height], [336, 224]);
+    assert.deepEqual(shrinkBlocks(panel, 56, `panel ${k}`), native[k]);
+  });
+  // The composite: the enlarged [input | overlay | head 0 | head 1], 4 white pixels apart.
+  assert.equal(COMPOSITE_GAP, 4);
+  const { composite } = shown;
+  assert.deepEqual([composite.width, composite.height], [4 * 336 + 3 * 4, 224]);
+  panels.forEach((panel, k) => {
+    assert.deepEqual(cropPicture(composite, k * 340, 0, 336, 224), panel, `composite panel ${k}`);
+    if (k > 0) {
+      const gap = cropPicture(composite, k * 340 - 4, 0, 4, 224);
+      assert(gap.data.every((v) => v === 255), `the gap before panel ${k} is white`);
+    }
+  });
+  assert.equal(attentionPictures(result, { panelSize: 10 }).scale, 3);
+  const own = attentionPictures(result, { panelSize: 0 });
+  assert.equal(own.scale, 1);
+  assert.deepEqual([own.composite.width, own.composite.height], [4 * 6 + 3 * 4, 4]);
+  native.forEach((part, k) => assert.deepEqual(cropPicture(own.composite, k * 10, 0, 6, 4), part));
+});
+
 Deno.test("preparePicture: torchvision's Resize sizes, then a top-left crop to whole patches", async () => {
   assert.deepEqual(resizedSize(40, 30, [16]), [21, 16]);
   assert.deepEqual(resizedSize(30, 40, [16]), [16, 21]);
@@ -235,13 +274,6 @@ async function writeBackbone(path: string): Promise<void> {
   await saveSafetensors(path, tensors);
 }
 
-async function readPng(path: string): Promise<RawImage> {
-  const { data, info } = await sharp(path).removeAlpha().raw().toBuffer({
-    resolveWithObject: true,
-  });
-  return { data: new Uint8Array(data), width: info.width, height: info.height };
-}
-
 /** A black picture with a white bright patch. */
 function brightPatchPicture(): RawImage {
   const data = new Uint8Array(WIDTH * HEIGHT * 3);
@@ -267,15 +299,21 @@ Deno.test("deno task attention writes the pictures of a known attention pattern"
       ...["--image_path", image, "--image_size", "16", "24", "--output_dir", out],
     ]);
     assert.equal(run.code, 0, run.stderr);
-    assert.match(run.stdout, /24×16 px, 4×6 patches, 3 heads/);
+    // The shorter side 16 needs 14 times to reach the default panel size of 224 pixels.
+    assert.match(run.stdout, /24×16 px, 4×6 patches, 3 heads, enlarged 14×/);
 
     const inBright = (x: number, y: number) =>
       Math.floor(x / 4) === BRIGHT.col && Math.floor(y / 4) === BRIGHT.row;
     const files = ["img", "attn-head0", "attn-head1", "attn-head2", "attn_color", "attn"];
-    const pictures = await Promise.all(files.map((f) => readPng(join(out, `${f}.png`))));
-    const [img, head0, head1, head2, color, composite] = pictures;
-    for (const p of pictures.slice(0, 5)) assert.deepEqual([p.width, p.height], [WIDTH, HEIGHT]);
-    assert.deepEqual([composite.width, composite.height], [5 * WIDTH, HEIGHT]);
+    const written = await Promise.all(files.map((f) => readPng(join(out, `${f}.png`))));
+    for (const p of written.slice(0, 5)) {
+      assert.deepEqual([p.width, p.height], [14 * WIDTH, 14 * HEIGHT]);
+    }
+    const composite = written[5];
+    assert.deepEqual([composite.width, composite.height], [5 * 14 * WIDTH + 4 * 4, 14 * HEIGHT]);
+    // Exact nearest-neighbour blocks of the pictures at the network's size.
+    const pictures = written.slice(0, 5).map((p, k) => shrinkBlocks(p, 14, files[k]));
+    const [img, head0, head1, head2, color] = pictures;
 
     // img.png: min–max over the normalised channels; white's blue is the maximum, black's red the
     // minimum.
@@ -307,15 +345,14 @@ Deno.test("deno task attention writes the pictures of a known attention pattern"
       }
     }
     assert.deepEqual([red, dark], [14, 9]);
-    // The composite is [img | overlay | head 0 | head 1 | head 2].
+    // The composite is the enlarged [img | overlay | head 0 | head 1 | head 2], 4 pixels apart.
     for (const [k, part] of [img, color, head0, head1, head2].entries()) {
-      for (const [x, y] of [[0, 0], [17, 5], [23, 15], [9, 9]]) {
-        assert.deepEqual(pixel(composite, k * WIDTH + x, y), pixel(part, x, y));
-      }
+      const panel = cropPicture(composite, k * (14 * WIDTH + 4), 0, 14 * WIDTH, 14 * HEIGHT);
+      assert.deepEqual(shrinkBlocks(panel, 14, `attn.png panel ${k}`), part);
     }
 
     // A folder: images found recursively in sorted order, one sub-folder each, --show_pics of
-    // them, resized to 8 on the shorter side (24×16 → 12×8).
+    // them, resized to 8 on the shorter side (24×16 → 12×8); --panel_size 20 enlarges them 3×.
     const folder = join(root, "folder");
     await Deno.mkdir(join(folder, "b"), { recursive: true });
     for (const name of ["a.png", "b/c.png", "d.png"]) {
@@ -325,11 +362,12 @@ Deno.test("deno task attention writes the pictures of a known attention pattern"
     const many = await runDenoTask("attention", [
       ...common,
       ...["--image_path", folder, "--image_size", "8", "--output_dir", out, "--show_pics", "2"],
+      ...["--panel_size", "20"],
     ]);
     assert.equal(many.code, 0, many.stderr);
     for (const dir of ["0_a", "1_c"]) {
       const composite = await readPng(join(out, dir, "attn.png"));
-      assert.deepEqual([composite.width, composite.height], [5 * 12, 8]);
+      assert.deepEqual([composite.width, composite.height], [3 * 5 * 12 + 4 * 4, 3 * 8]);
       assert.deepEqual(
         [...Deno.readDirSync(join(out, dir))].map((e) => e.name).sort(),
         [
@@ -352,6 +390,7 @@ Deno.test("deno task attention writes the pictures of a known attention pattern"
       [["--image_path", corrupt], /cannot decode .*corrupt\.png/],
       [["--image_path", image, "--image_size", "2"], /holds no whole patch of 4 pixels/],
       [["--image_path", image, "--threshold", "2"], /--threshold must be a number in \[0, 1\]/],
+      [["--image_path", image, "--panel_size", "0"], /--panel_size must be a positive integer/],
     ];
     for (const [args, message] of cases) {
       const bad = await runDenoTask("attention", [...common, ...args]);

@@ -141,7 +141,7 @@ Deno.test("drawLine sets exactly the Bresenham pixels, endpoints included, clipp
 
 Deno.test("drawCorrespondences joins patch centres across the side-by-side views", () => {
   const view = blankPicture(8, 8);
-  const picture = drawCorrespondences(view, view, [0], [3], 2, 4);
+  const picture = drawCorrespondences(view, view, [0], [3], 2, 4, { panelSize: 0 });
   assert.equal(picture.width, 16);
   assert.equal(picture.height, 8);
   // From the centre (2, 2) of patch 0 to the centre (6, 6) of view 2's patch 3, shifted by 8.
@@ -150,6 +150,44 @@ Deno.test("drawCorrespondences joins patch centres across the side-by-side views
   let red = 0;
   for (let p = 0; p < 16 * 8; p++) red += isRed(picture.data, p) ? 1 : 0;
   assert.equal(red, 13);
+});
+
+Deno.test("drawCorrespondences enlarges the views, then draws thin lines at the scaled centres", () => {
+  // Two 8×8 views of 2×2 patches of 4 pixels, in colours that are never pure red.
+  const view = (shift: number) => ({
+    data: Uint8Array.from({ length: 8 * 8 * 3 }, (_, i) => (17 * i + shift) % 200),
+    width: 8,
+    height: 8,
+  });
+  const [view1, view2] = [view(0), view(5)];
+  // Panel size 20 needs 3 times: 24×24 views, patch centres at (6, 6), (18, 6), (6, 18), (18, 18).
+  const picture = drawCorrespondences(view1, view2, [0, 3], [3, 1], 2, 4, { panelSize: 20 });
+  assert.deepEqual([picture.width, picture.height], [48, 24]);
+  // The lines are exactly one-pixel Bresenham lines between the scaled centres, view 2 shifted by
+  // its enlarged width 24: (6, 6) → (18 + 24, 18) and (18, 18) → (18 + 24, 6).
+  const lines = blankPicture(48, 24);
+  drawLine(lines, 6, 6, 42, 18);
+  drawLine(lines, 18, 18, 42, 6);
+  for (let y = 0; y < 24; y++) {
+    for (let x = 0; x < 48; x++) {
+      const p = y * 48 + x;
+      if (isRed(lines.data, p)) {
+        assert(isRed(picture.data, p), `line pixel (${x}, ${y})`);
+        continue;
+      }
+      // Every other pixel is its view's pixel under a 3×3 nearest-neighbour block.
+      const [source, sx] = x < 24 ? [view1, x] : [view2, x - 24];
+      const from = 3 * (Math.floor(y / 3) * 8 + Math.floor(sx / 3));
+      assert.deepEqual(
+        [...picture.data.subarray(3 * p, 3 * p + 3)],
+        [...source.data.subarray(from, from + 3)],
+        `pixel (${x}, ${y})`,
+      );
+    }
+  }
+  // The default panel size enlarges 8-pixel views 28 times.
+  const readable = drawCorrespondences(view1, view2, [0], [3], 2, 4);
+  assert.deepEqual([readable.width, readable.height], [2 * 28 * 8, 28 * 8]);
 });
 
 Deno.test("an image and its exact copy correspond by the identity with 100% accuracy", async () => {
@@ -270,13 +308,36 @@ Deno.test("deno task correspondence writes pictures of 2·S × S with red lines"
     names.forEach((name, i) =>
       assert.match(name, new RegExp(`^instance_corresp${i}_cls[129]\\.png$`))
     );
+    assert.match(r.stdout, /32-pixel views, 4×4 patches, pictures enlarged 7×/);
     const { data, info } = await sharp(join(instance, names[0])).raw().toBuffer({
       resolveWithObject: true,
     });
-    assert.deepEqual([info.width, info.height, info.channels], [64, 32, 3]);
+    // Two 32-pixel views enlarged 7 times to the default panel size of 224 pixels.
+    assert.deepEqual([info.width, info.height, info.channels], [448, 224, 3]);
     let red = 0;
-    for (let p = 0; p < 64 * 32; p++) red += isRed(data, p) ? 1 : 0;
-    assert(red >= 8, `only ${red} red pixels`); // gray images: red pixels are line pixels
+    for (let p = 0; p < 448 * 224; p++) red += isRed(data, p) ? 1 : 0;
+    // Gray images: red pixels are line pixels, one-pixel lines of at least 28 pixels each (the
+    // centres of distinct patches lie 56 pixels apart or more).
+    assert(red >= 28, `only ${red} red pixels`);
+    // Away from the lines, every 7×7 block is one view pixel.
+    let blocks = 0;
+    for (let by = 0; by < 32; by++) {
+      for (let bx = 0; bx < 64; bx++) {
+        const block = Array.from({ length: 49 }, (_, k) =>
+          (7 * by + Math.floor(k / 7)) * 448 +
+          7 * bx + (k % 7));
+        if (block.some((p) => isRed(data, p))) continue;
+        blocks++;
+        for (const p of block) {
+          assert.deepEqual(
+            [...data.subarray(3 * p, 3 * p + 3)],
+            [...data.subarray(3 * block[0], 3 * block[0] + 3)],
+            `block (${bx}, ${by})`,
+          );
+        }
+      }
+    }
+    assert(blocks > 1024, `only ${blocks} of 2048 blocks are clear of the lines`);
 
     const byClass = join(dir, "class");
     r = await runDenoTask("correspondence", [...common, "--output_path", byClass, "--topk", "3"]);

@@ -5,6 +5,7 @@ import { MultiCropLoader } from "../../lib/data/loader.ts";
 import { openSource, type RawImage, resolveDataPath } from "../../lib/data/source.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
 import { SMALL_CROPS, VENDORED } from "../data/fixtures.ts";
+import { shrinkBlocks } from "./blocks.ts";
 
 Deno.test("denormalize: inverts normalize exactly on bytes", () => {
   const rng = new Rng(1);
@@ -58,11 +59,8 @@ Deno.test("cropsPreview: the views the loader draws, global crops shaded where m
     predStartEpoch: 0,
   } as const;
   const source = await openSource(spec);
-  const rows = await cropsPreview(source, [...indices], {
-    crops: SMALL_CROPS,
-    masking,
-    maskGrid: 4,
-  }, seed);
+  const config = { crops: SMALL_CROPS, masking, maskGrid: 4 };
+  const rows = await cropsPreview(source, [...indices], config, seed, { panelSize: 0 });
   assert.equal(rows.length, 2);
   const S = SMALL_CROPS.globalCropSize;
   const s = SMALL_CROPS.localCropSize;
@@ -105,8 +103,14 @@ Deno.test("cropsPreview: the views the loader draws, global crops shaded where m
       assert.equal(maskedCells, 8, `image ${b}, global crop ${g}`);
     }
   }
-  await assert.rejects(
-    cropsPreview(source, [source.length], { crops: SMALL_CROPS, masking, maskGrid: 4 }, seed),
-    /outside/,
-  );
+  // By default every picture is enlarged 7 times, so that a 32-pixel global crop reaches 224
+  // pixels and a 16-pixel local crop 112: exact nearest-neighbour blocks of the same crops.
+  const readable = await cropsPreview(source, [...indices], config, seed);
+  for (const [b, row] of readable.entries()) {
+    assert.deepEqual(row.map((p) => p.width), [224, 224, 224, 112, 112, 112, 112]);
+    row.forEach((picture, v) => {
+      assert.deepEqual(shrinkBlocks(picture, 7, `image ${b}, view ${v}`), rows[b][v]);
+    });
+  }
+  await assert.rejects(cropsPreview(source, [source.length], config, seed), /outside/);
 });

@@ -1,5 +1,4 @@
 import { join } from "node:path";
-import sharp from "sharp";
 import { assert, assertClose } from "../assert.ts";
 import {
   assignPrototypes,
@@ -13,6 +12,7 @@ import {
   neighbourhood,
   patternCells,
   patternGrid,
+  patternPicture,
   patternResize,
   prototypeCounts,
   rankHits,
@@ -33,6 +33,7 @@ import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
 import { withTempDir, writeVendoredSubset } from "../data/fixtures.ts";
 import { runDenoTask } from "../task_runner.ts";
+import { readPng, shrinkBlocks } from "./blocks.ts";
 
 /** A picture whose every pixel is `rgb`. */
 function flat(width: number, height: number, rgb: number[]): RawImage {
@@ -208,6 +209,16 @@ Deno.test("patternCells: best patches first, near-black crops skipped, centre hi
   const images = await patternCells(cls, 1, load, { patchSize: 2, topk: 36 });
   assert.deepEqual(images.hits.map((h) => h.image), [3, 1, 0]);
   assert.deepEqual(images.cells, [pictures[3], pictures[1], pictures[0]]);
+
+  // The grid picture: 6-px cells need 38 times to reach 224 pixels (37 · 6 = 222 falls short);
+  // a 4 × 4 grid of 24 px becomes 912 px of exact 38 × 38 blocks.
+  const grid = await patternPicture(bank, 0, load, { patchSize: 2, topk: 10, window: 3 });
+  assert.equal(grid.scale, 38);
+  assert.deepEqual([grid.picture.width, grid.picture.height], [912, 912]);
+  assert.deepEqual(shrinkBlocks(grid.picture, 38), patternGrid(three.cells, 10, 6));
+  const own = await patternPicture(cls, 1, load, { patchSize: 2, topk: 4, panelSize: 0 });
+  assert.equal(own.scale, 1);
+  assert.deepEqual(own.picture, patternGrid(images.cells, 4, 4));
 });
 
 Deno.test("evalPicture: the official resize and centre crop, the pixels evalTransform normalises", async () => {
@@ -338,26 +349,33 @@ Deno.test("deno task patterns: a tiny model with a head, end to end; no head is 
     assert.deepEqual(bank.prototype, expected.prototype);
     assert.deepEqual(bank.counts, prototypeCounts(expected.prototype, 6));
 
-    // One 2 × 2 grid of 20-px cells per shown prototype; the first cell is the best crop.
+    // One 2 × 2 grid of 20-px cells per shown prototype, the first cell the best crop, enlarged
+    // 12 times so that each cell reaches the default panel size of 224 pixels.
     const top = topPrototypes(bank.counts, 2);
     for (const c of top) {
       const file = join(output, `cpatch_cid${c}_top4.png`);
-      const { data: png, info } = await sharp(file).raw().toBuffer({ resolveWithObject: true });
-      assert.deepEqual([info.width, info.height, info.channels], [40, 40, 3]);
+      const png = await readPng(file);
+      assert.deepEqual([png.width, png.height], [480, 480]);
       const { cells } = await patternCells(bank, c, (i) => Promise.resolve(pictures[i]), {
         patchSize: 4,
         topk: 4,
         window: 5,
       });
       const picture = patternGrid(cells, 4, 20);
-      assert.deepEqual(new Uint8Array(png), picture.data, `cpatch_cid${c}_top4.png`);
+      assert.deepEqual(shrinkBlocks(png, 12, file).data, picture.data, `cpatch_cid${c}_top4.png`);
       assert(cells.length > 0, `prototype ${c} shows no cell`);
       assert.match(first.stdout, new RegExp(`prototype ${c}: ${bank.counts[c]} \\(`));
+      assert.match(
+        first.stdout,
+        new RegExp(`cpatch_cid${c}_top4\\.png: .*enlarged 12× to 480×480 px`),
+      );
     }
 
-    const again = await runDenoTask("patterns", [...args, "--show_pics", "1"]);
+    const again = await runDenoTask("patterns", [...args, "--show_pics", "1", "--panel_size", "1"]);
     assert.equal(again.code, 0, again.stdout + again.stderr);
     assert.match(again.stdout, /reusing memory bank/);
+    const own = await readPng(join(output, `cpatch_cid${top[0]}_top4.png`));
+    assert.deepEqual([own.width, own.height], [40, 40], "--panel_size 1 keeps the cells' size");
     const changed = await runDenoTask("patterns", [
       ...args,
       "--show_pics",
