@@ -7,75 +7,66 @@
  */
 
 import { basename, extname, join } from "node:path";
-import { parseArgs } from "node:util";
 import { attentionMaps, attentionPictures, DEFAULT_THRESHOLD } from "../lib/analysis/attention.ts";
 import { BackboneRunner } from "../lib/analysis/backbone_runner.ts";
 import { savePng } from "../lib/analysis/picture.ts";
 import { decodeImage, IMAGE_EXTENSIONS } from "../lib/data/image_folder.ts";
 import { defaultImageSize } from "../lib/checkpoint/backbone_file.ts";
 import {
-  BACKBONE_FILE_HELP,
   BACKBONE_FILE_OPTIONS,
   describeBackbone,
   openBackboneFile,
-  positiveInteger,
 } from "../lib/eval/frozen_backbone.ts";
-import { listOptions, runTask } from "./run_task.ts";
-
-const HELP = `Usage: deno task attention --pretrained_weights FILE --image_path PATH [options]
-
-${BACKBONE_FILE_HELP}
-  --image_path PATH           an image, or a folder searched recursively for .png, .jpg, .jpeg
-                              and .webp files (taken in sorted order)
-  --image_size S [W]          resize to S on the shorter side, or to height S and width W; the
-                              image is then cropped to a multiple of the patch size (default: the
-                              backbone's training size, square)
-  --threshold T               share of the attention mass the masks keep (default 0.6)
-  --output_dir DIR            where the pictures go (default attention); a folder's images get
-                              one sub-folder each, named by index and file name
-  --show_pics N               at most N images of a folder (default 100)`;
+import { type OptionTable, type OptionValues, required } from "../lib/cli/options.ts";
+import { runTask } from "./run_task.ts";
 
 const OPTIONS = {
   ...BACKBONE_FILE_OPTIONS,
-  image_path: { type: "string" },
-  image_size: { type: "string", multiple: true },
-  threshold: { type: "string", default: String(DEFAULT_THRESHOLD) },
-  output_dir: { type: "string", default: "attention" },
-  show_pics: { type: "string", default: "100" },
-  help: { type: "boolean", short: "h" },
-} as const;
+  image_path: {
+    kind: "string",
+    metavar: "path",
+    help: "Required: an image, or a folder searched recursively for .png, .jpg, .jpeg and .webp " +
+      "files (taken in sorted order).",
+  },
+  image_size: {
+    kind: "ints",
+    metavar: "S [W]",
+    help: "Resize to S on the shorter side, or to height S and width W; the image is then " +
+      "cropped to a multiple of the patch size (default: the backbone's training size, square).",
+    min: 1,
+  },
+  threshold: {
+    kind: "float",
+    help: "Share of the attention mass the masks keep.",
+    default: DEFAULT_THRESHOLD,
+    min: 0,
+    max: 1,
+  },
+  output_dir: {
+    kind: "string",
+    metavar: "dir",
+    help: "Where the pictures go; a folder's images get one sub-folder each, named by index and " +
+      "file name.",
+    default: "attention",
+  },
+  show_pics: { kind: "int", help: "At most N images of a folder.", default: 100, min: 1 },
+  panel_size: {
+    kind: "int",
+    metavar: "px",
+    help: "Enlarge every picture by the smallest whole factor (nearest neighbour) that makes it " +
+      "at least PX pixels on its shorter side (1 keeps the size the network saw).",
+    default: 224,
+    min: 1,
+  },
+} as const satisfies OptionTable;
 
-function main(): Promise<number> | number {
-  const { values, tokens } = parseArgs({
-    args: Deno.args,
-    options: OPTIONS,
-    allowPositionals: true,
-    tokens: true,
-  });
-  if (values.help) {
-    console.log(HELP);
-    return 0;
+async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
+  const imagePath = required(values.image_path, "image_path");
+  const { threshold, show_pics: showPics, panel_size: panelSize, output_dir: outputDir } = values;
+  const imageSize = values.image_size ?? [];
+  if (imageSize.length > 2) {
+    throw new Error(`--image_size takes one or two numbers, got ${imageSize.length}`);
   }
-  const sizes = listOptions(tokens, ["image_size"]).image_size ?? [];
-  return run(values, sizes);
-}
-
-async function run(
-  values: Record<string, string | string[] | boolean | undefined>,
-  sizes: string[],
-): Promise<number> {
-  if (!values.image_path) throw new Error("--image_path is required (see --help)");
-  const threshold = Number(values.threshold);
-  if (!(threshold >= 0 && threshold <= 1)) {
-    throw new Error(`--threshold must be a number in [0, 1], got ${values.threshold}`);
-  }
-  const showPics = positiveInteger(values, "show_pics");
-  if (sizes.length > 2) {
-    throw new Error(`--image_size takes one or two numbers, got ${sizes.length}`);
-  }
-  const imageSize = sizes.map((text) => positiveInteger({ image_size: text }, "image_size"));
-  const imagePath = String(values.image_path);
-  const outputDir = String(values.output_dir);
   const { folder, images } = await listImages(imagePath);
   const shown = images.slice(0, showPics);
 
@@ -96,7 +87,7 @@ async function run(
     for (const [index, path] of shown.entries()) {
       const picture = await decodeImage(path);
       const result = await attentionMaps(runner, picture, { imageSize: size, threshold });
-      const pictures = attentionPictures(result);
+      const pictures = attentionPictures(result, { panelSize });
       const dir = !folder ? outputDir : join(
         outputDir,
         `${String(index).padStart(digits, "0")}_${basename(path, extname(path))}`,
@@ -109,11 +100,11 @@ async function run(
       await savePng(join(dir, "attn_color.png"), pictures.overlay);
       await savePng(join(dir, "attn.png"), pictures.composite);
       const { width, height } = result.picture;
+      const [rows, columns] = result.grid;
+      const files = `{img,attn-head0..${result.heads - 1},attn_color,attn}.png`;
       console.log(
-        `[${index + 1}/${shown.length}] ${path}: ${width}×${height} px, ${result.grid[0]}×${
-          result.grid[1]
-        } patches, ${result.heads} heads -> ${dir}/{img,attn-head0..${result.heads - 1},` +
-          `attn_color,attn}.png`,
+        `[${index + 1}/${shown.length}] ${path}: ${width}×${height} px, ${rows}×${columns} ` +
+          `patches, ${result.heads} heads, enlarged ${pictures.scale}× -> ${dir}/${files}`,
       );
     }
   } finally {
@@ -146,4 +137,8 @@ async function listImages(path: string): Promise<{ folder: boolean; images: stri
   return { folder: true, images: found.sort() };
 }
 
-await runTask(main);
+await runTask({
+  usage: "deno task attention --pretrained_weights FILE --image_path PATH [options]",
+  about: "Self-attention maps of the last block's CLS token (official visualize_attention.py).",
+  options: OPTIONS,
+}, main);

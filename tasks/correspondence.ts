@@ -10,7 +10,6 @@
 
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import {
   classBatches,
   correspondBatch,
@@ -18,90 +17,91 @@ import {
   instanceBatches,
 } from "../lib/analysis/correspondence.ts";
 import { BackboneRunner } from "../lib/analysis/backbone_runner.ts";
-import { savePng } from "../lib/analysis/picture.ts";
-import { openSource, resolveDataPath, type Split } from "../lib/data/source.ts";
+import { readableScale, savePng } from "../lib/analysis/picture.ts";
+import { openSource, resolveDataPath } from "../lib/data/source.ts";
 import {
-  BACKBONE_FILE_HELP,
   BACKBONE_FILE_OPTIONS,
-  choiceOption,
   dataPathOption,
+  DATASET_OPTIONS,
   describeBackbone,
   imageSizeOption,
   openBackboneFile,
-  positiveInteger,
 } from "../lib/eval/frozen_backbone.ts";
+import { Progress } from "../lib/runtime/progress.ts";
 import { Rng } from "../lib/runtime/rng.ts";
+import type { OptionTable, OptionValues } from "../lib/cli/options.ts";
 import { runTask } from "./run_task.ts";
 
-const HELP = `Usage: deno task correspondence --pretrained_weights FILE [options]
+const OPTIONS = {
+  ...BACKBONE_FILE_OPTIONS,
+  data_path: { ...DATASET_OPTIONS.data_path, help: "Dataset (default: the run's --data_path)." },
+  split: { kind: "string", help: "Which split.", choices: ["test", "train"], default: "test" },
+  sample_type: {
+    kind: "string",
+    help: "class: pairs of images of one class; instance: two augmented views of one image, " +
+      "with the match accuracy.",
+    choices: ["instance", "class"],
+    default: "class",
+  },
+  image_size: { ...DATASET_OPTIONS.image_size, help: "Side of each view in pixels." },
+  batch_size: {
+    kind: "int",
+    help: "Images per batch; in class mode, images of one class.",
+    default: 2,
+    min: 1,
+  },
+  topk: { kind: "int", help: "Matches drawn per picture.", default: 12, min: 1 },
+  eval_radius: {
+    kind: "int",
+    help: "Instance mode: a match within R grid cells of the truth counts as correct.",
+    default: 0,
+    min: 0,
+  },
+  show_nums: { kind: "int", help: "Pictures to write.", default: 100, min: 1 },
+  num_pairs: {
+    kind: "int",
+    help: "Pairs to evaluate; pictures show the first (default: --show_nums).",
+    min: 1,
+  },
+  output_path: {
+    kind: "string",
+    metavar: "dir",
+    help: "Where the pictures go.",
+    default: "correspondence",
+  },
+  seed: { kind: "int", help: "Random seed of the order and the augmentations.", default: 1 },
+  panel_size: {
+    kind: "int",
+    metavar: "px",
+    help: "Enlarge each view by the smallest whole factor (nearest neighbour) that makes it at " +
+      "least PX pixels wide, before drawing the lines (1 keeps the views' size).",
+    default: 224,
+    min: 1,
+  },
+} as const satisfies OptionTable;
 
-${BACKBONE_FILE_HELP}
-  --data_path PATH            dataset (default: the run's --data_path)
-  --split NAME                test (default) or train
-  --sample_type TYPE          class (default): pairs of images of one class; instance: two
-                              augmented views of one image, with the match accuracy
-  --image_size S              side of each view in pixels (default: the run's global crop size)
-  --batch_size B              images per batch; in class mode, images of one class (default 2)
-  --topk K                    matches drawn per picture (default 12)
-  --eval_radius R             instance mode: a match within R grid cells of the truth counts as
-                              correct (default 0)
-  --show_nums N               pictures to write (default 100)
-  --num_pairs N               pairs to evaluate; pictures show the first (default: --show_nums)
-  --output_path DIR           where the pictures go (default correspondence)
-  --seed N                    random seed of the order and the augmentations (default 1)
-
-Writes {output_path}/{sample_type}_corresp{n}_cls{label}.png: view 1 and view 2 side by side,
-lines from the view-1 patches the model's CLS token attends to most to their best matches.`;
-
-function main(): Promise<number> | number {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      ...BACKBONE_FILE_OPTIONS,
-      data_path: { type: "string" },
-      split: { type: "string", default: "test" },
-      sample_type: { type: "string", default: "class" },
-      image_size: { type: "string" },
-      batch_size: { type: "string", default: "2" },
-      topk: { type: "string", default: "12" },
-      eval_radius: { type: "string", default: "0" },
-      show_nums: { type: "string", default: "100" },
-      num_pairs: { type: "string" },
-      output_path: { type: "string", default: "correspondence" },
-      seed: { type: "string", default: "1" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
-  return run(values);
-}
-
-async function run(values: Record<string, string | boolean | undefined>): Promise<number> {
-  const sampleType = choiceOption(values, "sample_type", ["instance", "class"]);
-  const split = choiceOption(values, "split", ["test", "train"]);
-  const batchSize = positiveInteger(values, "batch_size");
-  const topk = positiveInteger(values, "topk");
-  const showNums = positiveInteger(values, "show_nums");
-  const numPairs = values.num_pairs === undefined ? showNums : positiveInteger(values, "num_pairs");
-  const radius = Number(values.eval_radius);
-  if (!(Number.isInteger(radius) && radius >= 0)) {
-    throw new Error(`--eval_radius must be a non-negative integer, got ${values.eval_radius}`);
-  }
-  const seed = Number(values.seed);
-  if (!Number.isSafeInteger(seed)) throw new Error(`--seed must be an integer, got ${values.seed}`);
+async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
+  const {
+    sample_type: sampleType,
+    split,
+    batch_size: batchSize,
+    topk,
+    show_nums: showNums,
+    panel_size: panelSize,
+    eval_radius: radius,
+    seed,
+  } = values;
+  const numPairs = values.num_pairs ?? showNums;
 
   const loaded = await openBackboneFile(values);
   const { patchSize } = loaded.config;
-  const size = imageSizeOption(values, loaded);
+  const size = imageSizeOption(values.image_size, loaded);
   const grid = size / patchSize;
   if (topk > grid * grid) {
     throw new Error(`--topk ${topk} exceeds the ${grid * grid} patches of a ${size}-pixel view`);
   }
-  const dataPath = dataPathOption(values, loaded);
-  const source = await openSource(await resolveDataPath(dataPath, split as Split));
+  const dataPath = dataPathOption(values.data_path, loaded);
+  const source = await openSource(await resolveDataPath(dataPath, split));
   const rng = new Rng(seed);
   const batches = sampleType === "instance"
     ? instanceBatches(source.length, batchSize, rng)
@@ -113,11 +113,12 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
   if (batches.length === 0) {
     throw new Error(`${dataPath} has no class with ${batchSize} images (--batch_size)`);
   }
-  const output = String(values.output_path);
+  const output = values.output_path;
   await mkdir(output, { recursive: true });
   console.log(
     `${sampleType} correspondences of ${describeBackbone(loaded)} on ${dataPath} (${split}), ` +
-      `${size}-pixel views, ${grid}×${grid} patches`,
+      `${size}-pixel views, ${grid}×${grid} patches, pictures enlarged ` +
+      `${readableScale(size, size, panelSize)}×`,
   );
 
   const runner = BackboneRunner.create(loaded);
@@ -125,6 +126,7 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
   const accuracies: number[] = [];
   let pairs = 0;
   let pictures = 0;
+  const progress = new Progress({ label: "correspondences", unit: "pairs", write: console.log });
   try {
     for (const batch of batches) {
       if (pairs >= numPairs) break;
@@ -139,6 +141,7 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
           pair.chosen.map((p) => pair.matches.index[p]),
           grid,
           patchSize,
+          { panelSize },
         );
         const label = source.label(batch[b]);
         await savePng(join(output, `${sampleType}_corresp${pictures}_cls${label}.png`), picture);
@@ -147,15 +150,13 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
       if (result.count && result.count.overlapping > 0) {
         accuracies.push(result.count.correct / result.count.overlapping);
       }
-      const before = pairs;
       pairs += batch.length;
-      if (Math.floor(10 * pairs / numPairs) > Math.floor(10 * before / numPairs)) {
-        console.log(`${Math.min(pairs, numPairs)}/${numPairs} pairs, ${pictures} pictures`);
-      }
+      progress.update(Math.min(pairs, numPairs), numPairs);
     }
   } finally {
     await runner.close();
   }
+  progress.finish();
   console.log(`wrote ${pictures} pictures to ${output}`);
   if (sampleType === "instance") {
     const mean = accuracies.reduce((a, b) => a + b, 0) / Math.max(1, accuracies.length);
@@ -167,4 +168,12 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
   return 0;
 }
 
-await runTask(main);
+await runTask({
+  usage: "deno task correspondence --pretrained_weights FILE [options]",
+  about: "Sparse patch correspondences (official visualize_correspondence.py) between two " +
+    "augmented views of one image (instance) or two images of one class (class).",
+  options: OPTIONS,
+  epilogue:
+    `Writes {output_path}/{sample_type}_corresp{n}_cls{label}.png: view 1 and view 2 side by side,
+lines from the view-1 patches the model's CLS token attends to most to their best matches.`,
+}, main);

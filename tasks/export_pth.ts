@@ -6,28 +6,12 @@
  *   deno task export_pth CKPT OUT.pth
  */
 
-import { parseArgs } from "node:util";
 import { toOfficialCheckpoint } from "../lib/checkpoint/official_checkpoint.ts";
 import { writePth } from "../lib/checkpoint/pth.ts";
 import { loadTrainingCheckpoint } from "../lib/checkpoint/training_checkpoint.ts";
 import { runTask } from "./run_task.ts";
 
-const HELP = `Usage: deno task export_pth CKPT OUT.pth
-
-  CKPT      training checkpoint (.safetensors) written by deno task pretrain
-  OUT.pth   the official full checkpoint layout, readable by torch.load (with the AdamW state)`;
-
-async function main(): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: Deno.args,
-    options: { help: { type: "boolean", short: "h" } },
-    allowPositionals: true,
-  });
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
-  if (positionals.length !== 2) throw new Error("expected CKPT and OUT.pth (see --help)");
+async function main(_values: unknown, positionals: readonly string[]): Promise<number> {
   const [input, output] = positionals;
   const checkpoint = await loadTrainingCheckpoint(input);
   if (checkpoint.iteration > 0) {
@@ -41,4 +25,12 @@ async function main(): Promise<number> {
   return 0;
 }
 
-await runTask(main);
+await runTask({
+  usage: "deno task export_pth CKPT OUT.pth",
+  positionals: {
+    CKPT: "Training checkpoint (.safetensors) written by deno task pretrain.",
+    "OUT.pth":
+      "The official full checkpoint layout, readable by torch.load (with the AdamW state).",
+  },
+  options: {},
+}, main);

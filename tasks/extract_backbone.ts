@@ -9,42 +9,36 @@
  * CKPT is our training checkpoint (.safetensors) or an official full checkpoint (.pth).
  */
 
-import { parseArgs } from "node:util";
 import { extractBackbone } from "../lib/checkpoint/official_checkpoint.ts";
 import { readStateDict } from "../lib/checkpoint/weights_file.ts";
 import { type PyDict, writePth } from "../lib/checkpoint/pth.ts";
 import { saveSafetensors } from "../lib/checkpoint/safetensors.ts";
 import type { NamedTensor } from "../lib/runtime/named_tensor.ts";
-import { choiceOption } from "../lib/eval/frozen_backbone.ts";
+import type { OptionTable, OptionValues } from "../lib/cli/options.ts";
 import { runTask } from "./run_task.ts";
 
-const HELP = `Usage: deno task extract_backbone CKPT OUT [options]
+const OPTIONS = {
+  checkpoint_key: {
+    kind: "string",
+    help: "Which network.",
+    choices: ["teacher", "student"],
+    default: "teacher",
+  },
+  with_head: { kind: "flag", help: "Keep the head.* keys too." },
+  format: {
+    kind: "string",
+    help: "pth: {'state_dict': ...}, as extract_backbone_weights.py writes; safetensors: flat.",
+    choices: ["pth", "safetensors"],
+    default: "pth",
+  },
+} as const satisfies OptionTable;
 
-  CKPT                    training checkpoint (.safetensors) or official full checkpoint (.pth)
-  OUT                     output file
-  --checkpoint_key KEY    teacher (default) or student
-  --with_head             keep the head.* keys too
-  --format F              pth (default: {'state_dict': ...}) or safetensors (flat)`;
-
-async function main(): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: Deno.args,
-    options: {
-      checkpoint_key: { type: "string", default: "teacher" },
-      with_head: { type: "boolean", default: false },
-      format: { type: "string", default: "pth" },
-      help: { type: "boolean", short: "h" },
-    },
-    allowPositionals: true,
-  });
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
-  if (positionals.length !== 2) throw new Error("expected CKPT and OUT (see --help)");
+async function main(
+  values: OptionValues<typeof OPTIONS>,
+  positionals: readonly string[],
+): Promise<number> {
   const [input, output] = positionals;
-  const key = choiceOption(values, "checkpoint_key", ["teacher", "student"]);
-  const format = choiceOption(values, "format", ["pth", "safetensors"]);
+  const { checkpoint_key: key, format } = values;
   const extracted = extractBackbone(await readStateDict(input, key), values.with_head);
   const stateDict = extracted.get("state_dict") as PyDict;
   if (format === "pth") {
@@ -59,4 +53,11 @@ async function main(): Promise<number> {
   return 0;
 }
 
-await runTask(main);
+await runTask({
+  usage: "deno task extract_backbone CKPT OUT [options]",
+  positionals: {
+    CKPT: "Training checkpoint (.safetensors) or official full checkpoint (.pth).",
+    OUT: "Output file.",
+  },
+  options: OPTIONS,
+}, main);

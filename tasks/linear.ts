@@ -11,101 +11,82 @@
  */
 
 import { dirname, join } from "node:path";
-import { parseArgs } from "node:util";
 import {
-  BACKBONE_FILE_HELP,
   describeBackbone,
   FROZEN_BACKBONE_OPTIONS,
   openFrozenBackbone,
-  positiveInteger,
 } from "../lib/eval/frozen_backbone.ts";
 import { DEFAULT_LRS, type LinearProbeOptions, OFFICIAL_LRS } from "../lib/eval/linear.ts";
 import { linearProbeAugmented, linearProbeCached } from "../lib/eval/linear_eval.ts";
 import { saveSafetensors } from "../lib/checkpoint/safetensors.ts";
-import { listOptions, runTask } from "./run_task.ts";
+import { type OptionTable, type OptionValues, required } from "../lib/cli/options.ts";
+import { runTask } from "./run_task.ts";
 
-const HELP = `Usage: deno task linear --pretrained_weights FILE [options]
+const OPTIONS = {
+  ...FROZEN_BACKBONE_OPTIONS,
+  n_last_blocks: { kind: "int", help: "CLS tokens of the last N blocks.", default: 4, min: 1 },
+  augment: {
+    kind: "flag",
+    help: "Train on RandomResizedCrop (scale 0.08-1, bilinear) + flip views of the train " +
+      "images, extracted anew every epoch (the official protocol; slow). Without it the " +
+      "features are extracted once through the evaluation transform (the fast path for small " +
+      "data).",
+  },
+  epochs: { kind: "int", help: "Training epochs of the classifiers.", default: 100, min: 1 },
+  batch_size_per_gpu: {
+    kind: "int",
+    help: "Classifier mini-batch; every lr is scaled by B / 256.",
+    default: 256,
+    min: 1,
+  },
+  lr: {
+    kind: "strings",
+    metavar: "lrs",
+    help: `Base learning rates to sweep, or "official" for the 45 of eval_linear_multi ` +
+      `(default ${DEFAULT_LRS.join(" ")}).`,
+  },
+  momentum: { kind: "float", help: "SGD momentum.", default: 0.9 },
+  weight_decay: { kind: "float", help: "SGD weight decay.", default: 0 },
+  val_freq: { kind: "int", help: "Validate every N epochs.", default: 1, min: 1 },
+  seed: {
+    kind: "int",
+    help: "Seed of the initialisation, the batch order and the crops.",
+    default: 0,
+  },
+  output_dir: {
+    kind: "string",
+    metavar: "dir",
+    help: "Where linear_<key>.safetensors goes (default: beside the checkpoint).",
+  },
+} as const satisfies OptionTable;
 
-${BACKBONE_FILE_HELP}
-  --data_path PATH            dataset with train and test splits (default: the run's --data_path)
-  --n_last_blocks N           CLS tokens of the last N blocks (default 4)
-  --avgpool_patchtokens N     0: CLS tokens, 1: mean patch token, 2: both (default 0)
-  --augment                   train on RandomResizedCrop (scale 0.08-1, bilinear) + flip views of
-                              the train images, extracted anew every epoch (the official
-                              protocol; slow); default: features extracted once through the
-                              evaluation transform (the fast path for small data)
-  --epochs N                  training epochs of the classifiers (default 100)
-  --batch_size_per_gpu B      classifier mini-batch; every lr is scaled by B / 256 (default 256)
-  --lr LR...                  base learning rates to sweep, or "official" for the 45 of
-                              eval_linear_multi (default ${DEFAULT_LRS.join(" ")})
-  --momentum M                SGD momentum (default 0.9)
-  --weight_decay WD           SGD weight decay (default 0)
-  --val_freq N                validate every N epochs (default 1)
-  --seed S                    seed of the initialisation, the batch order and the crops (default 0)
-  --image_size S              crop side, evaluation and --augment (default: the run's global
-                              crop size)
-  --num_workers N             data-loading workers (default: cores - 1)
-  --output_dir DIR            where linear_<key>.safetensors goes (default: beside the checkpoint)`;
-
-function main(): Promise<number> | number {
-  const { values, tokens } = parseArgs({
-    args: Deno.args,
-    options: {
-      ...FROZEN_BACKBONE_OPTIONS,
-      n_last_blocks: { type: "string", default: "4" },
-      epochs: { type: "string", default: "100" },
-      batch_size_per_gpu: { type: "string", default: "256" },
-      lr: { type: "string", multiple: true },
-      momentum: { type: "string", default: "0.9" },
-      weight_decay: { type: "string", default: "0" },
-      val_freq: { type: "string", default: "1" },
-      seed: { type: "string", default: "0" },
-      output_dir: { type: "string" },
-      augment: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h" },
-    },
-    allowPositionals: true,
-    tokens: true,
-  });
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
-  return run({ ...values, lr: listOptions(tokens, ["lr"]).lr });
-}
-
-function parseLrs(raw: string[] | undefined): readonly number[] {
-  if (!raw) return DEFAULT_LRS;
-  const parts = raw.flatMap((v) => v.split(/[ ,]+/)).filter((v) => v !== "");
-  if (parts.length === 1 && parts[0] === "official") return OFFICIAL_LRS;
-  const lrs = parts.map(Number);
-  if (lrs.length === 0 || lrs.some((lr) => !(lr > 0) || !Number.isFinite(lr))) {
-    throw new Error(`--lr takes positive numbers or "official", got ${raw.join(" ")}`);
+/** `--lr`: positive numbers, or "official"; the default sweep when not given. */
+function parseLrs(words: readonly string[] | undefined): readonly number[] {
+  if (!words) return DEFAULT_LRS;
+  if (words.length === 1 && words[0] === "official") return OFFICIAL_LRS;
+  const lrs = words.map(Number);
+  if (lrs.some((lr) => !(lr > 0) || !Number.isFinite(lr))) {
+    throw new Error(`--lr takes positive numbers or "official", got ${words.join(" ")}`);
   }
   return lrs;
 }
 
-async function run(
-  values: Record<string, string | string[] | boolean | undefined>,
-): Promise<number> {
-  const lrs = parseLrs(values.lr as string[] | undefined);
-  const batchSize = positiveInteger(values, "batch_size_per_gpu");
-  const seed = Number(values.seed);
-  if (!Number.isSafeInteger(seed)) throw new Error(`--seed must be an integer, got ${values.seed}`);
+async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
+  const batchSize = values.batch_size_per_gpu;
   const options: LinearProbeOptions = {
-    epochs: positiveInteger(values, "epochs"),
+    epochs: values.epochs,
     batchSize,
-    lrs,
-    momentum: Number(values.momentum),
-    weightDecay: Number(values.weight_decay),
-    seed,
-    valFreq: positiveInteger(values, "val_freq"),
+    lrs: parseLrs(values.lr),
+    momentum: values.momentum,
+    weightDecay: values.weight_decay,
+    seed: values.seed,
+    valFreq: values.val_freq,
   };
-  const weightsPath = String(values.pretrained_weights);
-  const frozen = await openFrozenBackbone(values, Number(values.n_last_blocks));
+  const weightsPath = required(values.pretrained_weights, "pretrained_weights");
+  const frozen = await openFrozenBackbone(values, values.n_last_blocks);
   const { loaded, dataPath, features } = frozen;
-  const outputDir = String(values.output_dir ?? dirname(weightsPath));
-  const augment = values.augment === true;
+  const outputDir = values.output_dir ?? dirname(weightsPath);
+  const augment = values.augment;
   console.log(
     `Linear probing of ${describeBackbone(loaded)} on ${dataPath}` +
       (augment ? " with RandomResizedCrop + flip" : ""),
@@ -152,4 +133,9 @@ async function run(
   return 0;
 }
 
-await runTask(main);
+await runTask({
+  usage: "deno task linear --pretrained_weights FILE [options]",
+  about: "Linear probing (official eval_linear_multi.py) of the frozen backbone: a sweep of " +
+    "linear classifiers, trained with SGD; the best is saved.",
+  options: OPTIONS,
+}, main);

@@ -13,7 +13,6 @@
  */
 
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { BackboneRunner } from "../lib/analysis/backbone_runner.ts";
 import {
   buildMemoryBank,
@@ -26,64 +25,83 @@ import {
 } from "../lib/analysis/patterns.ts";
 import { savePng } from "../lib/analysis/picture.ts";
 import { openSource, resolveDataPath } from "../lib/data/source.ts";
+import { Progress } from "../lib/runtime/progress.ts";
 import {
-  BACKBONE_FILE_HELP,
   BACKBONE_FILE_OPTIONS,
-  choiceOption,
   dataPathOption,
+  DATASET_OPTIONS,
   describeBackbone,
   imageSizeOption,
   openBackboneFile,
-  positiveInteger,
 } from "../lib/eval/frozen_backbone.ts";
+import type { OptionTable, OptionValues } from "../lib/cli/options.ts";
 import { runTask } from "./run_task.ts";
 
-const HELP = `Usage: deno task patterns --pretrained_weights FILE [options]
+const OPTIONS = {
+  ...BACKBONE_FILE_OPTIONS,
+  pretrained_weights: {
+    ...BACKBONE_FILE_OPTIONS.pretrained_weights,
+    help: `${BACKBONE_FILE_OPTIONS.pretrained_weights.help} It must hold the head: a full ` +
+      "checkpoint.",
+  },
+  type: {
+    kind: "string",
+    help: "Assign patch tokens or CLS tokens.",
+    choices: ["patch", "cls"],
+    default: "patch",
+  },
+  data_path: { ...DATASET_OPTIONS.data_path, help: "Dataset (default: the run's --data_path)." },
+  split: {
+    kind: "string",
+    help: "Which split (test by default, as the official uses validation data).",
+    choices: ["train", "test"],
+    default: "test",
+  },
+  image_size: {
+    ...DATASET_OPTIONS.image_size,
+    help: "Centre-crop side after resizing the shorter side to S // 7 * 8 (default: the run's " +
+      "global crop size, else 224).",
+  },
+  batch_size: { kind: "int", help: "Images per forward pass.", default: 32, min: 1 },
+  show_pics: {
+    kind: "int",
+    help: "Pictures for the N most populated prototypes.",
+    default: 20,
+    min: 1,
+  },
+  topk: { kind: "int", help: "Cells per picture, in a ceil(√K) square grid.", default: 36, min: 1 },
+  patch_window: {
+    kind: "int",
+    help: "Neighbourhood side in patches, patch type.",
+    default: 5,
+    min: 1,
+  },
+  output_dir: {
+    kind: "string",
+    metavar: "dir",
+    help: "Memory bank and pictures.",
+    default: "patterns",
+  },
+  panel_size: {
+    kind: "int",
+    metavar: "px",
+    help: "Enlarge each grid by the smallest whole factor (nearest neighbour) that makes its " +
+      "cells at least PX pixels wide (1 keeps the cells' size).",
+    default: 224,
+    min: 1,
+  },
+} as const satisfies OptionTable;
 
-${BACKBONE_FILE_HELP}
-                              (the file must hold the head: a full checkpoint)
-  --type patch|cls            assign patch tokens or CLS tokens (default patch)
-  --data_path PATH            dataset (default: the run's --data_path)
-  --split train|test          which split (default test, as the official uses validation data)
-  --image_size S              centre-crop side after resizing the shorter side to S // 7 * 8
-                              (default: the run's global crop size, else 224)
-  --batch_size B              images per forward pass (default 32)
-  --show_pics N               pictures for the N most populated prototypes (default 20)
-  --topk K                    cells per picture, in a ceil(√K) square grid (default 36)
-  --patch_window W            neighbourhood side in patches, patch type (default 5)
-  --output_dir DIR            memory bank and pictures (default patterns)`;
-
-function main(): Promise<number> | number {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      ...BACKBONE_FILE_OPTIONS,
-      type: { type: "string", default: "patch" },
-      data_path: { type: "string" },
-      split: { type: "string", default: "test" },
-      image_size: { type: "string" },
-      batch_size: { type: "string", default: "32" },
-      show_pics: { type: "string", default: "20" },
-      topk: { type: "string", default: "36" },
-      patch_window: { type: "string", default: "5" },
-      output_dir: { type: "string", default: "patterns" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
-  return run(values);
-}
-
-async function run(values: Record<string, string | boolean | undefined>): Promise<number> {
-  const type = choiceOption(values, "type", ["patch", "cls"]);
-  const split = choiceOption(values, "split", ["train", "test"]);
-  const batchSize = positiveInteger(values, "batch_size");
-  const showPics = positiveInteger(values, "show_pics");
-  const topk = positiveInteger(values, "topk");
-  const window = positiveInteger(values, "patch_window");
+async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
+  const {
+    type,
+    split,
+    batch_size: batchSize,
+    show_pics: showPics,
+    topk,
+    patch_window: window,
+    panel_size: panelSize,
+  } = values;
   const loaded = await openBackboneFile(values);
   if (loaded.head.size === 0) {
     throw new Error(
@@ -92,10 +110,10 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
     );
   }
   const patchSize = loaded.config.patchSize;
-  const size = imageSizeOption(values, loaded);
-  const dataPath = dataPathOption(values, loaded);
+  const size = imageSizeOption(values.image_size, loaded);
+  const dataPath = dataPathOption(values.data_path, loaded);
   const source = await openSource(await resolveDataPath(dataPath, split));
-  const outputDir = String(values.output_dir);
+  const outputDir = values.output_dir;
   await Deno.mkdir(outputDir, { recursive: true });
 
   const bankPath = join(outputDir, `memory_${type}.safetensors`);
@@ -111,13 +129,17 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
       `computing the ${type} memory bank of ${describeBackbone(loaded)} on ${source.length} ` +
         `${split} images of ${dataPath} (resize ${patternResize(size)}, crop ${size})`,
     );
-    return withRunner(loaded, (runner) =>
-      buildMemoryBank(runner, source, {
+    const progress = new Progress({ label: `${type} memory bank`, write: console.log });
+    return withRunner(loaded, async (runner) => {
+      const bank = await buildMemoryBank(runner, source, {
         type,
         imageSize: size,
         batchSize,
-        onProgress: progress(Math.ceil(source.length / batchSize)),
-      }));
+        onProgress: (done, total) => progress.update(done, total),
+      });
+      progress.finish();
+      return bank;
+    });
   });
   console.log(`${reused ? "reusing memory bank" : "wrote memory bank"} ${bankPath}`);
 
@@ -134,10 +156,11 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
   }
   const load = (image: number) => loadPatternImage(source, image, size);
   for (const c of top) {
-    const { picture, cells, dark } = await patternPicture(bank, c, load, {
+    const { picture, cells, dark, scale } = await patternPicture(bank, c, load, {
       patchSize,
       topk,
       window,
+      panelSize,
     });
     const file = join(outputDir, `c${type}_cid${c}_top${topk}.png`);
     await savePng(file, picture);
@@ -147,7 +170,10 @@ async function run(values: Record<string, string | boolean | undefined>): Promis
       : type === "patch"
       ? ` (only ${cells.length} of ${topk} qualify)`
       : ` (only ${cells.length} images are assigned to it)`;
-    console.log(`wrote ${file}: ${cells.length} cells${skipped}${short}`);
+    console.log(
+      `wrote ${file}: ${cells.length} cells${skipped}${short}, enlarged ${scale}× to ` +
+        `${picture.width}×${picture.height} px`,
+    );
   }
   return 0;
 }
@@ -164,14 +190,9 @@ async function withRunner<T>(
   }
 }
 
-/** A progress printer for `batches` batches: about ten lines, and the last. */
-function progress(batches: number) {
-  const every = Math.max(1, Math.round(batches / 10));
-  let batch = 0;
-  return (done: number, total: number) => {
-    batch++;
-    if (batch % every === 0 || done === total) console.log(`  ${done}/${total} images`);
-  };
-}
-
-await runTask(main);
+await runTask({
+  usage: "deno task patterns --pretrained_weights FILE [options]",
+  about: "Semantic patterns (official extract_topk_cluster.py): the patches or images each of " +
+    "the most populated prototypes of the head gathers.",
+  options: OPTIONS,
+}, main);

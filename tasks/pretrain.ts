@@ -17,12 +17,13 @@ function describe(results: readonly KnnResult[]): string {
 }
 
 async function knn(trainer: IbotTrainer, args: PretrainArgs, prefix: string): Promise<KnnResult[]> {
-  return await evaluateKnn(trainer.store, String(args.data_path), {
+  return await evaluateKnn(trainer.store, args.data_path, {
     backbone: trainer.backbone,
     prefix,
-    size: Number(args.global_crop_size),
+    size: args.global_crop_size,
     ks: [10, 20, 100, 200],
-    threads: Number(args.threads) > 0 ? Number(args.threads) : undefined,
+    threads: args.threads > 0 ? args.threads : undefined,
+    progress: console.log,
   });
 }
 
@@ -35,10 +36,16 @@ async function main(): Promise<number> {
   console.log(
     `Preset ${args.preset}: ${args.arch}/${args.patch_size}, data ${args.data_path}, output ${args.output_dir}`,
   );
+  if (args.use_fp16) {
+    console.log(
+      "note: --use_fp16 is on, but mixed precision is not implemented yet: " +
+        "this run trains in float32",
+    );
+  }
   const trainer = await IbotTrainer.create(args, console.log);
   try {
     if (args.export_artifacts) {
-      await exportArtifacts(trainer, String(args.export_artifacts));
+      await exportArtifacts(trainer, args.export_artifacts);
       console.log(
         `Wrote the training and evaluation graphs and a checkpoint to ${args.export_artifacts}`,
       );

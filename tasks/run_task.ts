@@ -1,49 +1,38 @@
 /**
- * The shared ending of every task: the main function's result is the exit code, and an error is
- * printed as one line `error: <message>` with exit code 1.
+ * The shared frame of every task: parse the command line against the task's option table, print
+ * the generated help for `--help`, run the task, and exit with its code; an error is printed as
+ * one line `error: <message>` with exit code 1.
  */
 
-/** Runs `main` and exits with its code, or with 1 and one line on stderr when it throws. */
-export async function runTask(main: () => Promise<number> | number): Promise<never> {
+import { type CommandHelp, commandHelp } from "../lib/cli/help.ts";
+import { type OptionTable, type OptionValues, parseOptions } from "../lib/cli/options.ts";
+
+/** A task's command line: its help and its options (and positional arguments, if it takes any). */
+export interface TaskCommand<T extends OptionTable> extends CommandHelp {
+  readonly options: T;
+}
+
+/** The body of a task: the parsed options and positional arguments in, the exit code out. */
+export type TaskMain<T extends OptionTable> = (
+  values: OptionValues<T>,
+  positionals: readonly string[],
+) => Promise<number> | number;
+
+/** Parses `Deno.args` for `command`, runs `main` (or prints the help) and exits. */
+export async function runTask<const T extends OptionTable>(
+  command: TaskCommand<T>,
+  main: TaskMain<T>,
+): Promise<never> {
   try {
-    Deno.exit(await main());
+    const positionals = Object.keys(command.positionals ?? {});
+    const parsed = parseOptions(command.options, Deno.args, { positionals });
+    if (parsed.help) {
+      console.log(commandHelp(command));
+      Deno.exit(0);
+    }
+    Deno.exit(await main(parsed.values, parsed.positionals));
   } catch (error) {
     console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
     Deno.exit(1);
   }
-}
-
-/** A token of `node:util` parseArgs with `tokens: true`, as far as {@link listOptions} reads it. */
-export interface ArgToken {
-  readonly kind: string;
-  readonly name?: string;
-  readonly value?: string;
-}
-
-/**
- * The values of the list options `names`, argparse `nargs="+"` style: `--lr 0.01 0.1` gives
- * `{ lr: ["0.01", "0.1"] }` (the bare words after the flag come from parseArgs as positionals;
- * repeating the flag adds to the list). An option not given is absent. Any other bare word is an
- * error naming it.
- */
-export function listOptions(
-  tokens: readonly ArgToken[],
-  names: readonly string[],
-): Record<string, string[]> {
-  const lists: Record<string, string[]> = {};
-  let current: string | undefined;
-  for (const token of tokens) {
-    if (token.kind === "positional") {
-      if (current === undefined) {
-        throw new Error(`unexpected argument '${token.value}' (see --help)`);
-      }
-      lists[current].push(token.value ?? "");
-    } else {
-      current = token.kind === "option" && names.includes(token.name ?? "")
-        ? token.name
-        : undefined;
-      if (current !== undefined) (lists[current] ??= []).push(token.value ?? "");
-    }
-  }
-  return lists;
 }

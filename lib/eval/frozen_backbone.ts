@@ -15,75 +15,78 @@ import {
 import type { LoadedBackbone } from "../checkpoint/backbone_file.ts";
 import type { StateStore } from "../runtime/store.ts";
 import type { FeatureOptions } from "./knn_eval.ts";
+import { type OptionTable, type OptionValues, required } from "../cli/options.ts";
 
-/** `node:util` parseArgs specs of the options shared by the evaluation and analysis tasks. */
+/** Options naming a weights file and its backbone; every evaluation and analysis task has them. */
 export const BACKBONE_FILE_OPTIONS = {
-  pretrained_weights: { type: "string" },
-  checkpoint_key: { type: "string", default: "teacher" },
-  arch: { type: "string" },
-  patch_size: { type: "string" },
-} as const;
+  pretrained_weights: {
+    kind: "string",
+    metavar: "file",
+    help: "Required: our checkpoint (.safetensors), an official checkpoint (.pth), or an " +
+      "extracted backbone (.pth {'state_dict'} or flat, .safetensors).",
+  },
+  checkpoint_key: {
+    kind: "string",
+    help: "Which network of a full checkpoint: teacher or student; state_dict for an extracted " +
+      "backbone.",
+    choices: ["teacher", "student", "state_dict"],
+    default: "teacher",
+  },
+  arch: {
+    kind: "string",
+    metavar: "name",
+    help: "Architecture when the file has no run arguments (default: from the weight shapes).",
+  },
+  patch_size: {
+    kind: "int",
+    help: "Patch size when the file has no run arguments (default: from the weights).",
+    min: 1,
+  },
+} as const satisfies OptionTable;
 
-/** Help lines of {@link BACKBONE_FILE_OPTIONS}. */
-export const BACKBONE_FILE_HELP =
-  `  --pretrained_weights FILE   our checkpoint (.safetensors), an official checkpoint (.pth), or
-                              an extracted backbone (.pth {'state_dict'} or flat, .safetensors)
-  --checkpoint_key KEY        teacher (default), student, or state_dict
-  --arch NAME                 architecture when the file has no run arguments (default: from
-                              the weight shapes)
-  --patch_size P              patch size when the file has no run arguments (default: from the
-                              weights)`;
+/** The values of {@link BACKBONE_FILE_OPTIONS}. */
+export type BackboneFileValues = OptionValues<typeof BACKBONE_FILE_OPTIONS>;
 
-/** `node:util` parseArgs specs of the options shared by `deno task knn` and `deno task linear`. */
+/** The dataset options of the tasks that read one: `--data_path` and `--image_size`. */
+export const DATASET_OPTIONS = {
+  data_path: {
+    kind: "string",
+    metavar: "path",
+    help: "Dataset with train and test splits (default: the one the checkpoint was trained on).",
+  },
+  image_size: {
+    kind: "int",
+    help: "Side of the images the backbone sees, a multiple of the patch size (default: the " +
+      "run's global crop size, else 224).",
+    min: 1,
+  },
+} as const satisfies OptionTable;
+
+/** The options shared by `deno task knn` and `deno task linear`. */
 export const FROZEN_BACKBONE_OPTIONS = {
   ...BACKBONE_FILE_OPTIONS,
-  data_path: { type: "string" },
-  avgpool_patchtokens: { type: "string", default: "0" },
-  image_size: { type: "string" },
-  num_workers: { type: "string" },
-} as const;
+  ...DATASET_OPTIONS,
+  avgpool_patchtokens: {
+    kind: "int",
+    help: "Features: 0 the CLS tokens, 1 the mean patch token, 2 both.",
+    choices: [0, 1, 2],
+    default: 0,
+  },
+  num_workers: { kind: "int", help: "Data-loading workers (default: cores − 1).", min: 1 },
+} as const satisfies OptionTable;
 
-/** Reads `--pretrained_weights`, `--checkpoint_key`, `--arch` and `--patch_size` and loads the backbone. */
-export async function openBackboneFile(
-  values: Readonly<Record<string, unknown>>,
-): Promise<LoadedBackbone> {
-  if (!values.pretrained_weights) throw new Error("--pretrained_weights is required (see --help)");
-  const key = choiceOption(
-    { checkpoint_key: values.checkpoint_key ?? "teacher" },
-    "checkpoint_key",
-    ["teacher", "student", "state_dict"],
-  );
+/** The values of {@link FROZEN_BACKBONE_OPTIONS}. */
+export type FrozenBackboneValues = OptionValues<typeof FROZEN_BACKBONE_OPTIONS>;
+
+/** Loads the backbone that `--pretrained_weights` and the options beside it name. */
+export async function openBackboneFile(values: BackboneFileValues): Promise<LoadedBackbone> {
+  const path = required(values.pretrained_weights, "pretrained_weights");
   const options: BackboneFileOptions = {
-    key,
-    arch: values.arch === undefined ? undefined : String(values.arch),
-    patchSize: values.patch_size === undefined ? undefined : positiveInteger(values, "patch_size"),
+    key: values.checkpoint_key,
+    arch: values.arch,
+    patchSize: values.patch_size,
   };
-  return await loadBackbone(String(values.pretrained_weights), options);
-}
-
-/** An option that must be one of `choices`, or one sentence naming it and them. */
-export function choiceOption<const T extends string>(
-  values: Readonly<Record<string, unknown>>,
-  name: string,
-  choices: readonly T[],
-): T {
-  const value = String(values[name]);
-  if (!(choices as readonly string[]).includes(value)) {
-    const listed = choices.length > 2
-      ? `${choices.slice(0, -1).join(", ")} or ${choices.at(-1)}`
-      : choices.join(" or ");
-    throw new Error(`--${name} must be ${listed}, got ${value}`);
-  }
-  return value as T;
-}
-
-/** A positive integer option, or one sentence naming it. */
-export function positiveInteger(values: Readonly<Record<string, unknown>>, name: string): number {
-  const value = Number(values[name]);
-  if (!(Number.isInteger(value) && value >= 1)) {
-    throw new Error(`--${name} must be a positive integer, got ${values[name]}`);
-  }
-  return value;
+  return await loadBackbone(path, options);
 }
 
 /** A file's backbone ready for feature extraction. */
@@ -98,24 +101,22 @@ export interface FrozenBackbone {
   readonly features: FeatureOptions;
 }
 
-/** Checks the shared options and loads the backbone; bad values get one sentence. */
+/**
+ * Loads the backbone and checks the options against it (`nLastBlocks` ≥ 1 CLS tokens of the last
+ * blocks); a mismatch gets one sentence.
+ */
 export async function openFrozenBackbone(
-  values: Readonly<Record<string, unknown>>,
+  values: FrozenBackboneValues,
   nLastBlocks: number,
 ): Promise<FrozenBackbone> {
-  const avgpool = Number(values.avgpool_patchtokens);
-  if (![0, 1, 2].includes(avgpool)) throw new Error("--avgpool_patchtokens must be 0, 1 or 2");
-  if (!(Number.isInteger(nLastBlocks) && nLastBlocks >= 1)) {
-    throw new Error("--n_last_blocks must be a positive integer");
-  }
   const loaded = await openBackboneFile(values);
   if (nLastBlocks > loaded.config.depth) {
     throw new Error(
       `--n_last_blocks ${nLastBlocks} exceeds the backbone's ${loaded.config.depth} blocks`,
     );
   }
-  const dataPath = dataPathOption(values, loaded);
-  const size = imageSizeOption(values, loaded);
+  const dataPath = dataPathOption(values.data_path, loaded);
+  const size = imageSizeOption(values.image_size, loaded);
   const prefix = "model";
   return {
     loaded,
@@ -125,33 +126,25 @@ export async function openFrozenBackbone(
       backbone: loaded.config,
       prefix,
       size,
-      avgpool: avgpool as 0 | 1 | 2,
+      avgpool: values.avgpool_patchtokens,
       nLastBlocks,
-      workers: values.num_workers ? positiveInteger(values, "num_workers") : undefined,
+      workers: values.num_workers,
     },
   };
 }
 
-/** `--data_path`, else the dataset the checkpoint was trained on, else one sentence. */
-export function dataPathOption(
-  values: Readonly<Record<string, unknown>>,
-  loaded: LoadedBackbone,
-): string {
-  const dataPath = values.data_path ?? loaded.args?.data_path;
-  if (dataPath === undefined) {
+/** `dataPath` (`--data_path`), else the dataset the checkpoint was trained on, or one sentence. */
+export function dataPathOption(dataPath: string | undefined, loaded: LoadedBackbone): string {
+  const path = dataPath ?? loaded.args?.data_path;
+  if (path === undefined) {
     throw new Error(`${loaded.path} does not name its dataset; pass --data_path`);
   }
-  return String(dataPath);
+  return String(path);
 }
 
-/** `--image_size` (a multiple of the patch size), else {@link defaultImageSize}. */
-export function imageSizeOption(
-  values: Readonly<Record<string, unknown>>,
-  loaded: LoadedBackbone,
-): number {
-  const size = values.image_size === undefined
-    ? defaultImageSize(loaded)
-    : positiveInteger(values, "image_size");
+/** `imageSize` (`--image_size`), else {@link defaultImageSize}; a multiple of the patch size. */
+export function imageSizeOption(imageSize: number | undefined, loaded: LoadedBackbone): number {
+  const size = imageSize ?? defaultImageSize(loaded);
   const patch = loaded.config.patchSize;
   if (size % patch !== 0) {
     throw new Error(`--image_size ${size} is not a multiple of the patch size ${patch}`);

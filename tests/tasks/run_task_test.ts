@@ -1,23 +1,67 @@
-import { parseArgs } from "node:util";
 import { assert } from "../assert.ts";
-import { listOptions } from "../../tasks/run_task.ts";
 
-function lists(args: string[]): Record<string, string[]> {
-  const { tokens } = parseArgs({
-    args,
-    options: { lr: { type: "string", multiple: true }, epochs: { type: "string" } },
-    allowPositionals: true,
-    tokens: true,
+const RUN_TASK = new URL("../../tasks/run_task.ts", import.meta.url).href;
+
+/** A small task built on runTask: it prints its options and positionals as JSON. */
+const TASK = `
+  import { runTask } from "${RUN_TASK}";
+  await runTask({
+    usage: "demo IN [options]",
+    about: "A demo task.",
+    positionals: { IN: "The input." },
+    options: {
+      lr: { kind: "floats", help: "Learning rates.", default: [0.1] },
+      code: { kind: "int", help: "Exit code.", default: 0 },
+    },
+  }, (values, positionals) => {
+    console.log(JSON.stringify({ values, positionals }));
+    if (values.code === 9) throw new Error("nine is refused");
+    return values.code;
   });
-  return listOptions(tokens, ["lr"]);
+`;
+
+async function runDemo(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", TASK, ...args],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: text.decode(output.stdout),
+    stderr: text.decode(output.stderr),
+  };
 }
 
-Deno.test("listOptions takes the words after a list flag, argparse nargs style", () => {
-  assert.deepEqual(lists(["--lr", "0.01", "0.1", "--epochs", "3"]), { lr: ["0.01", "0.1"] });
-  assert.deepEqual(lists(["--lr=0.5", "--epochs", "3", "--lr", "1", "2"]), {
-    lr: ["0.5", "1", "2"],
+Deno.test("runTask: parses the options, runs the task and exits with its code", async () => {
+  const ok = await runDemo(["in.txt", "--lr", "0.01", "0.1", "--code", "3"]);
+  assert.equal(ok.code, 3, ok.stderr);
+  assert.deepEqual(JSON.parse(ok.stdout), {
+    values: { lr: [0.01, 0.1], code: 3 },
+    positionals: ["in.txt"],
   });
-  assert.deepEqual(lists(["--epochs", "3"]), {});
-  assert.throws(() => lists(["--epochs", "3", "4"]), Error, "unexpected argument '4' (see --help)");
-  assert.throws(() => lists(["stray", "--lr", "1"]), Error, "unexpected argument 'stray'");
+});
+
+Deno.test("runTask: --help prints the help from the table and exits 0", async () => {
+  const help = await runDemo(["--help"]);
+  assert.equal(help.code, 0, help.stderr);
+  assert.match(help.stdout, /^Usage: demo IN \[options\]\n\nA demo task\.\n/);
+  assert.match(help.stdout, /^ {2}--lr <floats> +Learning rates\. \(default 0\.1\)$/m);
+});
+
+Deno.test("runTask: bad input and a failing task print one error line and exit 1", async () => {
+  for (
+    const [args, stderr] of [
+      [["in.txt", "--lr", "x"], "error: --lr expects a number, got 'x'\n"],
+      [["--code", "1"], "error: expected IN (see --help)\n"],
+      [["in.txt", "--bogus"], "error: unknown argument --bogus; see --help for the list\n"],
+      [["in.txt", "--code", "9"], "error: nine is refused\n"],
+    ] as const
+  ) {
+    const run = await runDemo([...args]);
+    assert.equal(run.code, 1, `${args}`);
+    assert.equal(run.stderr, stderr);
+  }
 });

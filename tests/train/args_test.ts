@@ -143,8 +143,9 @@ Deno.test("parsePretrainArgs: with --data_path the official main_ibot.py default
     head_hidden_dim: 2048,
     head_bottleneck_dim: 256,
   };
+  const parsed: Readonly<Record<string, unknown>> = args;
   for (const [name, value] of Object.entries(expected)) {
-    assert.deepEqual(args[name], value, `--${name}`);
+    assert.deepEqual(parsed[name], value, `--${name}`);
   }
 });
 
@@ -212,15 +213,25 @@ Deno.test("parsePretrainArgs: bad input throws one clear sentence", () => {
   assertRejects(["--epochs", "1", "2"], /--epochs takes one value, got 2/);
   assertRejects(["--arch", "vit_small", "vit_base"], /--arch takes one value, got 2/);
   assertRejects(["stray"], /unexpected value 'stray'/);
+  assertRejects(["--epochs", "3", "stray"], /--epochs takes one value, got 2/);
   assertRejects(["--pred_ratio"], /--pred_ratio expects one or more numbers/);
   assertRejects(["--lr", "fast"], /--lr expects a number, got 'fast'/);
   assertRejects(["--epochs", "1.5"], /--epochs expects an integer, got '1.5'/);
   assertRejects(["--epochs="], /--epochs expects an integer, got ''/);
   assertRejects(["--pred_ratio", "0", "x"], /--pred_ratio expects a number, got 'x'/);
   assertRejects(["--shared_head", "maybe"], /--shared_head expects on\/true\/1 or off\/false\/0/);
-  assertRejects(["--arch", "resnet50"], /--arch must be one of .*vit_small.*, got 'resnet50'/);
-  assertRejects(["--pred_shape", "circle"], /--pred_shape must be one of block, rand/);
-  assertRejects(["--preset", "huge"], /--preset must be one of builtin, official/);
+  assertRejects(["--arch", "resnet50"], /^--arch must be vit_mini, vit_tiny, .*, got resnet50$/);
+  assertRejects(["--pred_shape", "circle"], /^--pred_shape must be block or rand, got circle$/);
+  assertRejects(["--preset", "huge"], /^--preset must be builtin or official, got huge$/);
+  assertRejects(
+    ["--batch_size_per_gpu", "0"],
+    /^--batch_size_per_gpu must be a positive integer, got 0$/,
+  );
+  assertRejects(
+    ["--local_crops_number", "-1"],
+    /^--local_crops_number must be a non-negative integer, got -1$/,
+  );
+  assertRejects(["-x"], /^unknown argument -x; see --help/);
 });
 
 Deno.test("pretrainHelp: lists every argument of the official main_ibot.py", () => {
@@ -230,5 +241,36 @@ Deno.test("pretrainHelp: lists every argument of the official main_ibot.py", () 
   }
   for (const name of ["global_crop_size", "local_crop_size", "img_size", "preset", "device"]) {
     assert(help.includes(`--${name} <`), `--help does not mention --${name}`);
+  }
+});
+
+Deno.test("parsePretrainArgs: negative numbers are values, a repeated flag keeps the last", () => {
+  const args = parse([
+    "--clip_grad",
+    "-1",
+    "--pred_ratio",
+    "-0.5",
+    "-.25",
+    "--epochs",
+    "3",
+    "--epochs",
+    "4",
+  ]);
+  assert.equal(args.clip_grad, -1);
+  assert.deepEqual(args.pred_ratio, [-0.5, -0.25]);
+  assert.equal(args.epochs, 4);
+  assert.deepEqual(parse(["--pred_ratio", "0,0.3"]).pred_ratio, [0, 0.3]);
+});
+
+Deno.test("parsePretrainArgs: --use_fp16 defaults to true as officially, and is accepted", () => {
+  assert.equal(parse(["--data_path", "/d"]).use_fp16, true);
+  assert.equal(parse([]).use_fp16, false, "the builtin preset runs on CPUs, in float32");
+  assert.equal(parse(["--use_fp16", "false"]).use_fp16, false);
+});
+
+Deno.test("parsePretrainArgs: the arguments survive the JSON round trip of a checkpoint", () => {
+  for (const argv of [[], ["--data_path", "/d", "--pred_ratio", "0", "0.3"]]) {
+    const args = parse(argv);
+    assert.deepEqual(JSON.parse(JSON.stringify(args)), args);
   }
 });
