@@ -13,7 +13,12 @@ import { grad } from "../lib/graph/grad.ts";
 import { mean } from "../lib/graph/reduce.ts";
 import { crossEntropySoft, gelu, logSoftmax } from "../lib/graph/nn.ts";
 import { linear } from "../lib/models/layers.ts";
-import { adamwScalars, addAdamWMoments, applyAdamW } from "../lib/optim/adamw.ts";
+import {
+  adamwScalars,
+  adamwScalarValues,
+  addAdamWMoments,
+  applyAdamW,
+} from "../lib/optim/adamw.ts";
 import { Rng } from "../lib/runtime/rng.ts";
 import { CompiledGraph } from "../lib/runtime/session.ts";
 import { StateStore } from "../lib/runtime/store.ts";
@@ -65,9 +70,6 @@ export async function trainClassifier(options: ClassifierExampleOptions = {}): P
   const feeds: Record<string, Float32Array> = {
     x: new Float32Array(batch * features),
     target: new Float32Array(batch * classes),
-    lr: Float32Array.of(lr),
-    weight_decay: Float32Array.of(0.01),
-    step: new Float32Array(1),
   };
   for (const name of stateNames) feeds[name] = store.get(name);
 
@@ -81,7 +83,9 @@ export async function trainClassifier(options: ClassifierExampleOptions = {}): P
         feeds.x[b * features + f] = centres[label][f] + rng.normal();
       }
     }
-    feeds.step[0] = step;
+    for (const [name, value] of Object.entries(adamwScalarValues(lr, 0.01, step))) {
+      feeds[name] = Float32Array.of(value);
+    }
     const out = await session.run(feeds);
     store.commitNext(out as Record<string, Float32Array>, stateNames);
     const value = (out.loss as Float32Array)[0];

@@ -29,6 +29,9 @@ import {
 import { dropPathRates, vit, type VitConfig } from "../models/vit.ts";
 import {
   adamwScalars,
+  adamwScalarValues,
+  adamwStepFactors,
+  adamwStepValues,
   type AdamWTarget,
   applyAdamW,
   expAvgName,
@@ -70,7 +73,11 @@ export interface IbotStepConfig {
   readonly lambda2: number;
 }
 
-/** Names of the step's data and scalar inputs. */
+/**
+ * Names of the step's data and scalar inputs, besides AdamW's own (`ADAMW_SCALAR_INPUTS`, for the
+ * student's step count). The last layer counts its own AdamW steps (it does not step while
+ * frozen), so it has its own bias-correction factors, `adamwStepValues` of that count.
+ */
 export const STEP_INPUTS = {
   globals: "globals",
   locals: "locals",
@@ -83,8 +90,72 @@ export const STEP_INPUTS = {
   teacherTemp: "teacher_temp",
   teacherPatchTemp: "teacher_patch_temp",
   lastLayerActive: "last_layer_active",
-  lastLayerStep: "last_layer_step",
+  lastLayerStepSize: "last_layer_step_size",
+  lastLayerBiasCorrection2Sqrt: "last_layer_bias_correction2_sqrt",
 } as const;
+
+/**
+ * What each of the step's data and scalar inputs holds, for readers of an exported graph
+ * (G global crops, L local crops, B images each, N patches of a global crop, M patch slots).
+ */
+export const STEP_INPUT_MEANINGS: Readonly<Record<string, string>> = {
+  [STEP_INPUTS.globals]:
+    "the global crops [G·B, 3, S, S], crop-major (all images of crop 0 first), normalised",
+  [STEP_INPUTS.locals]: "the local crops [L·B, 3, s, s], crop-major, normalised",
+  [STEP_INPUTS.masks]: "one mask per global-crop row [G·B, N], row-major patch grid, 1 = masked",
+  [STEP_INPUTS.slotIndices]: "for each row's M slots, the flat index row·(1 + N) + 1 + patch of " +
+    "a masked patch's token (CLS first); padding slots point at the row's first patch",
+  [STEP_INPUTS.slotWeights]: "[G·B, M]: 1 for a slot holding a masked patch, 0 for padding",
+  [STEP_INPUTS.dropPathGlobal]: "the student's drop-path factors on the global crops " +
+    "[depth, 2 (attention, MLP), G·B]: floor(1 − p + U[0, 1)) / (1 − p) for block rate p, " +
+    "1 where p = 0",
+  [STEP_INPUTS.dropPathLocal]: "the same for the local crops [depth, 2, L·B]",
+  [STEP_INPUTS.momentum]: "the teacher's EMA momentum of this iteration",
+  [STEP_INPUTS.teacherTemp]: "the teacher temperature of the CLS term in this epoch",
+  [STEP_INPUTS.teacherPatchTemp]: "the teacher temperature of the patch term in this epoch",
+  [STEP_INPUTS.lastLayerActive]: "1 when the last layer trains this iteration, 0 while frozen",
+  [STEP_INPUTS.lastLayerStepSize]:
+    "lr / (1 − β₁ᵗ) for the last layer's own step count t (any finite value while frozen)",
+  [STEP_INPUTS.lastLayerBiasCorrection2Sqrt]:
+    "√(1 − β₂ᵗ) for the last layer's own step count t (any finite value while frozen)",
+};
+
+/** One iteration's schedule values and AdamW step counts, from which the scalar inputs follow. */
+export interface StepScalars {
+  /** Learning rate of the iteration. */
+  readonly lr: number;
+  /** Weight decay of the iteration (of the decayed parameter group). */
+  readonly weightDecay: number;
+  /** The student's AdamW step count t of this iteration, from 1. */
+  readonly step: number;
+  /** Whether the last layer trains in this iteration (it is frozen in the first epochs). */
+  readonly lastLayerActive: boolean;
+  /** The last layer's own AdamW step count of this iteration, from 1; ignored while frozen. */
+  readonly lastLayerStep: number;
+  /** Teacher EMA momentum of the iteration. */
+  readonly momentum: number;
+  /** Teacher temperature of the CLS term. */
+  readonly teacherTemp: number;
+  /** Teacher temperature of the patch term. */
+  readonly teacherPatchTemp: number;
+}
+
+/**
+ * The values of every scalar input of the step for one iteration, keyed by input name, with
+ * AdamW's bias corrections computed in float64 (see `adamwScalarValues`).
+ */
+export function stepScalarValues(s: StepScalars): Record<string, number> {
+  const lastLayer = adamwStepValues(s.lr, Math.max(1, s.lastLayerStep));
+  return {
+    ...adamwScalarValues(s.lr, s.weightDecay, s.step),
+    [STEP_INPUTS.lastLayerActive]: s.lastLayerActive ? 1 : 0,
+    [STEP_INPUTS.lastLayerStepSize]: lastLayer.stepSize,
+    [STEP_INPUTS.lastLayerBiasCorrection2Sqrt]: lastLayer.biasCorrection2Sqrt,
+    [STEP_INPUTS.momentum]: s.momentum,
+    [STEP_INPUTS.teacherTemp]: s.teacherTemp,
+    [STEP_INPUTS.teacherPatchTemp]: s.teacherPatchTemp,
+  };
+}
 
 /** Names of the step's statistics outputs. */
 export const STEP_OUTPUTS = ["loss", "cls", "patch", "acc"] as const;
@@ -153,7 +224,10 @@ export function buildIbotStep(config: IbotStepConfig): IbotStep {
   const teacherTemp = g.input(STEP_INPUTS.teacherTemp, "float32", []);
   const teacherPatchTemp = g.input(STEP_INPUTS.teacherPatchTemp, "float32", []);
   const lastLayerActive = g.input(STEP_INPUTS.lastLayerActive, "float32", []);
-  const lastLayerStep = g.input(STEP_INPUTS.lastLayerStep, "float32", []);
+  const lastLayerFactors = adamwStepFactors(g, {
+    stepSize: STEP_INPUTS.lastLayerStepSize,
+    biasCorrection2Sqrt: STEP_INPUTS.lastLayerBiasCorrection2Sqrt,
+  });
   const center = g.param(CENTER_NAMES.center, [1, config.studentHead.outDim], { kind: "zeros" });
   const center2 = g.param(CENTER_NAMES.center2, [1, 1, prototypes], { kind: "zeros" });
 
@@ -241,7 +315,7 @@ export function buildIbotStep(config: IbotStepConfig): IbotStep {
     grad: grads[i],
     decay: !param.name.endsWith(".bias") && param.rank > 1,
     gate: param.name.includes("last_layer")
-      ? { active: lastLayerActive, step: lastLayerStep }
+      ? { active: lastLayerActive, factors: lastLayerFactors }
       : undefined,
   }));
   const updated = applyAdamW(g, targets, scalars);

@@ -38,6 +38,7 @@ import {
   buildIbotStep,
   type IbotStep,
   STEP_INPUTS,
+  stepScalarValues,
   STUDENT,
   TEACHER,
   TEACHER_PREDICTION,
@@ -98,15 +99,15 @@ export class IbotTrainer {
    */
   static async create(args: PretrainArgs, log: Log): Promise<IbotTrainer> {
     const config = runConfigFromArgs(args);
-    const outputDir = String(args.output_dir);
-    const source = await resolveDataPath(String(args.data_path), "train");
+    const outputDir = args.output_dir;
+    const source = await resolveDataPath(args.data_path, "train");
     await Deno.mkdir(outputDir, { recursive: true });
     const loader = await MultiCropLoader.create({
       source,
       crops: config.crops,
       batchSize: config.step.batch,
-      workers: Number(args.num_workers) > 0 ? Number(args.num_workers) : undefined,
-      seed: Number(args.seed),
+      workers: args.num_workers > 0 ? args.num_workers : undefined,
+      seed: args.seed,
     });
     if (loader.itersPerEpoch === 0) {
       loader.close();
@@ -118,17 +119,13 @@ export class IbotTrainer {
     try {
       const step = buildIbotStep(config.step);
       session = await CompiledGraph.create(step.graph, {
-        executionProviders: [args.device === "cuda" ? "cuda" : "cpu"],
-        threads: Number(args.threads) > 0 ? Number(args.threads) : undefined,
+        executionProviders: [args.device],
+        threads: args.threads > 0 ? args.threads : undefined,
+        memoryArena: false,
       });
       const resumeFrom = await findCheckpoint(args, outputDir);
       let store: StateStore;
-      let progress: TrainingProgress<EpochMeterState> = {
-        epoch: 0,
-        iteration: 0,
-        step: 0,
-        lastLayerStep: 0,
-      };
+      let progress: TrainingProgress<EpochMeterState> = { epoch: 0, iteration: 0, step: 0, lastLayerStep: 0 };
       if (resumeFrom) {
         const checkpoint = await loadTrainingCheckpoint<PretrainArgs, EpochMeterState>(resumeFrom);
         store = checkpoint.store;
@@ -139,7 +136,7 @@ export class IbotTrainer {
           `Resuming from ${resumeFrom}: epoch ${progress.epoch}, iteration ${progress.iteration}`,
         );
       } else {
-        store = initialState(step, config, Number(args.seed));
+        store = initialState(step, config, args.seed);
       }
       return new IbotTrainer(args, config, store, outputDir, progress, loader, step, session, log);
     } catch (error) {
@@ -173,7 +170,7 @@ export class IbotTrainer {
    */
   async train(signal?: AbortSignal, onIteration?: IterationCallback): Promise<TrainOutcome> {
     const { args, config } = this;
-    const epochs = Number(args.epochs);
+    const epochs = args.epochs;
     const iters = this.loader.itersPerEpoch;
     const batch = config.step.batch;
     const { lr, wd, momentum, clsTemp, patchTemp } = schedules(args, iters);
@@ -182,7 +179,7 @@ export class IbotTrainer {
     for (let epoch = this.progress.epoch; epoch < epochs; epoch++) {
       const start = epoch === this.progress.epoch ? this.progress.iteration : 0;
       const meter = new EpochMeter(start > 0 ? this.progress.meter : undefined);
-      const lastLayerActive = epoch >= Number(args.freeze_last_layer) ? 1 : 0;
+      const lastLayerActive = epoch >= args.freeze_last_layer ? 1 : 0;
       let startedAt = performance.now();
       let timedImages = 0;
       let i = start;
@@ -191,16 +188,19 @@ export class IbotTrainer {
         this.#fillBatchInputs(feeds, data, epoch, it);
         const step = this.progress.step + 1;
         const lastLayerStep = this.progress.lastLayerStep + lastLayerActive;
-        setScalars(feeds, {
-          lr: lr[it],
-          weight_decay: wd[it],
-          step,
-          momentum: momentum[it],
-          teacher_temp: clsTemp[epoch],
-          teacher_patch_temp: patchTemp[epoch],
-          last_layer_active: lastLayerActive,
-          last_layer_step: Math.max(1, lastLayerStep),
-        });
+        setScalars(
+          feeds,
+          stepScalarValues({
+            lr: lr[it],
+            weightDecay: wd[it],
+            step,
+            lastLayerActive: lastLayerActive === 1,
+            lastLayerStep,
+            momentum: momentum[it],
+            teacherTemp: clsTemp[epoch],
+            teacherPatchTemp: patchTemp[epoch],
+          }),
+        );
 
         const out = await this.session.run(feeds);
         const loss = (out.loss as Float32Array)[0];
@@ -239,7 +239,7 @@ export class IbotTrainer {
           lr: lr[it],
         });
         timedImages += batch;
-        if (i % Number(args.print_freq) === 0 || i === iters) {
+        if (i % args.print_freq === 0 || i === iters) {
           const seconds = (performance.now() - startedAt) / 1000;
           const rate = timedImages / seconds;
           const remaining = ((epochs - epoch) * iters - i) * batch / rate;
@@ -274,7 +274,7 @@ export class IbotTrainer {
   /** The run's seeded root generator, mask generator and drop-path rates, built once. */
   get #draws(): { root: Rng; generator: MaskGenerator; rates: number[] } {
     this.#drawsCache ??= {
-      root: new Rng(Number(this.args.seed)),
+      root: new Rng(this.args.seed),
       generator: new MaskGenerator(this.config.masking),
       rates: dropPathRates(this.config.step.dropPath, this.config.step.backbone.depth),
     };
@@ -336,7 +336,7 @@ export class IbotTrainer {
 
   async #endEpoch(epoch: number, stats: EpochStats): Promise<void> {
     await this.#save();
-    const freq = Number(this.args.saveckp_freq);
+    const freq = this.args.saveckp_freq;
     if (freq > 0 && epoch % freq === 0 && epoch !== 0) {
       const numbered = join(
         this.outputDir,
@@ -375,31 +375,29 @@ export class IbotTrainer {
  * teacher momentum (cosine to 1) per iteration; CLS and patch teacher temperatures per epoch.
  */
 function schedules(args: PretrainArgs, iters: number) {
-  const epochs = Number(args.epochs);
-  const batch = Number(args.batch_size_per_gpu);
-  const warmup = Number(args.warmup_teacher_temp_epochs);
+  const { epochs, batch_size_per_gpu: batch, warmup_teacher_temp_epochs: warmup } = args;
   return {
     lr: cosineSchedule(
-      scaledLearningRate(Number(args.lr), batch),
-      Number(args.min_lr),
+      scaledLearningRate(args.lr, batch),
+      args.min_lr,
       epochs,
       iters,
-      Number(args.warmup_epochs),
+      args.warmup_epochs,
     ),
-    wd: cosineSchedule(Number(args.weight_decay), Number(args.weight_decay_end), epochs, iters),
-    momentum: cosineSchedule(Number(args.momentum_teacher), 1, epochs, iters),
+    wd: cosineSchedule(args.weight_decay, args.weight_decay_end, epochs, iters),
+    momentum: cosineSchedule(args.momentum_teacher, 1, epochs, iters),
     clsTemp: teacherTemperatureSchedule(
-      Number(args.warmup_teacher_temp),
-      Number(args.teacher_temp),
+      args.warmup_teacher_temp,
+      args.teacher_temp,
       warmup,
       epochs,
     ),
     patchTemp: teacherTemperatureSchedule(
-      Number(args.warmup_teacher_patch_temp),
-      Number(args.teacher_patch_temp),
+      args.warmup_teacher_patch_temp,
+      args.teacher_patch_temp,
       warmup,
       epochs,
-      Number(args.pred_start_epoch),
+      args.pred_start_epoch,
     ),
   };
 }
@@ -411,9 +409,7 @@ function setScalars(feeds: Record<string, TensorData>, values: Record<string, nu
 /** `--load_from` (joined to the output directory unless absolute), else an existing checkpoint. */
 async function findCheckpoint(args: PretrainArgs, outputDir: string): Promise<string | undefined> {
   if (args.load_from) {
-    const path = String(args.load_from).startsWith("/")
-      ? String(args.load_from)
-      : join(outputDir, String(args.load_from));
+    const path = args.load_from.startsWith("/") ? args.load_from : join(outputDir, args.load_from);
     try {
       await Deno.stat(path);
     } catch {

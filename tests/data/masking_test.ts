@@ -1,6 +1,7 @@
 import { assert } from "../assert.ts";
 import { maskedPositions, MaskGenerator, type MaskingConfig } from "../../lib/data/masking.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
+import { torchAvailable, torchScriptOutput } from "../reference/torch.ts";
 
 const DRAWS = 2000;
 
@@ -74,10 +75,14 @@ Deno.test("the recipe ratio is 0 or U(0.1, 0.5), chosen uniformly between the tw
   near(mean(jittered), 0.3, 0.01, "mean jittered ratio");
 });
 
-Deno.test("block masking reproduces the official loop driven by the same draws", () => {
-  // Expected values from loader.py's block loop run in Python with a port of Rng (seed 12345).
-  const fixed = generator({});
-  assert.deepEqual(picture(fixed.draw(14, 14, 0, new Rng(12345)), 14), [
+/**
+ * Golden masks of the official block loop driven by the same draws as ours: printed by
+ * tests/reference/masking_golden.py, which runs the reference's `pred_ratio_for_crop` and
+ * `block_mask` with a port of Rng (seed 12345) in place of Python's `random`.
+ */
+const GOLDEN = {
+  /** Ratio 0.3 on 14×14. */
+  block_14x14: [
     "..............",
     "..............",
     "..............",
@@ -92,15 +97,11 @@ Deno.test("block masking reproduces the official loop driven by the same draws",
     ".#########....",
     ".######.......",
     "..............",
-  ]);
-  const recipe = generator({ predRatio: [0, 0.3], predRatioVar: [0, 0.2] });
-  const rng = new Rng(12345);
-  const recipeCounts = Array.from({ length: 12 }, () => {
-    return maskedPositions(recipe.draw(14, 14, 0, rng)).length;
-  });
-  assert.deepEqual(recipeCounts, [0, 0, 0, 0, 0, 42, 0, 88, 0, 72, 39, 0]);
-  const rect = generator({ predRatio: 0.4, predRatioVar: 0.1 });
-  assert.deepEqual(picture(rect.draw(7, 12, 0, new Rng(12345)), 12), [
+  ],
+  /** Masked counts of 12 draws in a row with ratios [0, 0.3] ± [0, 0.2] on 14×14. */
+  recipe_counts: [0, 0, 0, 0, 0, 42, 0, 88, 0, 72, 39, 0],
+  /** Ratio 0.4 ± 0.1 on 7×12. */
+  rect_7x12: [
     "..######....",
     "..#######...",
     "..#######...",
@@ -108,7 +109,28 @@ Deno.test("block masking reproduces the official loop driven by the same draws",
     ".#....###.#.",
     ".#........#.",
     ".#........#.",
-  ]);
+  ],
+};
+
+Deno.test("block masking reproduces the official loop driven by the same draws", () => {
+  const fixed = generator({});
+  assert.deepEqual(picture(fixed.draw(14, 14, 0, new Rng(12345)), 14), GOLDEN.block_14x14);
+  const recipe = generator({ predRatio: [0, 0.3], predRatioVar: [0, 0.2] });
+  const rng = new Rng(12345);
+  const recipeCounts = Array.from({ length: 12 }, () => {
+    return maskedPositions(recipe.draw(14, 14, 0, rng)).length;
+  });
+  assert.deepEqual(recipeCounts, GOLDEN.recipe_counts);
+  const rect = generator({ predRatio: 0.4, predRatioVar: 0.1 });
+  assert.deepEqual(picture(rect.draw(7, 12, 0, new Rng(12345)), 12), GOLDEN.rect_7x12);
+});
+
+Deno.test({
+  name: "the golden masks are what tests/reference/masking_golden.py prints",
+  ignore: !torchAvailable(),
+  async fn() {
+    assert.deepEqual(JSON.parse(await torchScriptOutput("masking_golden.py")), GOLDEN);
+  },
 });
 
 Deno.test("blocks never span the full height or width", () => {

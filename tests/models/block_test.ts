@@ -4,7 +4,12 @@ import { grad } from "../../lib/graph/grad.ts";
 import { mul } from "../../lib/graph/math.ts";
 import { sum } from "../../lib/graph/reduce.ts";
 import { transformerBlock } from "../../lib/models/block.ts";
-import { adamwScalars, addAdamWMoments, applyAdamW } from "../../lib/optim/adamw.ts";
+import {
+  adamwScalars,
+  adamwScalarValues,
+  addAdamWMoments,
+  applyAdamW,
+} from "../../lib/optim/adamw.ts";
 import { CompiledGraph } from "../../lib/runtime/session.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
@@ -71,10 +76,10 @@ Deno.test({
       const feeds: Record<string, Float32Array> = {
         x: xs,
         r: rs,
-        lr: Float32Array.of(LR),
-        weight_decay: Float32Array.of(WD),
-        step: Float32Array.of(step),
       };
+      for (const [name, value] of Object.entries(adamwScalarValues(LR, WD, step))) {
+        feeds[name] = Float32Array.of(value);
+      }
       for (const name of stateNames) feeds[name] = store.get(name);
       const out = await session.run(feeds);
       if (step === 1) {

@@ -9,12 +9,9 @@ import { executeNotebook, joined, missingJupyter, outputMimes } from "./run_note
 
 const NOTEBOOK = new URL("../../notebooks/quickstart.ipynb", import.meta.url).pathname;
 
-const missing = missingJupyter();
-if (missing) console.log(`Notebook test skipped: ${missing}`);
-
 Deno.test({
   name: "notebooks/quickstart.ipynb runs headlessly: pictures, a live plot, tables, no errors",
-  ignore: missing !== undefined,
+  ignore: missingJupyter() !== undefined,
   async fn() {
     const { cells, log } = await executeNotebook(NOTEBOOK);
     const mimes = outputMimes(cells);

@@ -6,9 +6,20 @@
 
 import { basename, join } from "node:path";
 import { assert } from "../assert.ts";
+import { reportMissingTool } from "../missing_tool.ts";
 
-/** Why notebooks cannot run here, or undefined when they can. */
+/**
+ * Why notebooks cannot run here, or undefined when they can. When they cannot, the notebook
+ * tests are skipped with a note, or under `CI=true` a failing test gives the reason (see
+ * `reportMissingTool`); call it where tests are registered, as their `ignore` option.
+ */
 export function missingJupyter(): string | undefined {
+  const reason = jupyterProblem();
+  if (reason) reportMissingTool("Notebook test", reason);
+  return reason;
+}
+
+function jupyterProblem(): string | undefined {
   const run = (args: string[]) => {
     try {
       const out = new Deno.Command("jupyter", { args, stdout: "piped", stderr: "null" })

@@ -36,16 +36,25 @@ Command-line modes:
         (B, 1+N, D), and `local_tokens`, the unmasked forward of `local_images`, in float64.
 
     ibot_torch.py step IN OUT
-        One `train_step` in float64 without drop path. IN holds the int64 scalars `embed_dim`,
-        `depth`, `heads`, `patch_size`, `img_size`, `out_dim`, `patch_out_dim`, `head_hidden`,
-        `head_bottleneck`, `shared_head`, `shared_head_teacher`, `norm_last_layer`, `n_global`,
-        `epoch`, `freeze_last_layer`; the float64 scalars `lr`, `wd`, `momentum`, `teacher_temp`,
-        `teacher_patch_temp`, `lambda1`, `lambda2`, `clip_grad`; every parameter of both networks
-        as `student.<name>` and `teacher.<name>` (the names of `named_parameters()`, so a shared
-        head's `last_layer2` alias is not listed); `center` (1, K) and `center2` (1, 1, Kp); the
-        crops `crops.<i>` (B, 3, S, S), global ones first; the masks `masks.<i>` (B, N) as float
-        0/1 for the global crops. Writes `loss`, `cls`, `patch`, `acc` (shape [1]), the updated
-        `student.<name>` and `teacher.<name>`, `exp_avg.student.<name>` and
+        `steps` iterations of `train_step` in float64 with one AdamW optimizer, on the same crops
+        and masks each time. IN holds the int64 scalars `embed_dim`, `depth`, `heads`,
+        `patch_size`, `img_size`, `out_dim`, `patch_out_dim`, `head_hidden`, `head_bottleneck`,
+        `shared_head`, `shared_head_teacher`, `norm_last_layer`, `n_global`, `epoch`,
+        `freeze_last_layer`, `steps`; the float64 scalars `lr`, `wd`, `momentum`, `teacher_temp`,
+        `teacher_patch_temp`, `lambda1`, `lambda2`, `clip_grad`, `drop_path`; every parameter of
+        both networks as `student.<name>` and `teacher.<name>` (the names of
+        `named_parameters()`, so a shared head's `last_layer2` alias is not listed); `center`
+        (1, K) and `center2` (1, 1, Kp); the crops `crops.<i>` (B, 3, S, S), global ones first;
+        the masks `masks.<i>` (B, N) as float 0/1 for the global crops. With `drop_path` > 0, the
+        student's per-sample drop-path draws of iteration k are given instead of drawn:
+        `drop_path.<k>.global` (depth, 2, G*B) and `drop_path.<k>.local` (depth, 2, L*B), per block
+        and residual branch (attention, MLP) the factor floor(keep + U[0, 1)) / keep of each row
+        of the global (local) crops' batch, i.e. 0 or 1/keep (see `GivenDropPath`). AdamW resumes
+        from its state after the int64 `optimizer_step` steps: `exp_avg.student.<name>` and
+        `exp_avg_sq.student.<name>` of each parameter that has state (the others start fresh).
+        Writes the last iteration's `loss`, `cls`, `patch`, `acc` (shape [1]);
+        `grad.<k>.student.<name>`, the gradient AdamW used in iteration k (clipped; absent while
+        frozen); the final `student.<name>` and `teacher.<name>`, `exp_avg.student.<name>` and
         `exp_avg_sq.student.<name>` for each parameter the optimizer stepped, `center`, `center2`.
 
     ibot_torch.py checkpoint-write ARCH PATCH PTH IN OUT
@@ -112,6 +121,26 @@ class DropPath(nn.Module):
 
     def forward(self, x):
         return drop_path(x, self.drop_prob, self.training)
+
+
+class GivenDropPath(nn.Module):
+    """`DropPath` whose per-sample draws are given: call k (one per residual branch, in forward
+    order) takes `scales[k]` (rows,), each 0 or 1/keep as our graph's inputs hold them, as the
+    keep mask floor(keep + U[0, 1)) and computes x / keep * mask like `drop_path`.
+    """
+
+    def __init__(self, drop_prob, scales):
+        super().__init__()
+        self.drop_prob = drop_prob
+        self.scales = list(scales)
+
+    def forward(self, x):
+        keep = 1.0 - self.drop_prob
+        scales = self.scales.pop(0)
+        if not np.all((scales == 0) | np.isclose(scales, 1 / keep, rtol=1e-6)):
+            raise ValueError(f"drop-path scales are not 0 or 1/keep = {1 / keep}: {scales}")
+        mask = torch.from_numpy(scales > 0).to(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
+        return x.div(keep) * mask
 
 
 class Mlp(nn.Module):
@@ -922,6 +951,22 @@ def run_vit(source, target):
     safetensors_io.save(target, result)
 
 
+def give_drop_path(student, data, k):
+    """Replaces each student block's `DropPath` by a `GivenDropPath` holding iteration k's draws
+    (attention then MLP branch, of the global crops' forward and then of the local crops')."""
+    local = data.get(f"drop_path.{k}.local")
+    for i, block in enumerate(student.backbone.blocks):
+        rate = getattr(block.drop_path, "drop_prob", 0.0)  # nn.Identity where the rate is 0
+        scales = list(data[f"drop_path.{k}.global"][i])
+        if local is not None:
+            scales += list(local[i])
+        if rate == 0:
+            if not all(np.all(s == 1) for s in scales):
+                raise ValueError(f"block {i} has no drop path but its scales are not all 1")
+            continue
+        block.drop_path = GivenDropPath(rate, scales)
+
+
 def run_step(source, target):
     """`step IN OUT`: see the module docstring."""
     data = safetensors_io.load(source)
@@ -937,7 +982,7 @@ def run_step(source, target):
         shared_head=bool(get("shared_head")),
         shared_head_teacher=bool(get("shared_head_teacher")),
         norm_last_layer=bool(get("norm_last_layer")),
-        drop_path=0.0,
+        drop_path=get("drop_path"),
         size=dict(embed_dim=get("embed_dim"), depth=get("depth"), num_heads=get("heads")),
         head_hidden=get("head_hidden"),
         head_bottleneck=get("head_bottleneck"),
@@ -969,22 +1014,36 @@ def run_step(source, target):
     loss_fn.center.copy_(torch.from_numpy(data["center"]))
     loss_fn.center2.copy_(torch.from_numpy(data["center2"]))
     optimizer = torch.optim.AdamW(get_params_groups(student))
-    stats = train_step(
-        student,
-        teacher,
-        loss_fn,
-        optimizer,
-        images,
-        masks,
-        epoch,
-        lr=get("lr"),
-        wd=get("wd"),
-        momentum=get("momentum"),
-        clip_grad=get("clip_grad"),
-        freeze_last_layer=get("freeze_last_layer"),
-    )
+    for name, param in student.named_parameters():
+        if f"exp_avg.student.{name}" in data:
+            optimizer.state[param] = {
+                "step": torch.tensor(float(get("optimizer_step"))),
+                "exp_avg": torch.from_numpy(data[f"exp_avg.student.{name}"]).double(),
+                "exp_avg_sq": torch.from_numpy(data[f"exp_avg_sq.student.{name}"]).double(),
+            }
+    result = {}
+    for k in range(get("steps")):
+        if get("drop_path") > 0:
+            give_drop_path(student, data, k)
+        stats = train_step(
+            student,
+            teacher,
+            loss_fn,
+            optimizer,
+            images,
+            masks,
+            epoch,
+            lr=get("lr"),
+            wd=get("wd"),
+            momentum=get("momentum"),
+            clip_grad=get("clip_grad"),
+            freeze_last_layer=get("freeze_last_layer"),
+        )
+        for name, param in student.named_parameters():
+            if param.grad is not None:
+                result[f"grad.{k}.student.{name}"] = param.grad.numpy().copy()
 
-    result = {name: np.array([value], dtype=np.float64) for name, value in stats.items()}
+    result.update({name: np.array([value], dtype=np.float64) for name, value in stats.items()})
     for name, param in student.named_parameters():
         result[f"student.{name}"] = param.detach().numpy().copy()
         state = optimizer.state.get(param)

@@ -6,27 +6,40 @@ import { loadSafetensors, saveSafetensors } from "../../lib/checkpoint/safetenso
 import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 import type { Rng } from "../../lib/runtime/rng.ts";
 import type { StateStore } from "../../lib/runtime/store.ts";
+import { reportMissingTool } from "../missing_tool.ts";
 
 /** The Python that sees Debian's packages (python3-torch). */
 export const PYTHON = "/usr/bin/python3";
 
-/** True when `import torch` works; otherwise prints why the PyTorch comparison is skipped. */
+let torchFound: boolean | undefined;
+
+/**
+ * True when `import torch` works (checked once). Otherwise the PyTorch comparisons are skipped
+ * with a note, or under `CI=true` a failing test says that PyTorch is missing (see
+ * `reportMissingTool`); call it where tests are registered, as their `ignore` option.
+ */
 export function torchAvailable(): boolean {
+  torchFound ??= canImportTorch();
+  if (!torchFound) {
+    reportMissingTool(
+      "PyTorch comparison",
+      `${PYTHON} cannot import torch (apt-get install python3-torch)`,
+    );
+  }
+  return torchFound;
+}
+
+function canImportTorch(): boolean {
   try {
     const { success } = new Deno.Command(PYTHON, {
       args: ["-c", "import torch"],
       stderr: "null",
       stdout: "null",
-    })
-      .outputSync();
-    if (success) return true;
+    }).outputSync();
+    return success;
   } catch {
-    // python3 itself is missing: fall through to the message.
+    return false; // python3 itself is missing
   }
-  console.log(
-    "PyTorch comparison skipped: /usr/bin/python3 cannot import torch (apt-get install python3-torch)",
-  );
-  return false;
 }
 
 /** Runs `tests/reference/<script>` with arguments; throws with its stderr if it fails. */
@@ -39,6 +52,21 @@ export async function runTorchScript(script: string, args: string[]): Promise<vo
     stderr: "piped",
   }).output();
   if (!success) throw new Error(`${script} failed:\n${new TextDecoder().decode(stderr)}`);
+}
+
+/** Runs `tests/reference/<script>` with arguments and returns its standard output. */
+export async function torchScriptOutput(
+  script: string,
+  args: readonly string[] = [],
+): Promise<string> {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const { success, stdout, stderr } = await new Deno.Command(PYTHON, {
+    args: [join(here, script), ...args],
+    env: { OMP_NUM_THREADS: "1" },
+  }).output();
+  const text = new TextDecoder();
+  if (!success) throw new Error(`${script} failed:\n${text.decode(stderr)}`);
+  return text.decode(stdout);
 }
 
 /**
