@@ -9,6 +9,11 @@
  * number of workers: the epoch's order comes from `new Rng(seed).fork("epoch:<e>")` and image
  * i's augmentation from `new Rng(seed).fork("<e>:<i>")`.
  *
+ * Nothing waits forever: a worker that crashes, or a reply that cannot be delivered, ends the
+ * iteration with that error, and opening the source or a batch the consumer awaits that takes
+ * `stallSeconds` (default {@link DEFAULT_STALL_SECONDS}) ends it with an error naming the request,
+ * the requests in flight and each worker's state (its request, and whether it answers a ping).
+ *
  * ```ts
  * import { MultiCropLoader } from "./loader.ts";
  * const loader = await MultiCropLoader.create({
@@ -29,7 +34,7 @@
 import { Rng } from "../runtime/rng.ts";
 import { checkMultiCropConfig, type MultiCropConfig } from "./augment.ts";
 import type { WorkerReply, WorkerRequest, WorkerResults, WorkerTask } from "./loader_worker.ts";
-import type { SourceSpec } from "./source.ts";
+import { describeSource, type SourceSpec } from "./source.ts";
 
 /** Options of a {@link MultiCropLoader}. */
 export interface MultiCropLoaderOptions {
@@ -45,6 +50,11 @@ export interface MultiCropLoaderOptions {
   seed: number;
   /** Batches each worker prepares ahead; default 2. */
   prefetchBatches?: number;
+  /**
+   * Seconds to wait for the source to open or for an awaited batch before stopping with an error
+   * naming it and the workers' state; default {@link DEFAULT_STALL_SECONDS}.
+   */
+  stallSeconds?: number;
 }
 
 /** One training batch of B images; `globals` and `locals` are crop-major. */
@@ -69,7 +79,16 @@ export interface EvalBatch {
   indices: Int32Array;
   /** Number of real images (batchSize except, possibly, in the last batch). */
   count: number;
+  /** Number of real images the whole iteration delivers (the source's length). */
+  total: number;
 }
+
+/**
+ * Seconds a batch pipeline waits for its source to open, or for the batch its consumer awaits,
+ * before it stops with an error that names it, the requests in flight and what each worker is
+ * doing.
+ */
+export const DEFAULT_STALL_SECONDS = 60;
 
 /** max(1, logical cores − 1): leaves one core to the main thread. */
 export function defaultWorkerCount(): number {
@@ -105,6 +124,7 @@ export class MultiCropLoader {
     requirePositiveInteger("batchSize", options.batchSize);
     requirePositiveInteger("workers", options.workers ?? 1);
     requirePositiveInteger("prefetchBatches", options.prefetchBatches ?? 1);
+    requirePositiveSeconds(options.stallSeconds ?? DEFAULT_STALL_SECONDS);
     if (!Number.isSafeInteger(options.seed)) {
       throw new Error(`MultiCropLoader seed must be a safe integer, got ${options.seed}`);
     }
@@ -126,7 +146,8 @@ export class MultiCropLoader {
     if (this.#pool) return;
     const pool = new WorkerPool(this.options.workers ?? defaultWorkerCount());
     try {
-      const info = await pool.run({ type: "info", source: this.options.source });
+      const stallSeconds = this.options.stallSeconds ?? DEFAULT_STALL_SECONDS;
+      const info = await openInfo(pool, this.options.source, stallSeconds);
       if (info.length < this.options.batchSize) {
         throw new Error(
           `the data source has ${info.length} images, fewer than one batch of ` +
@@ -163,7 +184,8 @@ export class MultiCropLoader {
    * The batches of epoch `epoch` (a non-negative integer), in order, from batch `start` on (to
    * resume an interrupted epoch: the order and every augmentation depend only on the seed, the
    * epoch and the image). A worker's failure (an image that cannot be decoded, say) rejects the
-   * iteration with the worker's message.
+   * iteration with the worker's message; a batch awaited for `stallSeconds` rejects it with a
+   * message naming the batch and the workers' state.
    */
   async *epoch(epoch: number, start = 0): AsyncIterableIterator<MultiCropBatch> {
     requireNonNegativeInteger("epoch", epoch);
@@ -181,8 +203,14 @@ export class MultiCropLoader {
         seed,
         epoch,
         indices: order.slice(k * batchSize, (k + 1) * batchSize),
-      });
-    yield* inOrder(Math.max(0, iters - start), depth, (k) => request(start + k));
+      }, `batch ${k + 1} of ${iters}`);
+    const stallSeconds = this.options.stallSeconds ?? DEFAULT_STALL_SECONDS;
+    const what = `epoch ${epoch} of ${describeSource(source)}`;
+    yield* inOrder(Math.max(0, iters - start), depth, (k) => request(start + k), {
+      seconds: stallSeconds,
+      stalled: (k, inFlight) =>
+        stallError(pool, `batch ${start + k + 1} of ${iters}`, what, stallSeconds, inFlight),
+    });
   }
 
   /** Stops the workers; pending batches reject. */
@@ -201,19 +229,22 @@ export class MultiCropLoader {
  * Evaluation batches of a source in dataset order, transformed by `evalTransform` (shorter side
  * to round(size·256/224) bicubic, centre crop `size`, normalise) in `workers` workers, which stop
  * when the iteration ends. Each batch has `batchSize` rows; the last may be padded (see
- * {@link EvalBatch.count}).
+ * {@link EvalBatch.count}). An opening or a batch awaited for `stallSeconds` ends the iteration
+ * with an error naming it and the workers' state.
  */
 export async function* evalBatches(
   source: SourceSpec,
   size: number,
   batchSize: number,
   workers: number = defaultWorkerCount(),
+  stallSeconds: number = DEFAULT_STALL_SECONDS,
 ): AsyncIterableIterator<EvalBatch> {
   requirePositiveInteger("size", size);
   requirePositiveInteger("batchSize", batchSize);
   requirePositiveInteger("workers", workers);
+  requirePositiveSeconds(stallSeconds);
   const resize = Math.round(size * 256 / 224);
-  yield* sourceBatches(source, batchSize, workers, (indices) => ({
+  yield* sourceBatches(source, batchSize, workers, stallSeconds, (indices) => ({
     type: "eval",
     source,
     size,
@@ -237,6 +268,8 @@ export interface RandomCropBatchOptions {
   scale?: readonly [number, number];
   /** Worker count; default max(1, logical cores − 1). */
   workers?: number;
+  /** Seconds to wait for the opening or an awaited batch; default {@link DEFAULT_STALL_SECONDS}. */
+  stallSeconds?: number;
 }
 
 /**
@@ -254,15 +287,17 @@ export async function* randomCropBatches(
   const { size, batchSize, seed, epoch } = options;
   const scale = options.scale ?? [0.08, 1];
   const workers = options.workers ?? defaultWorkerCount();
+  const stallSeconds = options.stallSeconds ?? DEFAULT_STALL_SECONDS;
   requirePositiveInteger("size", size);
   requirePositiveInteger("batchSize", batchSize);
   requirePositiveInteger("workers", workers);
   requireNonNegativeInteger("epoch", epoch);
+  requirePositiveSeconds(stallSeconds);
   if (!Number.isSafeInteger(seed)) throw new Error(`seed must be a safe integer, got ${seed}`);
   if (!(scale[0] > 0 && scale[0] <= scale[1] && scale[1] <= 1)) {
     throw new Error(`scale must satisfy 0 < low ≤ high ≤ 1, got [${scale[0]}, ${scale[1]}]`);
   }
-  yield* sourceBatches(source, batchSize, workers, (indices) => ({
+  yield* sourceBatches(source, batchSize, workers, stallSeconds, (indices) => ({
     type: "randomCrop",
     source,
     size,
@@ -277,38 +312,80 @@ export async function* randomCropBatches(
 /**
  * Every image of `source` in dataset order, in batches of `batchSize` rows (the last one
  * zero-padded, see {@link EvalBatch.count}), each made by the worker task `task` returns for its
- * dataset indices; up to 2 · `workers` batches are in flight.
+ * dataset indices; up to 2 · `workers` batches are in flight, and an opening or a batch awaited
+ * for `stallSeconds` ends the iteration with an error naming it and the workers' state.
  */
 async function* sourceBatches(
   source: SourceSpec,
   batchSize: number,
   workers: number,
+  stallSeconds: number,
   task: (indices: Int32Array<ArrayBuffer>) => Extract<WorkerTask, { type: "eval" | "randomCrop" }>,
 ): AsyncIterableIterator<EvalBatch> {
   const pool = new WorkerPool(workers);
   try {
-    const { length } = await pool.run({ type: "info", source });
+    const { length } = await openInfo(pool, source, stallSeconds);
+    const batches = Math.ceil(length / batchSize);
+    const label = (k: number) => `batch ${k + 1} of ${batches}`;
     const request = (k: number): Promise<EvalBatch> => {
       const start = k * batchSize;
       const count = Math.min(batchSize, length - start);
       const indices = Int32Array.from({ length: count }, (_, i) => start + i);
-      return pool.run(task(indices)).then((result) => ({ ...result, count }));
+      return pool.run(task(indices), label(k)).then((result) => ({
+        ...result,
+        count,
+        total: length,
+      }));
     };
-    yield* inOrder(Math.ceil(length / batchSize), 2 * workers, request);
+    const what = describeSource(source);
+    yield* inOrder(batches, 2 * workers, request, {
+      seconds: stallSeconds,
+      stalled: (k, inFlight) => stallError(pool, label(k), what, stallSeconds, inFlight),
+    });
   } finally {
     pool.close();
   }
 }
 
 /**
+ * The size and classes of `source`, opened by a worker of `pool`; an opening that takes
+ * `stallSeconds` throws an error naming the source and the workers' state.
+ */
+function openInfo(
+  pool: WorkerPool,
+  source: SourceSpec,
+  stallSeconds: number,
+): Promise<WorkerResults["info"]> {
+  const label = "the opening";
+  return withDeadline(
+    pool.run({ type: "info", source }, label),
+    stallSeconds,
+    () => stallError(pool, label, describeSource(source), stallSeconds, 1),
+  );
+}
+
+/** How long {@link inOrder} waits for the request its consumer awaits, and the error it gives. */
+interface Watchdog {
+  /** Seconds to wait. */
+  readonly seconds: number;
+  /**
+   * The error that ends the iteration when request `k` did not settle in time, `inFlight`
+   * requests (it included) being unsettled.
+   */
+  readonly stalled: (k: number, inFlight: number) => Promise<Error>;
+}
+
+/**
  * Yields request(0), …, request(count − 1) in order, keeping up to `depth` requests in flight.
  * Every request gets a rejection handler at once, so a failure ahead of the consumer is not an
- * unhandled rejection; it surfaces when the consumer reaches it.
+ * unhandled rejection; it surfaces when the consumer reaches it. A request that the consumer has
+ * awaited for `watchdog.seconds` ends the iteration with `watchdog.stalled`'s error.
  */
 async function* inOrder<T>(
   count: number,
   depth: number,
   request: (k: number) => Promise<T>,
+  watchdog: Watchdog,
 ): AsyncIterableIterator<T> {
   const inFlight: Promise<T>[] = [];
   let next = 0;
@@ -321,79 +398,215 @@ async function* inOrder<T>(
   };
   refill();
   while (inFlight.length > 0) {
-    const result = await inFlight.shift()!;
+    const k = next - inFlight.length;
+    const waiting = inFlight.length;
+    const result = await withDeadline(
+      inFlight.shift()!,
+      watchdog.seconds,
+      () => watchdog.stalled(k, waiting),
+    );
     refill();
     yield result;
   }
 }
 
+/** `promise`, or `timeout`'s error once `seconds` pass before it settles. */
+function withDeadline<T>(
+  promise: Promise<T>,
+  seconds: number,
+  timeout: () => Promise<Error>,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => timeout().then(reject), seconds * 1000);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * The error of a pipeline that waited `seconds` for `label` of `what` with `inFlight` requests
+ * unsettled: where that request is and what each worker is doing.
+ */
+async function stallError(
+  pool: WorkerPool,
+  label: string,
+  what: string,
+  seconds: number,
+  inFlight: number,
+): Promise<Error> {
+  return new Error(
+    `the data loader waited ${seconds} s for ${label} of ${what} and stopped ` +
+      `(${inFlight} ${inFlight === 1 ? "request" : "requests"} in flight): ` +
+      `${await pool.describe(label)}`,
+  );
+}
+
+/** Milliseconds a stalled pool's workers get to answer a ping before they count as unresponsive. */
+const PING_MS = 2000;
+
 interface Job {
   request: WorkerRequest;
+  /** What the request is, for messages (`batch 3 of 79`). */
+  label: string;
   resolve: (result: WorkerResults[WorkerTask["type"]]) => void;
   reject: (error: Error) => void;
 }
 
+/** One worker of a pool and what it is doing. */
+interface Slot {
+  readonly worker: Worker;
+  /** 1-based, for messages. */
+  readonly number: number;
+  /** The request it is working on. */
+  job: Job | null;
+  /** `performance.now()` when the job was posted. */
+  since: number;
+  /** Why it crashed, once it has. */
+  crash: string | null;
+}
+
 /** Workers running `loader_worker.ts`, each given one request at a time from a shared queue. */
 class WorkerPool {
-  #workers: Worker[] = [];
-  #idle: Worker[] = [];
+  #slots: Slot[] = [];
   #queue: Job[] = [];
-  #running = new Map<Worker, Job>();
+  #pings = new Map<number, () => void>();
   #nextId = 0;
   #failure: Error | null = null;
 
   constructor(count: number) {
     const url = new URL("./loader_worker.ts", import.meta.url);
     for (let i = 0; i < count; i++) {
-      const worker = new Worker(url, { type: "module" });
-      worker.onmessage = (event: MessageEvent<WorkerReply>) => this.#finish(worker, event.data);
-      worker.onerror = (event: ErrorEvent) => {
-        event.preventDefault();
-        this.#fail(new Error(`a data loader worker crashed: ${event.message}`));
+      const slot: Slot = {
+        worker: new Worker(url, { type: "module" }),
+        number: i + 1,
+        job: null,
+        since: 0,
+        crash: null,
       };
-      this.#workers.push(worker);
-      this.#idle.push(worker);
+      slot.worker.onmessage = (event: MessageEvent<WorkerReply>) => this.#finish(slot, event.data);
+      slot.worker.onerror = (event: ErrorEvent) => {
+        event.preventDefault();
+        slot.crash = event.message;
+        const during = slot.job ? ` during ${slot.job.label}` : "";
+        this.#fail(
+          new Error(`data loader worker ${slot.number} crashed${during}: ${event.message}`),
+        );
+      };
+      slot.worker.onmessageerror = () => {
+        const during = slot.job ? ` to ${slot.job.label}` : "";
+        this.#fail(new Error(`the reply${during} from data loader worker ${slot.number} was lost`));
+      };
+      this.#slots.push(slot);
     }
   }
 
   get size(): number {
-    return this.#workers.length;
+    return this.#slots.length;
   }
 
-  /** Gives a task to the next idle worker; resolves with its result, rejects with its error. */
+  /**
+   * Gives a task to the next idle worker; resolves with its result, rejects with its error.
+   * `label` names the request in messages.
+   */
   run<K extends WorkerTask["type"]>(
     task: Extract<WorkerTask, { type: K }>,
+    label: string,
   ): Promise<WorkerResults[K]> {
     return new Promise((resolve, reject) => {
       if (this.#failure) return reject(this.#failure);
       const request = { id: this.#nextId++, task };
-      this.#queue.push({ request, resolve: resolve as Job["resolve"], reject });
+      this.#queue.push({ request, label, resolve: resolve as Job["resolve"], reject });
       this.#dispatch();
     });
   }
 
+  /**
+   * Where request `label` is (with a worker, queued, or nowhere) and what every worker is doing,
+   * after asking each live worker to answer a ping within {@link PING_MS} ms.
+   */
+  async describe(label: string): Promise<string> {
+    const now = performance.now();
+    const seconds = (slot: Slot) => `${((now - slot.since) / 1000).toFixed(1)} s`;
+    const holder = this.#slots.find((slot) => slot.job?.label === label);
+    const queued = this.#queue.findIndex((job) => job.label === label);
+    const where = holder
+      ? `worker ${holder.number} has been on it for ${seconds(holder)}`
+      : queued >= 0
+      ? `it is queued behind ${queued} other ${queued === 1 ? "request" : "requests"}`
+      : "no worker has it and it is not queued (its reply was lost)";
+    const queue = this.#queue.length;
+    const waiting = queue === 0
+      ? "no request is queued"
+      : `${queue} ${queue === 1 ? "request is" : "requests are"} queued`;
+    const states = this.#slots.map((slot) =>
+      slot.crash !== null
+        ? `crashed (${slot.crash})`
+        : slot.job
+        ? `busy with ${slot.job.label} for ${seconds(slot)}`
+        : "idle"
+    );
+    const answers = await Promise.all(this.#slots.map((slot) => this.#ping(slot)));
+    const workers = this.#slots.map((slot, i) => {
+      const ping = slot.crash !== null
+        ? ""
+        : answers[i]
+        ? ", answers pings"
+        : ", does not answer pings";
+      return `worker ${slot.number}: ${states[i]}${ping}`;
+    });
+    return `${where}; ${waiting}; ${workers.join("; ")}`;
+  }
+
   /** Terminates every worker; queued and running requests reject. */
   close(): void {
-    for (const worker of this.#workers) worker.terminate();
+    for (const slot of this.#slots) slot.worker.terminate();
     this.#fail(new Error("the data loader was closed"));
-    this.#workers = [];
-    this.#idle = [];
+    this.#slots = [];
+  }
+
+  /** Whether `slot`'s worker answers a ping within {@link PING_MS} ms. */
+  #ping(slot: Slot): Promise<boolean> {
+    if (slot.crash !== null) return Promise.resolve(false);
+    const id = this.#nextId++;
+    return new Promise((resolve) => {
+      // A late answer still finds its entry, so it is never mistaken for a request's reply.
+      const timer = setTimeout(() => resolve(false), PING_MS);
+      this.#pings.set(id, () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+      slot.worker.postMessage({ id, task: { type: "ping" } } satisfies WorkerRequest);
+    });
   }
 
   #dispatch(): void {
-    while (this.#idle.length > 0 && this.#queue.length > 0) {
-      const worker = this.#idle.shift()!;
+    for (const slot of this.#slots) {
+      if (this.#queue.length === 0) return;
+      if (slot.job || slot.crash !== null) continue;
       const job = this.#queue.shift()!;
-      this.#running.set(worker, job);
-      worker.postMessage(job.request);
+      slot.job = job;
+      slot.since = performance.now();
+      slot.worker.postMessage(job.request);
     }
   }
 
-  #finish(worker: Worker, reply: WorkerReply): void {
-    const job = this.#running.get(worker);
+  #finish(slot: Slot, reply: WorkerReply): void {
+    const pong = this.#pings.get(reply.id);
+    if (pong) {
+      this.#pings.delete(reply.id);
+      return pong();
+    }
+    const job = slot.job;
     if (!job) return;
-    this.#running.delete(worker);
-    this.#idle.push(worker);
+    if (reply.id !== job.request.id) {
+      return this.#fail(
+        new Error(
+          `data loader worker ${slot.number} answered request ${reply.id} during ${job.label} ` +
+            `(request ${job.request.id})`,
+        ),
+      );
+    }
+    slot.job = null;
     if ("error" in reply) job.reject(new Error(reply.error));
     else job.resolve(reply.result);
     this.#dispatch();
@@ -401,8 +614,11 @@ class WorkerPool {
 
   #fail(error: Error): void {
     this.#failure ??= error;
-    for (const job of [...this.#running.values(), ...this.#queue]) job.reject(error);
-    this.#running.clear();
+    for (const slot of this.#slots) {
+      slot.job?.reject(error);
+      slot.job = null;
+    }
+    for (const job of this.#queue) job.reject(error);
     this.#queue = [];
   }
 }
@@ -416,5 +632,11 @@ function requirePositiveInteger(name: string, value: number): void {
 function requireNonNegativeInteger(name: string, value: number): void {
   if (!Number.isInteger(value) || value < 0) {
     throw new Error(`${name} must be a non-negative integer, got ${value}`);
+  }
+}
+
+function requirePositiveSeconds(value: number): void {
+  if (!(value > 0 && Number.isFinite(value))) {
+    throw new Error(`stallSeconds must be a positive number of seconds, got ${value}`);
   }
 }

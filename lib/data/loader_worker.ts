@@ -2,7 +2,8 @@
  * The data-loader worker: opens a {@link SourceSpec} (once, on first use) and performs one task
  * at a time — report the source's size, build a multi-crop batch, an evaluation batch or a
  * linear-probing training batch (RandomResizedCrop + flip) — transferring the result buffers
- * back. A failure is answered with its message instead.
+ * back. A failure is answered with its message instead. A ping is answered at once, even while a
+ * batch is being made, to show that the worker is alive.
  *
  * Started by `loader.ts` as `new Worker(new URL("./loader_worker.ts", import.meta.url), { type:
  * "module" })`; never imported for its exports except the message types.
@@ -26,6 +27,7 @@ import { type ImageSource, openSource, type SourceSpec } from "./source.ts";
 /** What a worker is asked to do. */
 export type WorkerTask =
   | { type: "info"; source: SourceSpec }
+  | { type: "ping" }
   | {
     type: "multiCrop";
     source: SourceSpec;
@@ -61,6 +63,8 @@ export type WorkerTask =
 export interface WorkerResults {
   /** The source's image count and class names. */
   info: { length: number; classes: string[] };
+  /** Nothing: the reply itself shows that the worker is alive. */
+  ping: Record<string, never>;
   /** A multi-crop batch of B = indices.length images. */
   multiCrop: {
     /** Crop-major [G·B, 3, S, S]: global crop g of image b is row g·B + b. */
@@ -197,6 +201,8 @@ async function perform(
       const source = await sourceFor(task.source);
       return [{ length: source.length, classes: [...source.classes] }, []];
     }
+    case "ping":
+      return [{}, []];
     case "multiCrop":
       return await multiCropBatch(task);
     case "eval":

@@ -62,6 +62,11 @@ export async function openSource(spec: SourceSpec): Promise<ImageSource> {
   }
 }
 
+/** A source for messages: the images file of an IDX pair, or `the ImageFolder <root>`. */
+export function describeSource(spec: SourceSpec): string {
+  return spec.kind === "idx" ? spec.images : `the ImageFolder ${spec.root}`;
+}
+
 /** The split names accepted by {@link resolveDataPath}. */
 export type Split = "train" | "test";
 

@@ -76,6 +76,7 @@ export interface KnnResult {
  * @param numClasses number of classes.
  * @param ks neighbour counts to evaluate (positive integers); k > nTrain is clamped to nTrain.
  * @param temperature T of the vote weights exp(s / T), positive (the official default 0.07).
+ * @param onProgress called after each chunk of test rows with the test rows done and nTest.
  * @returns one result per entry of `ks`, in the same order.
  */
 export function knnClassify(
@@ -87,6 +88,7 @@ export function knnClassify(
   numClasses: number,
   ks: readonly number[] = [10, 20, 100, 200],
   temperature = 0.07,
+  onProgress?: (done: number, total: number) => void,
 ): KnnResult[] {
   const nTrain = rowCount(train, dim, "train");
   const nTest = rowCount(test, dim, "test");
@@ -140,6 +142,7 @@ export function knnClassify(
         }
       }
     }
+    onProgress?.(first + rows, nTest);
   }
 
   return ks.map((k) => {

@@ -9,8 +9,9 @@ import { type EvalBatch, evalBatches } from "../data/loader.ts";
 import { resolveDataPath, type SourceSpec } from "../data/source.ts";
 import type { VitConfig } from "../models/vit.ts";
 import { CompiledGraph } from "../runtime/session.ts";
+import { Progress, type ProgressWriter } from "../runtime/progress.ts";
 import type { StateStore } from "../runtime/store.ts";
-import { buildFeatureGraph, FEATURE_IO } from "./features.ts";
+import { buildFeatureGraph, FEATURE_IO } from "../models/features.ts";
 import { knnClassify, type KnnResult, l2NormalizeRows } from "./knn.ts";
 
 /** Options of {@link extractFeatures} and {@link evaluateKnn}. */
@@ -31,6 +32,8 @@ export interface FeatureOptions {
   readonly workers?: number;
   /** onnxruntime threads. */
   readonly threads?: number;
+  /** Where progress lines go (images done, images/s, time left, every few seconds); default none. */
+  readonly progress?: ProgressWriter;
 }
 
 /** Features [n, dim] (not normalised) and labels [n] of a dataset split. */
@@ -88,8 +91,12 @@ export class FeatureExtractor {
   /**
    * Features [n, dim] (not normalised) and labels [n] of the real rows (the first `count` of each
    * batch) of `batches`, in order. Each batch holds {@link FeatureExtractor.batch} images.
+   * `progress`, when given, counts the images and is finished at the end.
    */
-  async extract(batches: AsyncIterable<EvalBatch>): Promise<ExtractedFeatures> {
+  async extract(
+    batches: AsyncIterable<EvalBatch>,
+    progress?: Progress,
+  ): Promise<ExtractedFeatures> {
     const { dim } = this;
     const rows: Float32Array[] = [];
     const labels: number[] = [];
@@ -98,7 +105,9 @@ export class FeatureExtractor {
       const out = await this.#session.run(this.#feeds);
       rows.push((out[FEATURE_IO.features] as Float32Array).slice(0, b.count * dim));
       for (let i = 0; i < b.count; i++) labels.push(b.labels[i]);
+      progress?.update(labels.length, b.total);
     }
+    progress?.finish();
     const features = new Float32Array(labels.length * dim);
     let offset = 0;
     for (const r of rows) {
@@ -114,16 +123,21 @@ export class FeatureExtractor {
   }
 }
 
-/** Features [n, dim] (not normalised) and labels [n] of every image of a source, in order. */
+/**
+ * Features [n, dim] (not normalised) and labels [n] of every image of a source, in order;
+ * progress lines, when `options.progress` is given, start with `label`.
+ */
 export async function extractFeatures(
   store: StateStore,
   source: SourceSpec,
   options: FeatureOptions,
+  label = "features",
 ): Promise<ExtractedFeatures> {
   const extractor = await FeatureExtractor.create(store, options);
   try {
     return await extractor.extract(
       evalBatches(source, options.size, extractor.batch, options.workers),
+      new Progress({ label, write: options.progress }),
     );
   } finally {
     await extractor.close();
@@ -137,8 +151,18 @@ export async function extractTrainAndTest(
   options: FeatureOptions,
 ): Promise<{ train: ExtractedFeatures; test: ExtractedFeatures }> {
   return {
-    train: await extractFeatures(store, await resolveDataPath(dataPath, "train"), options),
-    test: await extractFeatures(store, await resolveDataPath(dataPath, "test"), options),
+    train: await extractFeatures(
+      store,
+      await resolveDataPath(dataPath, "train"),
+      options,
+      "train features",
+    ),
+    test: await extractFeatures(
+      store,
+      await resolveDataPath(dataPath, "test"),
+      options,
+      "test features",
+    ),
   };
 }
 
@@ -151,8 +175,12 @@ export async function evaluateKnn(
   const { train, test } = await extractTrainAndTest(store, dataPath, options);
   l2NormalizeRows(train.features, train.dim);
   l2NormalizeRows(test.features, test.dim);
-  const classes = Math.max(...train.labels, ...test.labels) + 1;
-  return knnClassify(
+  let classes = 0;
+  for (const labels of [train.labels, test.labels]) {
+    for (const label of labels) classes = Math.max(classes, label + 1);
+  }
+  const progress = new Progress({ label: "k-NN", unit: "test images", write: options.progress });
+  const results = knnClassify(
     train.features,
     train.labels,
     test.features,
@@ -161,5 +189,8 @@ export async function evaluateKnn(
     classes,
     options.ks,
     options.temperature,
+    (done, total) => progress.update(done, total),
   );
+  progress.finish();
+  return results;
 }

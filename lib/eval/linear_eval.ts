@@ -9,6 +9,7 @@
 
 import { evalBatches, randomCropBatches } from "../data/loader.ts";
 import { resolveDataPath } from "../data/source.ts";
+import { Progress } from "../runtime/progress.ts";
 import type { FrozenBackbone } from "./frozen_backbone.ts";
 import { type ExtractedFeatures, extractTrainAndTest, FeatureExtractor } from "./knn_eval.ts";
 import {
@@ -29,7 +30,7 @@ export interface LinearProbe {
   readonly classes: number;
 }
 
-/** Where progress lines go. */
+/** Where progress lines go (feature extraction and epochs every few seconds, each epoch's best). */
 export type ProbeLog = (line: string) => void;
 
 /** Number of classes: one more than the largest label of either split. */
@@ -45,7 +46,10 @@ export async function linearProbeCached(
   options: LinearProbeOptions,
   log: ProbeLog = () => {},
 ): Promise<LinearProbe> {
-  const { train, test } = await extractTrainAndTest(frozen.store, frozen.dataPath, frozen.features);
+  const { train, test } = await extractTrainAndTest(frozen.store, frozen.dataPath, {
+    ...frozen.features,
+    progress: log,
+  });
   const classes = classCount(train, test);
   log(
     `Features: ${train.labels.length} train and ${test.labels.length} test rows of dim ` +
@@ -53,7 +57,16 @@ export async function linearProbeCached(
         (options.lrs ?? DEFAULT_LRS).length
       } learning rates`,
   );
-  const report = trainLinearProbes(train, test, train.dim, classes, options);
+  const epochs = options.epochs ?? 100;
+  const progress = new Progress({ label: "linear classifiers", unit: "epochs", write: log });
+  const report = trainLinearProbes(train, test, train.dim, classes, {
+    ...options,
+    onEpoch: (epoch, results) => {
+      options.onEpoch?.(epoch, results);
+      progress.update(epoch, epochs);
+    },
+  });
+  progress.finish();
   return { report, dim: train.dim, classes };
 }
 
@@ -69,20 +82,20 @@ export async function linearProbeAugmented(
   const extractor = await FeatureExtractor.create(frozen.store, frozen.features);
   try {
     const batchSize = extractor.batch;
-    const test = await extractor.extract(evalBatches(testSpec, size, batchSize, workers));
+    const test = await extractor.extract(
+      evalBatches(testSpec, size, batchSize, workers),
+      new Progress({ label: "test features", write: log }),
+    );
     const epochs = options.epochs ?? 100;
-    const augmented = async (epoch: number): Promise<ExtractedFeatures> => {
-      const start = performance.now();
-      const seed = options.seed ?? 0;
-      const train = await extractor.extract(
+    const seed = options.seed ?? 0;
+    const augmented = (epoch: number): Promise<ExtractedFeatures> =>
+      extractor.extract(
         randomCropBatches(trainSpec, { size, batchSize, seed, epoch, workers }),
+        new Progress({
+          label: `Epoch ${epoch + 1}/${epochs}: augmented train features`,
+          write: log,
+        }),
       );
-      const seconds = ((performance.now() - start) / 1000).toFixed(1);
-      log(
-        `Epoch ${epoch + 1}/${epochs}: features of the augmented train images in ${seconds} s`,
-      );
-      return train;
-    };
     // The first epoch's features give the train labels, hence the class count.
     const first = await augmented(0);
     const classes = classCount(first, test);
@@ -99,6 +112,7 @@ export async function linearProbeAugmented(
       {
         ...options,
         onEpoch: (epoch, results) => {
+          options.onEpoch?.(epoch, results);
           const best = results.reduce((a, b) => b.top1 > a.top1 ? b : a);
           log(`Epoch ${epoch}: best Top1 so far ${best.top1.toFixed(2)} (lr ${best.lr})`);
         },

@@ -10,7 +10,8 @@ import {
   type MultiCropBatch,
   MultiCropLoader,
 } from "../../lib/data/loader.ts";
-import { openSource, type SourceSpec } from "../../lib/data/source.ts";
+import { writeIdx } from "../../lib/data/idx.ts";
+import { openSource, resolveDataPath, type SourceSpec } from "../../lib/data/source.ts";
 import { SMALL_CROPS, withTempDir, writeVendoredSubset } from "./fixtures.ts";
 
 const IMAGES = 100;
@@ -202,5 +203,118 @@ Deno.test("evalBatches: dataset order, padded last batch, evalTransform values",
     assert(last.images.subarray(4 * imageSize).every((v) => v === 0));
     const expected = await evalTransform(await source.load(97), 24);
     assert.deepEqual(last.images.subarray(imageSize, 2 * imageSize), expected);
+  });
+});
+
+Deno.test("evalBatches: a batch that never comes ends the iteration, naming it and the workers", async () => {
+  await withTempDir(async (root) => {
+    await Deno.mkdir(join(root, "a"));
+    const image = new Uint8Array(8 * 8 * 3).fill(90);
+    const names = Array.from({ length: 20 }, (_, i) => `${String(i).padStart(2, "0")}.png`);
+    for (const name of names) {
+      await sharp(image, { raw: { width: 8, height: 8, channels: 3 } }).png()
+        .toFile(join(root, "a", name));
+    }
+    // Once the folder is listed, image 10 becomes a named pipe without a writer: reading it
+    // blocks the worker for good, as a hung network file system would.
+    const pipe = join(root, "a", names[10]);
+    const batches = evalBatches({ kind: "folder", root }, 8, 1, 1, 1);
+    const start = performance.now();
+    let received = 0;
+    try {
+      await assert.rejects(
+        (async () => {
+          for await (const _ of batches) {
+            if (received++ === 0) {
+              await Deno.remove(pipe);
+              const made = await new Deno.Command("mkfifo", { args: [pipe] }).output();
+              assert(made.success, "mkfifo failed");
+            }
+          }
+        })(),
+        (error: Error) => {
+          const expected = `the data loader waited 1 s for batch 11 of 20 of the ImageFolder ` +
+            `${root} and stopped (2 requests in flight): worker 1 has been on it for S s; ` +
+            `1 request is queued; worker 1: busy with batch 11 of 20 for S s, answers pings`;
+          assert.equal(error.message.replace(/for \d+\.\d s/g, "for S s"), expected);
+          return true;
+        },
+      );
+      assert.equal(received, 10);
+      const seconds = (performance.now() - start) / 1000;
+      assert(seconds < 10, `the stall was reported after ${seconds.toFixed(1)} s`);
+    } finally {
+      // Give the blocked read a writer and an end of file, so that no thread stays blocked.
+      (await Deno.open(pipe, { write: true })).close();
+    }
+  });
+});
+
+Deno.test("MultiCropLoader: a source that never opens is reported after stallSeconds", async () => {
+  await withTempDir(async (dir) => {
+    const spec = await smallIdx(dir);
+    const pipe = join(dir, "images-pipe");
+    const made = await new Deno.Command("mkfifo", { args: [pipe] }).output();
+    assert(made.success, "mkfifo failed");
+    const start = performance.now();
+    try {
+      await assert.rejects(
+        MultiCropLoader.create({
+          source: { ...spec, images: pipe },
+          crops: SMALL_CROPS,
+          batchSize: 4,
+          workers: 1,
+          seed: 0,
+          stallSeconds: 0.5,
+        }),
+        (error: Error) => {
+          assert.equal(
+            error.message.replace(/for \d+\.\d s/g, "for S s"),
+            `the data loader waited 0.5 s for the opening of ${pipe} and stopped (1 request ` +
+              "in flight): worker 1 has been on it for S s; no request is queued; worker 1: " +
+              "busy with the opening for S s, answers pings",
+          );
+          return true;
+        },
+      );
+      const seconds = (performance.now() - start) / 1000;
+      assert(seconds < 10, `the stall was reported after ${seconds.toFixed(1)} s`);
+    } finally {
+      (await Deno.open(pipe, { write: true })).close();
+    }
+  });
+});
+
+Deno.test("evalBatches: the full Fashion-MNIST layout, train then test, runs to the end", async () => {
+  // The k-NN path at full size: gzipped IDX splits of 60 000 and 10 000 images read one after the
+  // other, batches of 128 (469 and 79, the last ones partial) from one worker. The images are
+  // 2×2 pixels so that the test takes seconds.
+  await withTempDir(async (dir) => {
+    const side = 2;
+    for (const [prefix, count] of [["train", 60000], ["t10k", 10000]] as const) {
+      const pixels = Uint8Array.from({ length: count * side * side }, (_, i) => (i * 37) % 256);
+      const labels = Uint8Array.from({ length: count }, (_, i) => (i * 7) % 10);
+      await writeIdx(join(dir, `${prefix}-images-idx3-ubyte.gz`), {
+        dims: [count, side, side],
+        data: pixels,
+      });
+      await writeIdx(join(dir, `${prefix}-labels-idx1-ubyte.gz`), { dims: [count], data: labels });
+    }
+    for (const [split, count, batches] of [["train", 60000, 469], ["test", 10000, 79]] as const) {
+      const spec = await resolveDataPath(dir, split);
+      let next = 0;
+      let seen = 0;
+      for await (const batch of evalBatches(spec, side, 128, 1)) {
+        assert.equal(batch.total, count);
+        assert.equal(batch.count, Math.min(128, count - next), `${split} batch ${seen}`);
+        assert.equal(batch.indices[0], next);
+        assert.equal(batch.indices[batch.count - 1], next + batch.count - 1);
+        assert.equal(batch.labels[batch.count - 1], ((next + batch.count - 1) * 7) % 10);
+        next += batch.count;
+        seen++;
+      }
+      assert.equal(seen, batches, `${split} batches`);
+      assert.equal(next, count, `${split} images`);
+    }
   });
 });

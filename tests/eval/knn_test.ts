@@ -214,3 +214,25 @@ Deno.test("l2NormalizeRows divides each row by max(norm, 1e-12) in place", () =>
   assertClose(features, [0.6, 0.8, 0, 0, 1e-8, 0, -1, 0], 1e-6, 0);
   assert.throws(() => l2NormalizeRows(new Float32Array(5), 2), /not a multiple of dim 2/);
 });
+
+Deno.test("knnClassify reports the test rows done after each chunk of 32", () => {
+  const dim = 4;
+  const rng = new Rng(3);
+  const centres = new Float32Array(3 * dim).map(() => rng.normal());
+  const train = clusteredData(rng, 90, dim, centres);
+  const test = clusteredData(rng, 70, dim, centres);
+  const calls: [number, number][] = [];
+  const args = [
+    train.features,
+    train.labels,
+    test.features,
+    test.labels,
+    dim,
+    3,
+    [5],
+    0.1,
+  ] as const;
+  const withProgress = knnClassify(...args, (done, total) => calls.push([done, total]));
+  assert.deepEqual(calls, [[32, 70], [64, 70], [70, 70]]);
+  assert.deepEqual(withProgress, knnClassify(...args));
+});

@@ -346,6 +346,8 @@ Deno.test("deno task linear: a tiny checkpoint end to end, cached and --augment"
 
     const fast = await linear("--epochs", "5");
     assert.match(fast.out, /train and 16 test rows of dim 384/);
+    assert.match(fast.out, /^train features: 48 images in /m);
+    assert.match(fast.out, /^linear classifiers: 5 epochs in /m);
     // Both words after --lr are swept.
     assert.match(fast.out, /^lr 0\.1 \(scaled 0\.00625\): Top1: /m);
     assert.match(fast.out, /^lr 1 \(scaled 0\.0625\): Top1: /m);
@@ -354,8 +356,9 @@ Deno.test("deno task linear: a tiny checkpoint end to end, cached and --augment"
 
     const augmented = await linear("--augment", "--epochs", "2", "--seed", "4");
     assert.match(augmented.out, /with RandomResizedCrop \+ flip/);
-    assert.match(augmented.out, /^Epoch 1\/2: features of the augmented train images/m);
-    assert.match(augmented.out, /^Epoch 2\/2: features of the augmented train images/m);
+    assert.match(augmented.out, /^Epoch 1\/2: augmented train features: 48 images in /m);
+    assert.match(augmented.out, /^Epoch 2\/2: augmented train features: 48 images in /m);
+    assert.match(augmented.out, /^test features: 16 images in /m);
     assert.match(
       augmented.out,
       /48 train \(augmented anew each epoch\) and 16 test rows of dim 384/,
