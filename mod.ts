@@ -17,14 +17,18 @@
  */
 
 export { type DType, type Shape, Tensor } from "./lib/graph/tensor.ts";
+export * from "./lib/graph/dim.ts";
 export {
   type Attribute,
   type ConstantSpec,
   type Domain,
   Graph,
+  type GraphOptions,
+  type GraphValueSpec,
   type InitRule,
   type NodeSpec,
   type ParamSpec,
+  staticDim,
   type TapeEntry,
   type TensorData,
   type ValueSpec,
@@ -51,6 +55,7 @@ export {
 } from "./lib/runtime/session.ts";
 export { StateStore } from "./lib/runtime/store.ts";
 export { Rng, type RngState } from "./lib/runtime/rng.ts";
+export { Progress, type ProgressOptions, type ProgressWriter } from "./lib/runtime/progress.ts";
 export type { NamedTensor, NamedTensorDType, NamedTensors } from "./lib/runtime/named_tensor.ts";
 export { loadSafetensors, saveSafetensors } from "./lib/checkpoint/safetensors.ts";
 export {
@@ -122,7 +127,7 @@ export {
   type TrainingCheckpoint,
   type TrainingProgress,
 } from "./lib/checkpoint/training_checkpoint.ts";
-export { buildFeatureGraph, type FeatureConfig } from "./lib/eval/features.ts";
+export { buildFeatureGraph, type FeatureConfig } from "./lib/models/features.ts";
 export {
   evaluateKnn,
   type ExtractedFeatures,
@@ -151,7 +156,10 @@ export {
 export {
   blankPicture,
   encodePng,
+  enlargePicture,
   pastePicture,
+  READABLE_PANEL_SIZE,
+  readableScale,
   resizePicture,
   savePng,
   sideBySide,

@@ -5,7 +5,7 @@ import {
   defaultImageSize,
   loadBackbone,
 } from "../../lib/checkpoint/backbone_file.ts";
-import { buildFeatureGraph } from "../../lib/eval/features.ts";
+import { buildFeatureGraph } from "../../lib/models/features.ts";
 import { VIT_SIZES } from "../../lib/models/vit.ts";
 import { saveSafetensors } from "../../lib/checkpoint/safetensors.ts";
 import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
