@@ -9,7 +9,12 @@ import { grad } from "../lib/graph/grad.ts";
 import { mul } from "../lib/graph/math.ts";
 import { sum } from "../lib/graph/reduce.ts";
 import { transformerBlock } from "../lib/models/block.ts";
-import { adamwScalars, addAdamWMoments, applyAdamW } from "../lib/optim/adamw.ts";
+import {
+  adamwScalars,
+  adamwScalarValues,
+  addAdamWMoments,
+  applyAdamW,
+} from "../lib/optim/adamw.ts";
 import { Rng } from "../lib/runtime/rng.ts";
 import { CompiledGraph, type CompileOptions } from "../lib/runtime/session.ts";
 import { StateStore } from "../lib/runtime/store.ts";
@@ -49,18 +54,16 @@ export async function prepareBlockStep(options: CompileOptions = {}): Promise<Bl
   const stateNames = addAdamWMoments(store, store.names());
   const rng = new Rng(1);
   const data = () => Float32Array.from({ length: batch * tokens * width }, () => rng.normal());
-  const feeds: Record<string, Float32Array> = {
-    x: data(),
-    r: data(),
-    lr: Float32Array.of(1e-4),
-    weight_decay: Float32Array.of(0.04),
-    step: Float32Array.of(0),
-  };
+  const feeds: Record<string, Float32Array> = { x: data(), r: data() };
   for (const name of stateNames) feeds[name] = store.get(name);
+  let steps = 0;
   return {
     session,
     async step() {
-      feeds.step[0] += 1;
+      steps += 1;
+      for (const [name, value] of Object.entries(adamwScalarValues(1e-4, 0.04, steps))) {
+        feeds[name] = Float32Array.of(value);
+      }
       const out = await session.run(feeds);
       store.commitNext(out as Record<string, Float32Array>, stateNames);
     },

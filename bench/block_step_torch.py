@@ -1,11 +1,12 @@
 """PyTorch reference of bench/block_step.ts: one ViT-Tiny block's training step, timed.
 
-Prints the median milliseconds per step. Run with OPENBLAS_CORETYPE=SkylakeX and OMP_NUM_THREADS
-set to the core count (bench/compare_block.ts does this).
+Prints one JSON line: `seconds` (each timed step, after 5 warm-up steps), `peak_rss_mib` and
+`blas` (the BLAS and LAPACK libraries the process mapped). Run with OPENBLAS_CORETYPE=SkylakeX
+and OMP_NUM_THREADS set to the core count (bench/compare_block.ts does this).
 """
 
+import json
 import os
-import statistics
 import sys
 import time
 
@@ -13,6 +14,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "reference"))
 from block_torch import Block  # noqa: E402
+from torch_process import loaded_blas, peak_rss_mib  # noqa: E402
 
 
 def main(steps=20, warmup=5):
@@ -32,7 +34,7 @@ def main(steps=20, warmup=5):
         optimizer.step()
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    print(f"{statistics.median(times) * 1000:.2f}")
+    print(json.dumps(dict(seconds=times, peak_rss_mib=peak_rss_mib(), blas=loaded_blas())))
 
 
 if __name__ == "__main__":

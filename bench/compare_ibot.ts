@@ -1,39 +1,132 @@
 /**
- * Times the full iBOT training step here and in the PyTorch reference (`ibot_step_torch.py`) in
- * the same run, in alternating rounds (this machine's timings drift), and prints images/s of both
- * and the throughput ratio. Usage: deno task bench:ibot [rounds] [steps per round]
+ * Compares our iBOT training step with PyTorch at the benchmark configuration, in the same run and
+ * in alternating rounds (timings on a shared machine drift; each side's best round counts). Each round runs three processes, each
+ * with one warm-up iteration before the timed ones: PyTorch doing the official work (the head on
+ * every token: what a user of the official code gets), PyTorch making the same update with the
+ * work our step does (the head on CLS tokens and masked-patch slots only: engine speed), and ours.
+ *
+ * Prints each side's work per iteration (multiply-accumulates of products and convolutions,
+ * counted from our step graph and from the ops PyTorch ran), images/s, seconds per step, peak
+ * resident memory, and two throughput ratios: against the official work and at equal work. No
+ * ratio is printed unless PyTorch ran on OpenBLAS's OpenMP variant.
+ *
+ * Usage: deno task bench:ibot [rounds] [steps per round]
+ *
+ * @module
  */
 
-import { prepareIbotStep } from "./ibot_step.ts";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { countMacs } from "../lib/graph/cost.ts";
+import { buildIbotStep } from "../lib/train/step.ts";
 import { PYTHON } from "../tests/reference/torch.ts";
-import { median, timeTorch } from "./torch_timing.ts";
+import { IBOT_BENCH } from "./ibot_step.ts";
+import {
+  blasProblem,
+  median,
+  runTorch,
+  type StepReport,
+  type TorchReport,
+} from "./torch_timing.ts";
 
 const rounds = Number(Deno.args[0] ?? 3);
 const steps = Number(Deno.args[1] ?? 3);
-const ibot = await prepareIbotStep();
-await ibot.step();
-await ibot.step();
-const ours: number[] = [];
-const theirs: number[] = [];
-for (let round = 1; round <= rounds; round++) {
-  for (let i = 0; i < steps; i++) {
-    const start = performance.now();
-    await ibot.step();
-    ours.push((performance.now() - start) / 1000);
+const WARMUP = 1;
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+/** Runs our step in a process of its own (`ibot_step_run.ts`) and returns its report. */
+async function runOurs(): Promise<StepReport> {
+  const { success, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-env",
+      "--allow-ffi",
+      "--allow-sys",
+      `--config=${join(HERE, "..", "deno.json")}`,
+      join(HERE, "ibot_step_run.ts"),
+      String(steps),
+      String(WARMUP),
+    ],
+  }).output();
+  if (!success) throw new Error(`ibot_step_run.ts failed:\n${new TextDecoder().decode(stderr)}`);
+  return JSON.parse(new TextDecoder().decode(stdout).trim().split("\n").at(-1)!);
+}
+
+/** Runs `ibot_step_torch.py` doing `work`; stops the benchmark when its BLAS is not a fair one. */
+async function runTorchSide(work: "official" | "equal", countWork: boolean): Promise<TorchReport> {
+  const report = await runTorch(PYTHON, "ibot_step_torch.py", [
+    ...["--work", work, "--steps", String(steps), "--warmup", String(WARMUP)],
+    ...["--batch", String(IBOT_BENCH.batch), "--slots", String(IBOT_BENCH.maskSlots)],
+    ...(countWork ? ["--count-macs"] : []),
+  ]);
+  const problem = blasProblem(report.blas);
+  if (problem) {
+    console.error(problem);
+    Deno.exit(1);
   }
-  theirs.push(
-    await timeTorch(PYTHON, "ibot_step_torch.py", ["--steps", String(steps), "--warmup", "1"]),
-  );
+  return report;
+}
+
+const ourMacs = countMacs(buildIbotStep(IBOT_BENCH).graph);
+const reports = {
+  official: [] as TorchReport[],
+  equal: [] as TorchReport[],
+  ours: [] as StepReport[],
+};
+/** Seconds per step of one round: the median of its timed steps. */
+const roundSeconds = (report: StepReport) => median(report.seconds);
+/** Seconds per step of a side: its best round, since load from other processes only adds time. */
+const perStep = (side: readonly StepReport[]) => Math.min(...side.map(roundSeconds));
+for (let round = 1; round <= rounds; round++) {
+  reports.official.push(await runTorchSide("official", round === 1));
+  reports.equal.push(await runTorchSide("equal", round === 1));
+  reports.ours.push(await runOurs());
+  const last = (side: readonly StepReport[]) => roundSeconds(side.at(-1)!).toFixed(2);
   console.log(
-    `round ${round}: ours ${median(ours.slice(-steps)).toFixed(2)} s, PyTorch ${
-      theirs.at(-1)!.toFixed(2)
-    } s per step`,
+    `round ${round}: ours ${last(reports.ours)} s, PyTorch official work ${
+      last(reports.official)
+    } s, PyTorch equal work ${last(reports.equal)} s per step`,
   );
 }
-const oursS = median(ours);
-const theirsS = median(theirs);
-console.log(`ours:    ${(64 / oursS).toFixed(1)} images/s (${oursS.toFixed(2)} s per step)`);
-console.log(`PyTorch: ${(64 / theirsS).toFixed(1)} images/s (${theirsS.toFixed(2)} s per step)`);
+
+const sides = [
+  { label: "ours", macs: ourMacs, counted: "the step graph", reports: reports.ours },
+  {
+    label: "PyTorch, official work",
+    macs: reports.official[0].macs!,
+    counted: "the ops PyTorch ran",
+    reports: reports.official,
+  },
+  {
+    label: "PyTorch, equal work",
+    macs: reports.equal[0].macs!,
+    counted: "the ops PyTorch ran",
+    reports: reports.equal,
+  },
+];
+const column = (text: string) => text.padEnd(24);
+console.log("work per iteration (multiply-accumulates of products and convolutions):");
+for (const side of sides) {
+  console.log(`  ${column(side.label)}${(side.macs / 1e9).toFixed(1)} GMAC, from ${side.counted}`);
+}
 console.log(
-  `throughput ratio: ${(theirsS / oursS).toFixed(2)} (ours / PyTorch; the target is ≥ 1.3)`,
+  `speed and memory (batch ${IBOT_BENCH.batch}, the best of ${rounds} rounds of ${steps} steps):`,
+);
+for (const side of sides) {
+  const seconds = perStep(side.reports);
+  const peak = Math.max(...side.reports.map((r) => r.peak_rss_mib));
+  console.log(
+    `  ${column(side.label)}${(IBOT_BENCH.batch / seconds).toFixed(1)} images/s, ` +
+      `${seconds.toFixed(2)} s per step, peak RSS ${peak.toFixed(0)} MiB`,
+  );
+}
+const ratio = (torch: readonly StepReport[]) => (perStep(torch) / perStep(reports.ours)).toFixed(2);
+console.log(
+  `throughput ratio against the official work: ${ratio(reports.official)} ` +
+    "(ours / PyTorch official: what a user of the official code gets; the target is ≥ 1.3)",
+);
+console.log(
+  `throughput ratio at equal work: ${ratio(reports.equal)} ` +
+    "(ours / PyTorch doing our step's work: engine speed)",
 );

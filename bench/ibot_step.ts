@@ -12,7 +12,7 @@ import { addAdamWMoments } from "../lib/optim/adamw.ts";
 import { Rng } from "../lib/runtime/rng.ts";
 import { CompiledGraph, type CompileOptions } from "../lib/runtime/session.ts";
 import { StateStore } from "../lib/runtime/store.ts";
-import { buildIbotStep, type IbotStepConfig } from "../lib/train/step.ts";
+import { buildIbotStep, type IbotStepConfig, stepScalarValues } from "../lib/train/step.ts";
 import { fillMaskInputs } from "../lib/train/batch_inputs.ts";
 
 /** The benchmark configuration. */
@@ -34,12 +34,15 @@ export const IBOT_BENCH: IbotStepConfig = {
   lambda2: 1,
 };
 
-/** A compiled step with random inputs; `step()` runs one iteration and commits the state. */
+/**
+ * A compiled step with random inputs, without onnxruntime's memory arena as the trainer compiles
+ * it; `step()` runs one iteration and commits the state.
+ */
 export async function prepareIbotStep(
   options: CompileOptions = {},
 ): Promise<{ step(): Promise<void> }> {
   const built = buildIbotStep(IBOT_BENCH);
-  const session = await CompiledGraph.create(built.graph, options);
+  const session = await CompiledGraph.create(built.graph, { memoryArena: false, ...options });
   const store = StateStore.fromParams(built.graph.params, 0);
   addAdamWMoments(store, built.trainable);
   const rng = new Rng(0);
@@ -50,15 +53,6 @@ export async function prepareIbotStep(
     if (input.dtype === "int64") feeds[input.name] = new BigInt64Array(n);
     else feeds[input.name] = Float32Array.from({ length: n }, () => rng.normal());
   }
-  const scalars: Record<string, number> = {
-    lr: 5e-4 * 64 / 256,
-    weight_decay: 0.04,
-    momentum: 0.996,
-    teacher_temp: 0.04,
-    teacher_patch_temp: 0.04,
-    last_layer_active: 1,
-  };
-  for (const [name, value] of Object.entries(scalars)) (feeds[name] as Float32Array)[0] = value;
   const masking = new MaskGenerator({
     predRatio: 0.3,
     predRatioVar: 0,
@@ -77,8 +71,17 @@ export async function prepareIbotStep(
   return {
     async step() {
       step++;
-      (feeds.step as Float32Array)[0] = step;
-      (feeds.last_layer_step as Float32Array)[0] = step;
+      const scalars = stepScalarValues({
+        lr: 5e-4 * 64 / 256,
+        weightDecay: 0.04,
+        step,
+        lastLayerActive: true,
+        lastLayerStep: step,
+        momentum: 0.996,
+        teacherTemp: 0.04,
+        teacherPatchTemp: 0.04,
+      });
+      for (const [name, value] of Object.entries(scalars)) (feeds[name] as Float32Array)[0] = value;
       const out = await session.run(feeds);
       store.commitNext(out as Record<string, Float32Array>, built.updatedState);
     },

@@ -30,7 +30,7 @@ export function countMacs(graph: Graph): number {
 function nodeMacs(graph: Graph, node: NodeSpec): number {
   const shape = (name: string) => {
     const dims = graph.dimsOf(name);
-    return fixedShape(dims, () => `countMacs: ${name}${formatShape(dims)} (input of ${node.name})`);
+    return fixedShape(dims, () => `countMacs: ${name}${formatShape(dims)} (at node ${node.name})`);
   };
   const flag = (name: string) => {
     const attribute = node.attributes[name];

@@ -125,7 +125,12 @@ export class IbotTrainer {
       });
       const resumeFrom = await findCheckpoint(args, outputDir);
       let store: StateStore;
-      let progress: TrainingProgress<EpochMeterState> = { epoch: 0, iteration: 0, step: 0, lastLayerStep: 0 };
+      let progress: TrainingProgress<EpochMeterState> = {
+        epoch: 0,
+        iteration: 0,
+        step: 0,
+        lastLayerStep: 0,
+      };
       if (resumeFrom) {
         const checkpoint = await loadTrainingCheckpoint<PretrainArgs, EpochMeterState>(resumeFrom);
         store = checkpoint.store;

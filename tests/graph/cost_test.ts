@@ -52,6 +52,6 @@ Deno.test("countMacs names the value when a shape is symbolic", () => {
   matmul(a, g.input("b", "float32", [3, 4]));
   assert.throws(
     () => countMacs(g),
-    /countMacs: a\[batch,3\] \(input of Gemm_0\) has symbolic dimensions/,
+    /countMacs: a\[batch,3\] \(at node Gemm_0\) has symbolic dimensions/,
   );
 });

@@ -6,7 +6,10 @@ import {
   saveSafetensors,
 } from "../../lib/checkpoint/safetensors.ts";
 import { parsePretrainArgs, type PretrainArgs } from "../../lib/train/args.ts";
-import { CHECKPOINT_FORMAT, type TrainingProgress } from "../../lib/checkpoint/training_checkpoint.ts";
+import {
+  CHECKPOINT_FORMAT,
+  type TrainingProgress,
+} from "../../lib/checkpoint/training_checkpoint.ts";
 import {
   CHECKPOINT_FILE,
   IbotTrainer,

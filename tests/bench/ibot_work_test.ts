@@ -1,0 +1,105 @@
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { assert } from "../assert.ts";
+import { countMacs } from "../../lib/graph/cost.ts";
+import { HEAD_BOTTLENECK_DIM, HEAD_HIDDEN_DIM } from "../../lib/models/head.ts";
+import { buildIbotStep } from "../../lib/train/step.ts";
+import { IBOT_BENCH } from "../../bench/ibot_step.ts";
+import { blasProblem, runTorch, type TorchReport } from "../../bench/torch_timing.ts";
+import { PYTHON, torchAvailable } from "../reference/torch.ts";
+
+const ignore = !torchAvailable();
+
+Deno.test({
+  name: "PyTorch's equal-work step makes the official step's update (float64)",
+  ignore,
+  async fn() {
+    const script = join(dirname(fileURLToPath(import.meta.url)), "equal_work_check.py");
+    const { success, stdout, stderr } = await new Deno.Command(PYTHON, {
+      args: [script],
+      env: { OMP_NUM_THREADS: "1" },
+    }).output();
+    const text = new TextDecoder();
+    assert(success, `equal_work_check.py failed:\n${text.decode(stderr)}`);
+    const differences: Record<string, number> = JSON.parse(text.decode(stdout));
+    const compared = ["loss", "cls", "patch", "acc", "student", "teacher", "center", "center2"];
+    assert.deepEqual(Object.keys(differences).sort(), compared.sort());
+    for (const [name, difference] of Object.entries(differences)) {
+      assert(difference <= 1e-10, `${name} differs by ${difference} of its scale`);
+    }
+  },
+});
+
+/** One counted iteration of `ibot_step_torch.py` at a small batch. */
+function countTorchWork(work: "official" | "equal", batch: number): Promise<TorchReport> {
+  return runTorch(PYTHON, "ibot_step_torch.py", [
+    ...["--work", work, "--steps", "0", "--warmup", "0", "--count-macs", "--threads", "1"],
+    ...["--batch", String(batch), "--slots", String(IBOT_BENCH.maskSlots)],
+  ]);
+}
+
+Deno.test({
+  name: "the equal-work PyTorch step does our step's work; the official step adds the full head",
+  ignore,
+  async fn() {
+    const batch = 2;
+    const config = { ...IBOT_BENCH, batch };
+    const ours = countMacs(buildIbotStep(config).graph);
+    const official = await countTorchWork("official", batch);
+    const equal = await countTorchWork("equal", batch);
+    // Ours also sums the gradients of biases and LayerNorm parameters over rows as products with
+    // a ones vector (0.15% of the work); PyTorch's sums are not products.
+    const relative = (ours - equal.macs!) / equal.macs!;
+    assert(relative >= 0 && relative < 0.003, `ours ${ours} against PyTorch's ${equal.macs}`);
+
+    // The official work runs the student's head MLP on every token (forward, input and weight
+    // gradients) instead of the CLS tokens and the slots, the student's last layer on every
+    // patch token (with gradients on the global crops'), and the teacher's on every patch token
+    // instead of the slots and one mean per row.
+    const { globalCrops: g, localCrops: l, maskSlots: m } = config;
+    const { embedDim, patchSize } = config.backbone;
+    const globalPatches = (config.globalSize / patchSize) ** 2;
+    const localPatches = (config.localSize / patchSize) ** 2;
+    const mlp = embedDim * HEAD_HIDDEN_DIM + HEAD_HIDDEN_DIM ** 2 +
+      HEAD_HIDDEN_DIM * HEAD_BOTTLENECK_DIM;
+    const lastLayer = HEAD_BOTTLENECK_DIM * config.studentHead.outDim;
+    const allTokens = batch * (g * (1 + globalPatches) + l * (1 + localPatches));
+    const headRows = batch * (g + l) + g * batch * m;
+    const studentLastLayer = 3 * g * batch * globalPatches + l * batch * localPatches -
+      3 * g * batch * m;
+    const teacherLastLayer = g * batch * (1 + globalPatches) - g * batch * (2 + m);
+    assert.equal(
+      official.macs! - equal.macs!,
+      3 * mlp * (allTokens - headRows) + lastLayer * (studentLastLayer + teacherLastLayer),
+    );
+
+    for (const report of [official, equal]) {
+      assert(report.blas.length > 0, "the PyTorch process reported no BLAS library");
+      for (const path of report.blas) {
+        assert.match(path, /\/lib(open)?blas[^/]*\.so|\/liblapack[^/]*\.so/);
+      }
+    }
+  },
+});
+
+Deno.test("blasProblem accepts only OpenBLAS's OpenMP variant and names the fix otherwise", () => {
+  const openmp = "/usr/lib/x86_64-linux-gnu/openblas-openmp";
+  const pthread = "/usr/lib/x86_64-linux-gnu/openblas-pthread";
+  assert.equal(
+    blasProblem([`${openmp}/libblas.so.3`, `${openmp}/libopenblasp-r0.3.21.so`]),
+    undefined,
+  );
+  const mixed = blasProblem([`${openmp}/libblas.so.3`, `${pthread}/libopenblasp-r0.3.21.so`]);
+  assert.match(
+    mixed!,
+    /^PyTorch used \S+\/openblas-pthread\/libopenblasp-r0\.3\.21\.so, not OpenBLAS's/,
+  );
+  for (const lib of ["libblas.so.3", "liblapack.so.3", "libopenblas.so.0"]) {
+    assert(
+      mixed!.includes(`update-alternatives --set ${lib}-x86_64-linux-gnu ${openmp}/${lib}`),
+      `the sentence names the alternative of ${lib}: ${mixed}`,
+    );
+  }
+  assert.match(blasProblem(["/usr/lib/x86_64-linux-gnu/blas/libblas.so.3"])!, /\/blas\/libblas/);
+  assert.match(blasProblem([])!, /used no BLAS library/);
+});
