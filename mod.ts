@@ -118,12 +118,19 @@ export {
   type IterationReport,
   type TrainOutcome,
 } from "./lib/train/trainer.ts";
-export { type ArgValue, parsePretrainArgs, type PretrainArgs } from "./lib/train/args.ts";
+export {
+  type ArgValue,
+  parsePretrainArgs,
+  PRETRAIN_OPTIONS,
+  type PretrainArgs,
+} from "./lib/train/args.ts";
+export * from "./lib/cli/options.ts";
 export { type EpochMeterState, type StatName } from "./lib/train/epoch_meter.ts";
 export { type RunConfig } from "./lib/train/config.ts";
 export {
   loadTrainingCheckpoint,
   saveTrainingCheckpoint,
+  type StoredArgs,
   type TrainingCheckpoint,
   type TrainingProgress,
 } from "./lib/checkpoint/training_checkpoint.ts";

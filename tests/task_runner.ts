@@ -26,9 +26,14 @@ function taskCommand(name: string): string[] {
 }
 
 /** Runs task `name` with `args` appended, in the repository root, without colours. */
-export async function runDenoTask(name: string, args: readonly string[]): Promise<TaskRun> {
+export function runDenoTask(name: string, args: readonly string[]): Promise<TaskRun> {
+  return runDeno([...taskCommand(name), ...args]);
+}
+
+/** Runs `deno` with `args` in the repository root, without colours, and captures its output. */
+export async function runDeno(args: readonly string[]): Promise<TaskRun> {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: [...taskCommand(name), ...args],
+    args: [...args],
     cwd: REPO,
     env: { NO_COLOR: "1" },
     stdout: "piped",

@@ -34,7 +34,8 @@
 
 import { parseArgs } from "node:util";
 
-interface CommonSpec {
+/** What every kind of option declares besides its kind, default and presets. */
+export interface OptionSpecBase {
   /** What the option does, for `--help` (the default is appended there). */
   readonly help: string;
   /** The value's name in `--help` (default: the choices, else the kind). */
@@ -44,48 +45,70 @@ interface CommonSpec {
 }
 
 /** One number: `int` must be whole. `min` and `max` bound it (inclusive), or `choices` list it. */
-export interface NumberSpec extends CommonSpec {
+export interface NumberSpec extends OptionSpecBase {
+  /** The kind of value. */
   readonly kind: "int" | "float";
+  /** The value when the option is not given (and no preset replaces it). */
   readonly default?: number | null;
+  /** Defaults by preset name, replacing `default` under that preset. */
   readonly presets?: Readonly<Record<string, number | null>>;
+  /** Smallest value accepted (inclusive). */
   readonly min?: number;
+  /** Largest value accepted (inclusive). */
   readonly max?: number;
+  /** The only values accepted. */
   readonly choices?: readonly number[];
 }
 
 /** One or more numbers; `min` and `max` bound each. */
-export interface NumbersSpec extends CommonSpec {
+export interface NumbersSpec extends OptionSpecBase {
+  /** The kind of value. */
   readonly kind: "ints" | "floats";
+  /** The value when the option is not given (and no preset replaces it). */
   readonly default?: readonly number[];
+  /** Defaults by preset name, replacing `default` under that preset. */
   readonly presets?: Readonly<Record<string, readonly number[]>>;
+  /** Smallest value accepted (inclusive). */
   readonly min?: number;
+  /** Largest value accepted (inclusive). */
   readonly max?: number;
 }
 
 /** One word, optionally one of `choices`. */
-export interface StringSpec extends CommonSpec {
+export interface StringSpec extends OptionSpecBase {
+  /** The kind of value. */
   readonly kind: "string";
+  /** The value when the option is not given (and no preset replaces it). */
   readonly default?: string | null;
+  /** Defaults by preset name, replacing `default` under that preset. */
   readonly presets?: Readonly<Record<string, string | null>>;
+  /** The only values accepted. */
   readonly choices?: readonly string[];
 }
 
 /** One or more words. */
-export interface StringsSpec extends CommonSpec {
+export interface StringsSpec extends OptionSpecBase {
+  /** The kind of value. */
   readonly kind: "strings";
+  /** The value when the option is not given (and no preset replaces it). */
   readonly default?: readonly string[];
+  /** Defaults by preset name, replacing `default` under that preset. */
   readonly presets?: Readonly<Record<string, readonly string[]>>;
 }
 
 /** A boolean given as a value: on/true/1 or off/false/0. */
-export interface BoolSpec extends CommonSpec {
+export interface BoolSpec extends OptionSpecBase {
+  /** The kind of value. */
   readonly kind: "bool";
+  /** The value when the option is not given (and no preset replaces it). */
   readonly default?: boolean;
+  /** Defaults by preset name, replacing `default` under that preset. */
   readonly presets?: Readonly<Record<string, boolean>>;
 }
 
 /** A switch without a value: true when given, else false. */
-export interface FlagSpec extends CommonSpec {
+export interface FlagSpec extends OptionSpecBase {
+  /** The kind of value. */
   readonly kind: "flag";
 }
 
@@ -98,7 +121,8 @@ export type OptionSpec = NumberSpec | NumbersSpec | StringSpec | StringsSpec | B
 /** A command's options by official name (declare with `as const satisfies OptionTable`). */
 export type OptionTable = Readonly<Record<string, OptionSpec>>;
 
-type KindValue<S extends OptionSpec> = S extends { choices: readonly (infer C)[] } ? C
+/** The value of an option of spec `S` when given: a number, numbers, a word, words or a boolean. */
+export type KindValue<S extends OptionSpec> = S extends { choices: readonly (infer C)[] } ? C
   : S extends { kind: "int" | "float" } ? number
   : S extends { kind: "ints" | "floats" } ? readonly number[]
   : S extends { kind: "strings" } ? readonly string[]

@@ -1,4 +1,5 @@
 import { assert } from "../assert.ts";
+import { runDeno, type TaskRun } from "../task_runner.ts";
 
 const RUN_TASK = new URL("../../tasks/run_task.ts", import.meta.url).href;
 
@@ -20,19 +21,8 @@ const TASK = `
   });
 `;
 
-async function runDemo(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", TASK, ...args],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: text.decode(output.stdout),
-    stderr: text.decode(output.stderr),
-  };
+function runDemo(args: string[]): Promise<TaskRun> {
+  return runDeno(["eval", TASK, ...args]);
 }
 
 Deno.test("runTask: parses the options, runs the task and exits with its code", async () => {
