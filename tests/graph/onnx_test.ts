@@ -9,12 +9,12 @@ import {
   TensorProto_DataLocation,
   type ValueInfoProto,
 } from "onnx-buf";
-import * as ort from "onnxruntime-node";
 import { mulDims, symbolicDim } from "../../lib/graph/dim.ts";
 import { Graph } from "../../lib/graph/graph.ts";
 import { encodeOnnxModel, writeOnnxModel } from "../../lib/graph/onnx.ts";
 import { reshape } from "../../lib/graph/shape.ts";
 import { ProtoWriter, REFERENCE_THRESHOLD_BYTES } from "../../lib/graph/protobuf.ts";
+import { runOnnx } from "./run_onnx.ts";
 
 function decode(bytes: Uint8Array): ModelProto {
   return fromBinary(ModelProtoSchema, bytes);
@@ -39,25 +39,6 @@ function describeValue(value: ValueInfoProto): { name: string; elemType: number;
 
 function iota(size: number, scale = 1, shift = 0): Float32Array {
   return Float32Array.from({ length: size }, (_, i) => (i - shift) * scale);
-}
-
-async function run(
-  model: Uint8Array | string,
-  feeds: Record<string, { data: Float32Array; dims: number[] }>,
-): Promise<Record<string, ort.Tensor>> {
-  const options = { graphOptimizationLevel: "all" } as const;
-  const session = typeof model === "string"
-    ? await ort.InferenceSession.create(model, options)
-    : await ort.InferenceSession.create(model, options);
-  try {
-    const tensors: Record<string, ort.Tensor> = {};
-    for (const [name, { data, dims }] of Object.entries(feeds)) {
-      tensors[name] = new ort.Tensor("float32", data, dims);
-    }
-    return await session.run(tensors);
-  } finally {
-    await session.release();
-  }
 }
 
 function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance = 1e-5) {
@@ -331,14 +312,14 @@ Deno.test("onnx runtime: Add of an input and a parameter, fed and baked", async 
   const wData = iota(6, 0.5, 3);
   const expected = xData.map((v, i) => v + wData[i]);
 
-  const fed = await run(encodeOnnxModel(g).model, {
+  const fed = await runOnnx(encodeOnnxModel(g).model, {
     x: { data: xData, dims: [2, 3] },
     w: { data: wData, dims: [2, 3] },
   });
   assert.deepEqual(fed.y.dims, [2, 3]);
   assertClose(fed.y.data as Float32Array, expected);
 
-  const baked = await run(encodeOnnxModel(g, { initializers: { w: wData } }).model, {
+  const baked = await runOnnx(encodeOnnxModel(g, { initializers: { w: wData } }).model, {
     x: { data: xData, dims: [2, 3] },
   });
   assertClose(baked.y.data as Float32Array, expected);
@@ -379,7 +360,7 @@ Deno.test("onnx runtime: Gemm, FusedMatMul, Transpose, Gelu and attribute-driven
   const aData = iota(6, 1, 2);
   const bData = iota(12, 0.25, 5);
   const cData = Float32Array.from([1, 2, 3, 4]);
-  const outputs = await run(encodeOnnxModel(g, { initializers: { c: cData } }).model, {
+  const outputs = await runOnnx(encodeOnnxModel(g, { initializers: { c: cData } }).model, {
     a: { data: aData, dims: [2, 3] },
     b: { data: bData, dims: [4, 3] },
   });
@@ -457,7 +438,7 @@ Deno.test("onnx runtime: external data written beside the model is loaded from t
     assert.deepEqual(encoded.externalData, blob);
 
     const xData = iota(2 * 64, 0.1, 64);
-    const outputs = await run(modelPath, { x: { data: xData, dims: [2, 64] } });
+    const outputs = await runOnnx(modelPath, { x: { data: xData, dims: [2, 64] } });
     const expected = matmul(xData, wData, 2, 64, 32).map((v, i) =>
       v + biasData[i % 32] + offsetValues[i]
     );

@@ -11,25 +11,11 @@ import { sum } from "../../lib/graph/reduce.ts";
 import { concat, expand, reshape, slice } from "../../lib/graph/shape.ts";
 import { CompiledGraph } from "../../lib/runtime/session.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
+import { type Float32Feeds, runOnnx } from "./run_onnx.ts";
 
 /** Runs `graph` once with onnxruntime on float32 feeds of the given shapes. */
-async function runAt(
-  graph: Graph,
-  feeds: Record<string, { data: Float32Array; dims: number[] }>,
-): Promise<Record<string, ort.Tensor>> {
-  const session = await ort.InferenceSession.create(encodeOnnxModel(graph).model, {
-    intraOpNumThreads: 1,
-    logSeverityLevel: 4,
-  });
-  try {
-    const tensors: Record<string, ort.Tensor> = {};
-    for (const [name, { data, dims }] of Object.entries(feeds)) {
-      tensors[name] = new ort.Tensor("float32", data, dims);
-    }
-    return await session.run(tensors);
-  } finally {
-    await session.release();
-  }
+function runAt(graph: Graph, feeds: Float32Feeds): Promise<Record<string, ort.Tensor>> {
+  return runOnnx(encodeOnnxModel(graph).model, feeds);
 }
 
 function iota(n: number, scale = 1): Float32Array {
