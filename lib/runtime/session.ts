@@ -11,13 +11,17 @@ import { dirname, join } from "node:path";
 import { encodeOnnxModel, type OnnxWriteOptions } from "../graph/onnx.ts";
 import type { Graph, TensorData, ValueSpec } from "../graph/graph.ts";
 import { formatShape, shapeSize } from "../graph/tensor.ts";
+import { prepareCuda } from "./cuda_libraries.ts";
 
 /** Execution providers this toolkit can ask onnxruntime for. */
 export type ExecutionProvider = "cpu" | "cuda";
 
 /** How to compile a graph. */
 export interface CompileOptions {
-  /** Providers in order of preference (default `["cpu"]`). `cuda` needs its provider libraries. */
+  /**
+   * Providers in order of preference (default `["cpu"]`). `cuda` needs its provider libraries
+   * (`deno task enable-cuda`) and the CUDA libraries, which {@link prepareCuda} checks and loads.
+   */
   readonly executionProviders?: readonly ExecutionProvider[];
   /** Intra-op threads (default: the number of logical cores). */
   readonly threads?: number;
@@ -76,7 +80,7 @@ export class CompiledGraph {
   /** Compiles `graph`: writes its ONNX bytes and creates the onnxruntime session. */
   static async create(graph: Graph, options: CompileOptions = {}): Promise<CompiledGraph> {
     const providers = options.executionProviders ?? ["cpu"];
-    if (providers.includes("cuda")) assertCudaAvailable();
+    if (providers.includes("cuda")) prepareCuda(ortBindingDir(), ort.env.versions.common);
     const { model } = encodeOnnxModel(graph, { initializers: options.initializers });
     const baked = new Set(
       options.initializers instanceof Map
@@ -174,24 +178,4 @@ function matchesDType(data: TensorData, dtype: ValueSpec["dtype"]): boolean {
 export function ortBindingDir(): string {
   const entry = createRequire(import.meta.url).resolve("onnxruntime-node");
   return join(dirname(entry), "..", "bin", "napi-v6", "linux", "x64");
-}
-
-/** Throws one clear sentence when the CUDA provider libraries are missing. */
-function assertCudaAvailable(): void {
-  const dir = ortBindingDir();
-  const needed = ["libonnxruntime_providers_cuda.so", "libonnxruntime_providers_shared.so"];
-  const missing = needed.filter((f) => {
-    try {
-      return !Deno.statSync(join(dir, f)).isFile;
-    } catch {
-      return true;
-    }
-  });
-  if (missing.length > 0) {
-    throw new Error(
-      `The CUDA execution provider needs ${missing.join(" and ")} in ${dir}; ` +
-        `copy them from the onnxruntime ${ort.env.versions.common} Linux GPU release (CUDA 13) ` +
-        `with "deno task enable-cuda <path to its lib folder>".`,
-    );
-  }
 }
