@@ -6,9 +6,11 @@
  * work our step does (the head on CLS tokens and masked-patch slots only: engine speed), and ours.
  *
  * Prints each side's work per iteration (multiply-accumulates of products and convolutions,
- * counted from our step graph and from the ops PyTorch ran), images/s, seconds per step, peak
- * resident memory, and two throughput ratios: against the official work and at equal work. No
- * ratio is printed unless PyTorch ran on OpenBLAS's OpenMP variant.
+ * counted from our step graph at the patch-slot bucket the benchmark's masks need, and from the
+ * ops PyTorch ran), images/s, seconds per step, peak resident memory, and two throughput ratios:
+ * against the official work and at equal work (PyTorch's equal-work step runs its patch heads on
+ * as many flat slots as ours: the bucket). No ratio is printed unless PyTorch ran on OpenBLAS's
+ * OpenMP variant.
  *
  * Usage: deno task bench:ibot [rounds] [steps per round]
  *
@@ -20,7 +22,7 @@ import { fileURLToPath } from "node:url";
 import { countMacs } from "../lib/graph/cost.ts";
 import { buildIbotStep } from "../lib/train/step.ts";
 import { PYTHON } from "../tests/reference/torch.ts";
-import { IBOT_BENCH } from "./ibot_step.ts";
+import { benchSlots, IBOT_BENCH } from "./ibot_step.ts";
 import {
   blasProblem,
   median,
@@ -53,11 +55,16 @@ async function runOurs(): Promise<StepReport> {
   return JSON.parse(new TextDecoder().decode(stdout).trim().split("\n").at(-1)!);
 }
 
-/** Runs `ibot_step_torch.py` doing `work`; stops the benchmark when its BLAS is not a fair one. */
+const bucket = benchSlots();
+
+/**
+ * Runs `ibot_step_torch.py` doing `work` (the equal work on our bucket's slots); stops the
+ * benchmark when its BLAS is not a fair one.
+ */
 async function runTorchSide(work: "official" | "equal", countWork: boolean): Promise<TorchReport> {
   const report = await runTorch(PYTHON, "ibot_step_torch.py", [
     ...["--work", work, "--steps", String(steps), "--warmup", String(WARMUP)],
-    ...["--batch", String(IBOT_BENCH.batch), "--slots", String(IBOT_BENCH.maskSlots)],
+    ...["--batch", String(IBOT_BENCH.batch), "--slots", String(bucket.slots)],
     ...(countWork ? ["--count-macs"] : []),
   ]);
   const problem = blasProblem(report.blas);
@@ -68,7 +75,12 @@ async function runTorchSide(work: "official" | "equal", countWork: boolean): Pro
   return report;
 }
 
-const ourMacs = countMacs(buildIbotStep(IBOT_BENCH).graph);
+const ourMacs = countMacs(buildIbotStep({ ...IBOT_BENCH, slots: bucket.slots }).graph);
+console.log(
+  `patch slots: ${bucket.slots} for the ${bucket.masked} masked patches of our masks (bucket ${
+    bucket.buckets.indexOf(bucket.slots) + 1
+  } of ${bucket.buckets.length}), in ours and in PyTorch's equal work`,
+);
 const reports = {
   official: [] as TorchReport[],
   equal: [] as TorchReport[],

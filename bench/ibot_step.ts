@@ -1,8 +1,9 @@
 /**
  * The full iBOT training step at the benchmark configuration of the pre-training issue: vit_tiny
  * (width 192, depth 12, 3 heads), patch 4, 2 global crops of 32 px and 4 local crops of 16 px,
- * out_dim 1024, shared head, batch 64, drop path 0.1, masks at ratio 0.3, fp32, random inputs.
- * Shared by the `deno bench` file and the comparison with the PyTorch reference.
+ * out_dim 1024, shared head, batch 64, drop path 0.1, block masks at ratio 0.3, fp32, random
+ * inputs. The step runs on the patch-slot bucket its masks need. Shared by the `deno bench` file
+ * and the comparison with the PyTorch reference.
  */
 
 import type { TensorData } from "../lib/graph/graph.ts";
@@ -13,7 +14,8 @@ import { Rng } from "../lib/runtime/rng.ts";
 import { CompiledGraph, type CompileOptions } from "../lib/runtime/session.ts";
 import { StateStore } from "../lib/runtime/store.ts";
 import { buildIbotStep, type IbotStepConfig, stepScalarValues } from "../lib/train/step.ts";
-import { fillMaskInputs } from "../lib/train/batch_inputs.ts";
+import { countMasked, fillMaskInputs } from "../lib/train/batch_inputs.ts";
+import { pickSlotBucket, slotBuckets } from "../lib/train/slot_buckets.ts";
 
 /** The benchmark configuration. */
 export const IBOT_BENCH: IbotStepConfig = {
@@ -34,14 +36,51 @@ export const IBOT_BENCH: IbotStepConfig = {
   lambda2: 1,
 };
 
+/** Side of the global crops' mask grid. */
+const GRID = IBOT_BENCH.globalSize / IBOT_BENCH.backbone.patchSize;
+
+/** The benchmark's masks, one per global-crop row: block masks at ratio 0.3 from a fixed seed. */
+export function benchMasks(): Uint8Array[] {
+  const masking = new MaskGenerator({
+    predRatio: 0.3,
+    predRatioVar: 0,
+    predShape: "block",
+    predStartEpoch: 0,
+  });
+  const rng = new Rng(1);
+  return Array.from(
+    { length: IBOT_BENCH.globalCrops * IBOT_BENCH.batch },
+    () => masking.draw(GRID, GRID, 0, rng),
+  );
+}
+
+/** The patch slots of the benchmark's step, with the masked patches they hold and the buckets. */
+export interface BenchSlots {
+  /** S: the smallest bucket that holds the masked patches. */
+  readonly slots: number;
+  /** The masked patches of the benchmark's masks. */
+  readonly masked: number;
+  /** Every bucket of the configuration, ascending. */
+  readonly buckets: readonly number[];
+}
+
+/** The bucket the benchmark's masks need, as the trainer picks it. */
+export function benchSlots(): BenchSlots {
+  const { globalCrops, batch, maskSlots } = IBOT_BENCH;
+  const buckets = slotBuckets(globalCrops * batch * maskSlots);
+  const masked = countMasked(benchMasks());
+  return { slots: pickSlotBucket(buckets, masked), masked, buckets };
+}
+
 /**
- * A compiled step with random inputs, without onnxruntime's memory arena as the trainer compiles
- * it; `step()` runs one iteration and commits the state.
+ * A compiled step with random inputs at the bucket its masks need, without onnxruntime's memory
+ * arena as the trainer compiles it; `step()` runs one iteration and commits the state.
  */
 export async function prepareIbotStep(
   options: CompileOptions = {},
-): Promise<{ step(): Promise<void> }> {
-  const built = buildIbotStep(IBOT_BENCH);
+): Promise<{ slots: number; step(): Promise<void> }> {
+  const { slots } = benchSlots();
+  const built = buildIbotStep({ ...IBOT_BENCH, slots });
   const session = await CompiledGraph.create(built.graph, { memoryArena: false, ...options });
   const store = StateStore.fromParams(built.graph.params, 0);
   addAdamWMoments(store, built.trainable);
@@ -49,26 +88,17 @@ export async function prepareIbotStep(
   const feeds: Record<string, TensorData> = {};
   for (const name of store.names()) feeds[name] = store.get(name);
   for (const input of built.graph.inputs) {
+    if (store.has(input.name)) continue;
     const n = shapeSize(input.shape);
     if (input.dtype === "int64") feeds[input.name] = new BigInt64Array(n);
     else feeds[input.name] = Float32Array.from({ length: n }, () => rng.normal());
   }
-  const masking = new MaskGenerator({
-    predRatio: 0.3,
-    predRatioVar: 0,
-    predShape: "block",
-    predStartEpoch: 0,
-  });
-  const grid = IBOT_BENCH.globalSize / IBOT_BENCH.backbone.patchSize;
-  const masks = Array.from(
-    { length: IBOT_BENCH.globalCrops * IBOT_BENCH.batch },
-    () => masking.draw(grid, grid, 0, rng),
-  );
-  fillMaskInputs(feeds, masks, IBOT_BENCH.maskSlots, grid * grid);
+  fillMaskInputs(feeds, benchMasks(), slots, GRID * GRID);
   (feeds.drop_path_global as Float32Array).fill(1);
   (feeds.drop_path_local as Float32Array).fill(1);
   let step = 0;
   return {
+    slots,
     async step() {
       step++;
       const scalars = stepScalarValues({

@@ -4,7 +4,8 @@ const ibot = await prepareIbotStep();
 await ibot.step();
 
 Deno.bench(
-  "iBOT training step, vit_tiny/4, 2×32 px + 4×16 px crops, batch 64 (64 images)",
+  `iBOT training step, vit_tiny/4, 2×32 px + 4×16 px crops, batch 64, ${ibot.slots} patch slots ` +
+    "(64 images)",
   async () => {
     await ibot.step();
   },

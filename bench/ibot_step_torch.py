@@ -11,10 +11,12 @@ Inputs are random tensors; there is no data loading. The iterations are steady-s
 
 --work official runs `ibot_torch.train_step`, the official algorithm (the head on every token);
 --work equal runs `ibot_equal_work_torch.equal_work_step`, the same update computed with the work
-of `lib/train/step.ts` (the head on the CLS tokens and the masked patches' slots only).
+of `lib/train/step.ts` (the head on the CLS tokens and the masked patches' slots only), on --slots
+S flat patch slots per step across the batch (our step's bucket; default: each batch's masked
+patches).
 
 Usage: ibot_step_torch.py [--work official|equal] [--steps N] [--warmup N] [--batch B]
-[--slots M] [--count-macs] [--threads T] (default: the core count). Prints one JSON line:
+[--slots S] [--count-macs] [--threads T] (default: the core count). Prints one JSON line:
 `seconds` (each timed iteration), `peak_rss_mib` (the process's peak resident memory after them),
 `blas` (the BLAS and LAPACK libraries it mapped) and, with --count-macs, `macs` (the
 multiply-accumulates of one more, untimed iteration).
@@ -63,7 +65,7 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--slots", type=int, default=19)
+    parser.add_argument("--slots", type=int)
     parser.add_argument("--count-macs", action="store_true")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()

@@ -34,14 +34,8 @@ async function main(): Promise<number> {
     return 0;
   }
   console.log(
-    `Preset ${args.preset}: ${args.arch}/${args.patch_size}, data ${args.data_path}, output ${args.output_dir}`,
+    `Preset ${args.preset}: ${args.arch}/${args.patch_size}, data ${args.data_path}, output ${args.output_dir}, ${args.device}, ${args.precision}`,
   );
-  if (args.use_fp16) {
-    console.log(
-      "note: --use_fp16 is on, but mixed precision is not implemented yet: " +
-        "this run trains in float32",
-    );
-  }
   const trainer = await IbotTrainer.create(args, console.log);
   try {
     if (args.export_artifacts) {

@@ -11,6 +11,7 @@
  * @module
  */
 
+import type { GradScalerState } from "../optim/grad_scaler.ts";
 import { StateStore } from "../runtime/store.ts";
 import { loadSafetensors, saveSafetensors } from "./safetensors.ts";
 
@@ -32,6 +33,8 @@ export interface TrainingProgress<Meter = unknown> {
   readonly lastLayerStep: number;
   /** The running statistics of an unfinished epoch (when `iteration` > 0). */
   readonly meter?: Meter;
+  /** The fp16 loss scaler's state (torch's `GradScaler.state_dict()`), in fp16 runs only. */
+  readonly fp16Scaler?: GradScalerState;
 }
 
 /** A run's arguments as a checkpoint stores them: JSON values by official argument name. */
@@ -63,6 +66,7 @@ export async function saveTrainingCheckpoint(
     last_layer_step: String(progress.lastLayerStep),
     args: JSON.stringify(args),
     ...(progress.meter ? { epoch_meter: JSON.stringify(progress.meter) } : {}),
+    ...(progress.fp16Scaler ? { fp16_scaler: JSON.stringify(progress.fp16Scaler) } : {}),
   });
 }
 
@@ -91,9 +95,11 @@ export async function loadTrainingCheckpoint<
   };
   let args: Args;
   let meter: Meter | undefined;
+  let fp16Scaler: GradScalerState | undefined;
   try {
     args = JSON.parse(metadata.args);
     meter = metadata.epoch_meter ? JSON.parse(metadata.epoch_meter) : undefined;
+    fp16Scaler = metadata.fp16_scaler ? JSON.parse(metadata.fp16_scaler) : undefined;
   } catch {
     throw new Error(`${path} has unreadable run arguments or statistics`);
   }
@@ -104,6 +110,7 @@ export async function loadTrainingCheckpoint<
     step: integer("step"),
     lastLayerStep: integer("last_layer_step"),
     meter,
+    fp16Scaler,
     args,
   };
 }

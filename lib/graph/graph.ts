@@ -23,6 +23,7 @@ import {
   type Shape,
   shapeSize,
   Tensor,
+  type ValueDType,
 } from "./tensor.ts";
 
 /** Typed array holding the data of a constant or initializer, matching its dtype. */
@@ -94,7 +95,7 @@ export interface ParamSpec {
   /** Full dotted name, e.g. `backbone.blocks.0.attn.qkv.weight`. */
   readonly name: string;
   /** Element type (float32 for everything the state store holds). */
-  readonly dtype: DType;
+  readonly dtype: ValueDType;
   /** Static shape. */
   readonly shape: Shape;
   /** How the initial value is drawn. */
@@ -106,7 +107,7 @@ export interface ValueSpec {
   /** Value name. */
   readonly name: string;
   /** Element type. */
-  readonly dtype: DType;
+  readonly dtype: ValueDType;
   /** Static shape (for a {@link GraphValueSpec}, throws when an axis is symbolic). */
   readonly shape: Shape;
 }
@@ -124,6 +125,19 @@ export interface GraphOptions {
    * fuses back where it can): for models that other runtimes must run.
    */
   readonly standardOpsOnly?: boolean;
+  /**
+   * The autocast policy: the precision matrix products run in (default `float32`: as recorded).
+   * Under `float16` or `bfloat16`, `linear`, `matmul` (so attention's q·kᵀ and attention·v) and
+   * the patch projection `conv2dPatch` cast their float32 operands to that precision, compute the
+   * product there and cast the result back to float32; their gradients then run in that precision
+   * too (the cast's gradient casts back). Everything else stays float32: softmax, log-softmax,
+   * LayerNorm, GELU, reductions, norms, the loss and the optimizer. This follows the lists of
+   * PyTorch's `torch.autocast` on CUDA (linear, matmul and convolutions in float16; softmax,
+   * log_softmax, layer_norm, sum and norm in float32), with one difference: PyTorch keeps a
+   * product's float16 result and runs the elementwise ops that take only that result (GELU,
+   * drop-path scaling) in float16, where this graph returns to float32 after every product.
+   */
+  readonly matmulPrecision?: "float32" | "float16" | "bfloat16";
 }
 
 /**
@@ -240,8 +254,8 @@ export class Graph {
   readonly #scalarCache = new Map<string, Tensor>();
   /** Where each symbol of the inputs' shapes is read at run time: input and axis. */
   readonly #symbolAxes = new Map<string, { input: Tensor; axis: number }>();
-  /** The dims of every node output, by value name. */
-  readonly #nodeOutputDims = new Map<string, Dims>();
+  /** Every node output, by value name. */
+  readonly #nodeOutputs = new Map<string, Tensor>();
   #counter = 0;
 
   /** An empty graph. */
@@ -282,7 +296,7 @@ export class Graph {
    * Declares a graph input fed with data at run time. An axis may be a symbol (`symbolicDim`):
    * the input then takes any size there, read at run time from the first input that has it.
    */
-  input(name: string, dtype: DType, shape: Dims): Tensor {
+  input(name: string, dtype: ValueDType, shape: Dims): Tensor {
     this.#checkShape("input", shape);
     const symbols = shape.map((d, axis) => {
       if (!isSymbolic(d)) return undefined;
@@ -311,7 +325,7 @@ export class Graph {
    * Declares a trainable parameter named `<scope>.<localName>`. Declaring the same full name
    * twice returns the same tensor if the shape and dtype agree (shared weights), else throws.
    */
-  param(localName: string, shape: Shape, init: InitRule, dtype: DType = "float32"): Tensor {
+  param(localName: string, shape: Shape, init: InitRule, dtype: ValueDType = "float32"): Tensor {
     const name = this.scopeName ? `${this.scopeName}.${localName}` : localName;
     this.#checkShape("param", shape);
     const existing = this.#paramTensors.get(name);
@@ -432,6 +446,13 @@ export class Graph {
   /** Marks `tensor` as a graph output called `name` (an Identity node renames it if needed). */
   output(name: string, tensor: Tensor): void {
     if (tensor.graph !== this) this.fail("output", `${tensor} belongs to another graph`);
+    const dtype = tensor.dtype;
+    if (dtype === "bfloat16") {
+      this.fail(
+        "output",
+        `${tensor} cannot be an output: onnxruntime's JavaScript tensors have no bfloat16, so cast it to float32 first`,
+      );
+    }
     if (this.outputs.some((o) => o.name === name)) {
       this.fail("output", `an output named ${name} already exists`);
     }
@@ -448,7 +469,7 @@ export class Graph {
         attributes: {},
       });
     }
-    this.outputs.push(valueSpec(name, tensor.dtype, tensor.dims));
+    this.outputs.push(valueSpec(name, dtype, tensor.dims));
   }
 
   /**
@@ -477,17 +498,15 @@ export class Graph {
     }
     for (const t of inputs) {
       if (t && t.graph !== this) this.fail(opType, `input ${t} belongs to another graph`);
-      if (t && t.dtype === "float16") {
-        this.fail(opType, `float16 is reserved and not supported by the ops yet (input ${t})`);
-      }
     }
     const nodeName = this.#unique(opType);
     const outs = outputs.map((o, i) => {
       this.#checkShape(opType, o.shape);
       const name = outputs.length === 1 ? nodeName : `${nodeName}:${i}`;
       this.#names.add(name);
-      this.#nodeOutputDims.set(name, [...o.shape]);
-      return new Tensor(this, name, o.dtype, [...o.shape]);
+      const tensor = new Tensor(this, name, o.dtype, [...o.shape]);
+      this.#nodeOutputs.set(name, tensor);
+      return tensor;
     });
     this.nodes.push({
       name: nodeName,
@@ -513,12 +532,23 @@ export class Graph {
 
   /** The dims of a recorded value (a node output, input, parameter or constant), by name. */
   dimsOf(name: string): Dims {
-    const dims = this.#nodeOutputDims.get(name) ??
+    const dims = this.#nodeOutputs.get(name)?.dims ??
       this.inputs.find((v) => v.name === name)?.dims ??
       this.params.find((v) => v.name === name)?.shape ??
       this.constants.find((v) => v.name === name)?.shape;
     if (!dims) this.fail("dimsOf", `the graph has no value named ${name}`);
     return dims;
+  }
+
+  /** The dtype of a recorded value (a node output, input, parameter, constant or output), by name. */
+  dtypeOf(name: string): DType {
+    const dtype = this.#nodeOutputs.get(name)?.dtype ??
+      this.outputs.find((v) => v.name === name)?.dtype ??
+      this.inputs.find((v) => v.name === name)?.dtype ??
+      this.params.find((v) => v.name === name)?.dtype ??
+      this.constants.find((v) => v.name === name)?.dtype;
+    if (!dtype) this.fail("dtypeOf", `the graph has no value named ${name}`);
+    return dtype;
   }
 
   /** Registers a differentiable op on the tape with its VJP rule. */
@@ -586,7 +616,7 @@ export class Graph {
 }
 
 /** A graph input or output's spec, whose `shape` throws when an axis is symbolic. */
-function valueSpec(name: string, dtype: DType, dims: Dims): GraphValueSpec {
+function valueSpec(name: string, dtype: ValueDType, dims: Dims): GraphValueSpec {
   const copy = [...dims];
   return {
     name,
@@ -627,9 +657,24 @@ export function toTensorData(values: ArrayLike<number> | TensorData, dtype: DTyp
     case "bool":
       return Uint8Array.from(values as ArrayLike<number>, (v) => (v ? 1 : 0));
     case "float16":
-      if (values instanceof Uint16Array) return values;
-      throw new Error("constant: float16 constants must be given as raw Uint16Array bits");
+      return values instanceof Uint16Array
+        ? values
+        : new Uint16Array(Float16Array.from(values as ArrayLike<number>).buffer);
+    case "bfloat16":
+      return values instanceof Uint16Array ? values : bfloat16Bits(values as ArrayLike<number>);
   }
+}
+
+/**
+ * The bfloat16 bits of numbers: each rounded to float32, then to the upper 16 bits of its float32
+ * pattern, to nearest with ties to even (as PyTorch converts); NaN stays a quiet NaN.
+ */
+function bfloat16Bits(values: ArrayLike<number>): Uint16Array {
+  const bits = new Uint32Array(Float32Array.from(values).buffer);
+  return Uint16Array.from(bits, (b) => {
+    if ((b & 0x7fffffff) > 0x7f800000) return (b >>> 16) | 0x40;
+    return (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+  });
 }
 
 /** Asserts that `t` has a floating-point dtype, naming the op otherwise. */

@@ -3,17 +3,32 @@
  * `linear` (PyTorch's `nn.Linear`: y = x·Wᵀ + b with W of shape [out, in]).
  *
  * Emission keeps onnxruntime's fast paths: 2-D products become `Gemm` (transposes are flags, no
- * Transpose node), batched float32 products with a transpose or scale become `FusedMatMul`
- * (unless the graph emits standard operators only). Batch and row axes may be symbolic.
+ * Transpose node), batched products with a transpose or scale become `FusedMatMul` (unless the
+ * graph emits standard operators only). Batch and row axes may be symbolic.
+ *
+ * Under a graph's autocast policy (`GraphOptions.matmulPrecision` float16 or bfloat16), products
+ * of float32 operands run in that precision between two casts (see {@link autocastDType}).
  *
  * @module
  */
 
 import { type Dim, formatDim, sameDim } from "./dim.ts";
 import { requireFloat } from "./graph.ts";
+import { cast } from "./math.ts";
 import { sum, sumToShape } from "./reduce.ts";
 import { reshape } from "./shape.ts";
 import { formatShape, type Tensor } from "./tensor.ts";
+
+/**
+ * The precision the graph's autocast policy runs a product of `operands` in: the policy's
+ * float16 or bfloat16 when the graph has one and every operand is float32, else undefined (the
+ * product runs in the operands' dtype, as recorded).
+ */
+export function autocastDType(operands: readonly Tensor[]): "float16" | "bfloat16" | undefined {
+  const precision = operands[0].graph.options.matmulPrecision;
+  if (precision === undefined || precision === "float32") return undefined;
+  return operands.every((t) => t.dtype === "float32") ? precision : undefined;
+}
 
 /** Options of {@link matmul}: transpose the last two axes of an operand, scale the product. */
 export interface MatmulOptions {
@@ -23,14 +38,22 @@ export interface MatmulOptions {
   readonly transB?: boolean;
   /** Scalar factor applied to the product. */
   readonly alpha?: number;
+  /**
+   * Whether the graph's autocast policy applies (default true). False keeps the operands'
+   * precision, for the products PyTorch's autocast leaves alone (bicubic interpolation).
+   */
+  readonly autocast?: boolean;
 }
 
 /**
  * alpha · op(a) · op(b), where op transposes the last two axes when asked. Both operands have
  * rank ≥ 2; leading (batch) axes broadcast. Shapes: [..., m, k] × [..., k, n] → [..., m, n].
+ * Under autocast, float32 operands are cast to the low precision and the product cast back.
  */
 export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
-  const { transA = false, transB = false, alpha = 1 } = options;
+  const { transA = false, transB = false, alpha = 1, autocast = true } = options;
+  const low = autocast ? autocastDType([a, b]) : undefined;
+  if (low) return cast(matmul(cast(a, low), cast(b, low), options), "float32");
   const g = a.graph;
   requireFloat("matmul", a);
   if (a.dtype !== b.dtype) g.fail("matmul", `dtypes differ: ${a} and ${b}`);
@@ -51,11 +74,11 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   g.record("matmul", [a, b], [y], ([gy]) => {
     const gc = gy!;
     const ga = transA
-      ? matmul(b, gc, { transA: transB, transB: true, alpha })
-      : matmul(gc, b, { transB: !transB, alpha });
+      ? matmul(b, gc, { transA: transB, transB: true, alpha, autocast })
+      : matmul(gc, b, { transB: !transB, alpha, autocast });
     const gb = transB
-      ? matmul(gc, a, { transA: true, transB: transA, alpha })
-      : matmul(a, gc, { transA: !transA, alpha });
+      ? matmul(gc, a, { transA: true, transB: transA, alpha, autocast })
+      : matmul(a, gc, { transA: !transA, alpha, autocast });
     return [sumToShape(ga, a.shape), sumToShape(gb, b.shape)];
   });
   return y;
@@ -100,14 +123,14 @@ function emitMatmul(
     });
   }
   if (!transA && !transB && alpha === 1) return g.emit1("MatMul", [a, b], a.dtype, shape);
-  if (a.dtype === "float32" && !g.options.standardOpsOnly) {
+  if (a.dtype !== "float64" && !g.options.standardOpsOnly) {
     return g.emit1("FusedMatMul", [a, b], a.dtype, shape, {
       transA: { i: transA ? 1 : 0 },
       transB: { i: transB ? 1 : 0 },
       alpha: { f: alpha },
     });
   }
-  // FusedMatMul is a float32 contrib op: spell the transposes and the scale out.
+  // onnxruntime's CPU provider has no float64 FusedMatMul: spell the transposes and the scale out.
   const swap = (t: Tensor) => {
     const perm = t.dims.map((_, i) => i);
     [perm[t.rank - 2], perm[t.rank - 1]] = [perm[t.rank - 1], perm[t.rank - 2]];
@@ -123,9 +146,15 @@ function emitMatmul(
 
 /**
  * PyTorch `nn.Linear`: x [..., in] · weightᵀ [in, out] + bias [out] → [..., out], with
- * weight [out, in]. Leading axes are flattened so that one `Gemm` does the work.
+ * weight [out, in]. Leading axes are flattened so that one `Gemm` does the work. Under autocast,
+ * x, the weight and the bias are cast to the low precision (as PyTorch's `addmm` there) and the
+ * result cast back to float32.
  */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
+  const low = autocastDType(bias ? [x, weight, bias] : [x, weight]);
+  if (low) {
+    return cast(linear(cast(x, low), cast(weight, low), bias && cast(bias, low)), "float32");
+  }
   const g = x.graph;
   requireFloat("linear", x);
   const inFeatures = x.dims[x.rank - 1];

@@ -10,7 +10,7 @@
 
 import { type Dim, formatDim, quotientDim, sameDim } from "./dim.ts";
 import { requireFloat } from "./graph.ts";
-import { matmul } from "./linalg.ts";
+import { autocastDType, linear, matmul } from "./linalg.ts";
 import { add, emitErf, erf, exp, mul, neg, sqrt, sub } from "./math.ts";
 import { mean, sum, sumToShape } from "./reduce.ts";
 import { normalizeAxis, reshape, transpose } from "./shape.ts";
@@ -101,10 +101,13 @@ export function gelu(x: Tensor): Tensor {
  * Emitted as `Conv` in float32; in float64 (no `Conv` kernel there) as a product of patch rows.
  * VJP: dW and dx through patch rows (dx only when asked).
  *
- * With symbolic sizes (float32 only, no gradient) the input first goes through a reshape to
- * [B, C, H/p, p, W/p, p] and back, which fails at run time when H or W is not a multiple of p,
- * where the strided convolution would silently drop the remainder; onnxruntime's error then
- * names the node scope `height_and_width_must_be_multiples_of_<p>`.
+ * Under the graph's autocast policy (static sizes) it is the same product written as a
+ * {@link linear} map of the patch rows, which runs in the low precision with its gradient.
+ *
+ * With symbolic sizes (float32 only, no gradient, no autocast) the input first goes through a
+ * reshape to [B, C, H/p, p, W/p, p] and back, which fails at run time when H or W is not a
+ * multiple of p, where the strided convolution would silently drop the remainder; onnxruntime's
+ * error then names the node scope `height_and_width_must_be_multiples_of_<p>`.
  */
 export function conv2dPatch(x: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor {
   requireFloat("conv2dPatch", x);
@@ -128,6 +131,7 @@ export function conv2dPatch(x: Tensor, weight: Tensor, bias: Tensor, patch: numb
     g.fail("conv2dPatch", `input ${x} is not a multiple of the patch size ${patch}`);
   }
   if (x.isSymbolic) return conv2dPatchAnySize(x, weight, bias, patch);
+  if (autocastDType([x, weight, bias])) return conv2dPatchAsLinear(x, weight, bias, patch);
   const [batch, channels, height, width] = x.shape;
   const [h, w] = [height / patch, width / patch];
   const rows = batch * h * w;
@@ -177,6 +181,20 @@ export function conv2dPatch(x: Tensor, weight: Tensor, bias: Tensor, patch: numb
   return y;
 }
 
+/**
+ * {@link conv2dPatch} as recorded shape ops around a {@link linear} map of the patch rows
+ * [B·h·w, C·p·p] (row-major over (h, w) and (C, p, p)), for the autocast policy.
+ */
+function conv2dPatchAsLinear(x: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor {
+  const [batch, channels, height, width] = x.shape;
+  const [h, w] = [height / patch, width / patch];
+  const dim = weight.shape[0];
+  const split = reshape(x, [batch, channels, h, patch, w, patch]);
+  const rows = reshape(transpose(split, [0, 2, 4, 1, 3, 5]), [batch * h * w, -1]);
+  const product = linear(rows, reshape(weight, [dim, -1]), bias);
+  return transpose(reshape(product, [batch, h, w, dim]), [0, 3, 1, 2]);
+}
+
 /** {@link conv2dPatch} on an input with symbolic sizes: checked by a reshape, then `Conv`. */
 function conv2dPatchAnySize(x: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor {
   const g = x.graph;
@@ -200,7 +218,8 @@ function conv2dPatchAnySize(x: Tensor, weight: Tensor, bias: Tensor, patch: numb
  * Bicubic resize of the last two axes by scale factors, exactly as PyTorch's
  * `F.interpolate(mode="bicubic", scale_factor=s, align_corners=False)`: output size ⌊n·s⌋, source
  * coordinate (d + 0.5)/s − 0.5, Keys kernel with A = −0.75, taps clamped to the border.
- * Computed as A_h · x · A_wᵀ with constant interpolation matrices, so it is differentiable.
+ * Computed as A_h · x · A_wᵀ with constant interpolation matrices, so it is differentiable; in
+ * the input's precision under autocast too, as PyTorch's autocast leaves interpolation alone.
  */
 export function resizeBicubic(x: Tensor, scaleH: number, scaleW: number): Tensor {
   requireFloat("resizeBicubic", x);
@@ -211,7 +230,7 @@ export function resizeBicubic(x: Tensor, scaleH: number, scaleW: number): Tensor
   const cols = bicubicMatrix(inW, scaleW);
   const ah = g.constant(rows.data, x.dtype, [rows.outSize, inH]);
   const aw = g.constant(cols.data, x.dtype, [cols.outSize, inW]);
-  return matmul(matmul(ah, x), aw, { transB: true });
+  return matmul(matmul(ah, x, { autocast: false }), aw, { transB: true, autocast: false });
 }
 
 /**

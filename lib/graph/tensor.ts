@@ -9,8 +9,18 @@
 import { type Dims, formatDim, hasSymbolicDims, sameDim } from "./dim.ts";
 import type { Graph } from "./graph.ts";
 
-/** Element types a graph can carry. `float16` is reserved: declaring it is allowed, ops reject it. */
-export type DType = "float32" | "float64" | "int64" | "bool" | "float16";
+/**
+ * Element types a graph can carry. `float16` and `bfloat16` are the low precisions that matrix
+ * products run in under a graph's autocast policy (`GraphOptions.matmulPrecision`).
+ */
+export type DType = "float32" | "float64" | "int64" | "bool" | "float16" | "bfloat16";
+
+/**
+ * Element types of the values a graph exchanges with its runtime (inputs, parameters, outputs):
+ * every {@link DType} but `bfloat16`, which onnxruntime's JavaScript tensors cannot hold; bfloat16
+ * values live inside a graph only.
+ */
+export type ValueDType = Exclude<DType, "bfloat16">;
 
 /** A static shape: one non-negative integer per axis, row-major. `[]` is a scalar. */
 export type Shape = readonly number[];
@@ -49,7 +59,7 @@ export class Tensor {
     return shapeSize(this.shape);
   }
 
-  /** True for float32, float64 and float16: the dtypes that carry gradients. */
+  /** True for float32, float64, float16 and bfloat16: the dtypes that carry gradients. */
   get isFloat(): boolean {
     return isFloatDType(this.dtype);
   }
@@ -90,7 +100,7 @@ export function sameShape(a: Dims, b: Dims): boolean {
 
 /** True for the floating-point dtypes (the ones autodiff differentiates). */
 export function isFloatDType(dtype: DType): boolean {
-  return dtype === "float32" || dtype === "float64" || dtype === "float16";
+  return dtype === "float32" || dtype === "float64" || dtype === "float16" || dtype === "bfloat16";
 }
 
 /** Bytes per element of a dtype as stored in ONNX raw data. */
@@ -102,6 +112,7 @@ export function dtypeBytes(dtype: DType): number {
     case "int64":
       return 8;
     case "float16":
+    case "bfloat16":
       return 2;
     case "bool":
       return 1;
@@ -110,5 +121,5 @@ export function dtypeBytes(dtype: DType): number {
 
 /** The ONNX `TensorProto.DataType` code of a dtype. */
 export function onnxElemType(dtype: DType): number {
-  return { float32: 1, bool: 9, int64: 7, float64: 11, float16: 10 }[dtype];
+  return { float32: 1, bool: 9, int64: 7, float64: 11, float16: 10, bfloat16: 16 }[dtype];
 }

@@ -3,16 +3,17 @@
  * token and same-view distillation of the masked patch tokens, with centred, sharpened teacher
  * distributions, plus the centre update.
  *
- * Patch terms are computed on "slots": for each global-crop row, up to M gathered patch
- * positions with a 0/1 weight (1 = masked). With every patch as a slot and the mask as weights
- * this is exactly the official formula; with only the masked positions it computes the same loss
+ * Patch terms are computed on "slots": S gathered patch positions of the whole batch (a flat axis
+ * across the global-crop rows), each with its weight in the patch term. With every patch as a slot
+ * and mask / (max(masked count of its row, 1) · rows) as weights this is exactly the official
+ * formula; with only the masked positions (plus zero-weight padding) it computes the same loss
  * without the work on unmasked patches (their cross-entropy is multiplied by 0 officially).
  *
  * @module
  */
 
 import { argMax } from "../graph/reduce.ts";
-import { add, cast, div, equal, maximum, mul, neg, stopGradient, sub } from "../graph/math.ts";
+import { add, cast, div, equal, mul, neg, stopGradient, sub } from "../graph/math.ts";
 import { logSoftmax, softmax } from "../graph/nn.ts";
 import { mean, sum } from "../graph/reduce.ts";
 import { reshape, slice, split } from "../graph/shape.ts";
@@ -27,13 +28,16 @@ export const CENTER_MOMENTUM = 0.9;
 export interface IbotLossInputs {
   /** Student CLS logits of all crops, crop-major: [A·B, K] (global crops first). */
   readonly studentCls: Tensor;
-  /** Student patch logits at the slots: [G·B, M, Kp]. */
+  /** Student patch logits at the slots: [S, Kp]. */
   readonly studentPatch: Tensor;
   /** Teacher CLS logits of the global crops: [G·B, K]. */
   readonly teacherCls: Tensor;
-  /** Teacher patch logits at the same slots: [G·B, M, Kp]. */
+  /** Teacher patch logits at the same slots: [S, Kp]. */
   readonly teacherPatch: Tensor;
-  /** 1 where a slot is a masked patch, 0 for padding or unmasked: [G·B, M]. */
+  /**
+   * Each slot's weight in the patch term, [S]: 1 / (max(masked count of its row, 1) · G·B) for
+   * a masked patch, 0 for padding or an unmasked patch.
+   */
   readonly slotWeights: Tensor;
   /** Centre of the CLS logits [1, K] (the old value). */
   readonly center: Tensor;
@@ -63,8 +67,8 @@ export interface IbotLossTerms {
 
 /**
  * The iBOT loss of §4.2: L_cls = λ1 · mean over pairs q ≠ v of mean_b CE(teacher q, student v)
- * and L_mim = λ2 · mean over q of mean_b [Σ_slots CE·w / max(1, Σ w)]. Teacher terms carry no
- * gradient.
+ * and L_mim = λ2 · mean over q of mean_b [Σ over masked patches of CE / max(1, masked count)]
+ * = λ2 · Σ over slots of CE·w. Teacher terms carry no gradient.
  */
 export function ibotLoss(inputs: IbotLossInputs): IbotLossTerms {
   const { globalCrops: G } = inputs;
@@ -72,13 +76,16 @@ export function ibotLoss(inputs: IbotLossInputs): IbotLossTerms {
   const batch = rows / G;
   const allCrops = inputs.studentCls.shape[0] / batch;
   const K = inputs.teacherCls.shape[1];
+  const Kp = inputs.teacherPatch.shape[1];
 
   // Teacher distributions, centred with the old centres and sharpened; no gradient.
   const teacherCls = stopGradient(
     softmax(div(sub(inputs.teacherCls, inputs.center), inputs.teacherTemp)),
   );
   const teacherPatch = stopGradient(
-    softmax(div(sub(inputs.teacherPatch, inputs.center2), inputs.teacherPatchTemp)),
+    softmax(
+      div(sub(inputs.teacherPatch, reshape(inputs.center2, [1, Kp])), inputs.teacherPatchTemp),
+    ),
   );
   const studentCls = logSoftmax(div(inputs.studentCls, STUDENT_TEMPERATURE));
   const studentPatch = logSoftmax(div(inputs.studentPatch, STUDENT_TEMPERATURE));
@@ -98,11 +105,10 @@ export function ibotLoss(inputs: IbotLossInputs): IbotLossTerms {
   const pairs = G * allCrops - G;
   const cls = mul(clsTotal!, pairs > 0 ? inputs.lambda1 / pairs : 0);
 
-  // MIM: same-view pairs only, averaged over masked slots per image, then over images and crops.
-  const crossEntropy = sum(neg(mul(teacherPatch, studentPatch)), [2]);
-  const masked = sum(inputs.slotWeights, [1]);
-  const perImage = div(sum(mul(crossEntropy, inputs.slotWeights), [1]), maximum(masked, 1));
-  const patch = mul(mean(perImage), inputs.lambda2);
+  // MIM: same-view pairs only; the weights average over each image's masked patches, then over
+  // the images of all global crops.
+  const crossEntropy = sum(neg(mul(teacherPatch, studentPatch)), [1]);
+  const patch = mul(sum(mul(crossEntropy, inputs.slotWeights)), inputs.lambda2);
 
   return { loss: add(cls, patch), cls, patch };
 }

@@ -14,7 +14,7 @@
  */
 
 import type { Graph } from "../graph/graph.ts";
-import { add, div, greater, mul, sqrt, sub, where } from "../graph/math.ts";
+import { add, div, greater, logicalAnd, logicalNot, mul, sqrt, sub, where } from "../graph/math.ts";
 import type { Tensor } from "../graph/tensor.ts";
 import { nextStateName, type StateStore } from "../runtime/store.ts";
 
@@ -171,12 +171,16 @@ export interface AdamWTarget {
  * Appends the AdamW update of every target: declares the moment inputs (`exp_avg.<name>`,
  * `exp_avg_sq.<name>`) and writes outputs `<name>.next`, `exp_avg.<name>.next` and
  * `exp_avg_sq.<name>.next`. Returns the updated parameter tensors by name (for an EMA teacher).
+ *
+ * `skip`, a bool scalar, skips the whole step when true: every parameter and moment output is
+ * then its input, bit for bit (what `GradScaler.step` does when a gradient is inf or NaN).
  */
 export function applyAdamW(
   g: Graph,
   targets: readonly AdamWTarget[],
   scalars: AdamWScalars,
   config: AdamWConfig = {},
+  skip?: Tensor,
 ): Map<string, Tensor> {
   const {
     beta1 = ADAMW_DEFAULTS.beta1,
@@ -185,6 +189,7 @@ export function applyAdamW(
   } = config;
   const next = new Map<string, Tensor>();
   g.scope("adamw", () => {
+    const proceed = skip ? logicalNot(skip) : undefined;
     for (const { param, grad, decay, gate } of targets) {
       const { stepSize, biasCorrection2Sqrt } = gate?.factors ?? scalars;
       const m = g.input(expAvgName(param.name), "float32", param.shape);
@@ -197,7 +202,10 @@ export function applyAdamW(
       const denominator = add(div(sqrt(v1), biasCorrection2Sqrt), eps);
       const decayed = decay ? mul(param, scalars.decayFactor) : param;
       const updated = sub(decayed, div(mul(m1, stepSize), denominator));
-      const active = gate ? greater(gate.active, 0) : undefined;
+      const gateActive = gate ? greater(gate.active, 0) : undefined;
+      const active = gateActive && proceed
+        ? logicalAnd(gateActive, proceed)
+        : gateActive ?? proceed;
       const gated = (before: Tensor, after: Tensor) =>
         active ? where(active, after, before) : after;
       next.set(param.name, gated(param, updated));

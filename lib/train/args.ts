@@ -13,6 +13,7 @@
 
 import { commandHelp } from "../cli/help.ts";
 import { type OptionTable, type OptionValues, parseOptions } from "../cli/options.ts";
+import type { TrainingPrecision } from "./step.ts";
 
 /** The bundled dataset, relative to the repository root. */
 export const BUILTIN_DATA_PATH = new URL("../../data/fashion-mnist", import.meta.url).pathname;
@@ -150,8 +151,8 @@ export const PRETRAIN_OPTIONS = {
   // Optimisation
   use_fp16: {
     kind: "bool",
-    help:
-      "Mixed precision: not implemented yet; the run trains in float32 and says so at start-up.",
+    help: "Mixed precision as torch.cuda.amp (fp16 products, dynamic loss scaling); CUDA only. " +
+      "On --device cpu the official default means float32; --precision wins.",
     default: true,
     presets: { builtin: false },
   },
@@ -297,6 +298,14 @@ export const PRETRAIN_OPTIONS = {
     default: "cpu",
     choices: ["cpu", "cuda"],
   },
+  precision: {
+    kind: "string",
+    help: "Precision of the matrix products: fp32; fp16 (with dynamic loss scaling, as " +
+      "--use_fp16 true); bf16 (no loss scaling). fp16 and bf16 need --device cuda. " +
+      "Default: fp16 when --use_fp16 is true, else fp32.",
+    default: null,
+    choices: ["fp32", "fp16", "bf16"],
+  },
   threads: {
     kind: "int",
     help: "onnxruntime intra-op threads; 0: all cores.",
@@ -325,22 +334,82 @@ export const PRETRAIN_OPTIONS = {
 
 /**
  * Parsed arguments by official name, typed by {@link PRETRAIN_OPTIONS} (`deit_*` architectures
- * already renamed `vit_*`). A checkpoint stores them as JSON under these names.
+ * already renamed `vit_*`), with `precision` resolved by {@link effectivePrecision} and
+ * `use_fp16` true exactly when it is fp16. A checkpoint stores them as JSON under these names.
  */
-export type PretrainArgs = OptionValues<typeof PRETRAIN_OPTIONS>;
+export type PretrainArgs = Omit<OptionValues<typeof PRETRAIN_OPTIONS>, "precision"> & {
+  /** The precision the run trains in (never null once parsed). */
+  readonly precision: TrainingPrecision;
+};
 
 /** One argument's value. */
 export type ArgValue = PretrainArgs[keyof PretrainArgs];
 
 /**
  * Parses `argv` (flags as `--name value...`, `--name=value` or `--help`). Throws one sentence on
- * bad input.
+ * bad input, contradicting precision flags included. The result's `precision` is the effective
+ * one ({@link effectivePrecision}) and `use_fp16` says whether it is fp16.
  */
 export function parsePretrainArgs(argv: readonly string[]): { args: PretrainArgs; help: boolean } {
+  // The preset is chosen from the flags given; keep them, to tell a --use_fp16 given on the
+  // command line from the preset's default.
+  let given: Partial<OptionValues<typeof PRETRAIN_OPTIONS>> = {};
   const { values, help } = parseOptions(PRETRAIN_OPTIONS, argv, {
-    preset: (given) => given.preset ?? (given.data_path === undefined ? "builtin" : "official"),
+    preset: (options) => {
+      given = options;
+      return options.preset ?? (options.data_path === undefined ? "builtin" : "official");
+    },
   });
-  return { args: { ...values, arch: withoutAlias(values.arch) }, help };
+  const precision = effectivePrecision({
+    device: values.device,
+    useFp16: values.use_fp16,
+    useFp16Given: given.use_fp16 !== undefined,
+    precision: values.precision,
+  });
+  return {
+    args: { ...values, arch: withoutAlias(values.arch), precision, use_fp16: precision === "fp16" },
+    help,
+  };
+}
+
+/** The precision flags of a command line, for {@link effectivePrecision}. */
+export interface PrecisionFlags {
+  /** `--device`. */
+  readonly device: "cpu" | "cuda";
+  /** `--use_fp16`, given or from the preset. */
+  readonly useFp16: boolean;
+  /** Whether `--use_fp16` was given on the command line (not a preset default). */
+  readonly useFp16Given: boolean;
+  /** `--precision`, or null when not given. */
+  readonly precision: TrainingPrecision | null;
+}
+
+/**
+ * The precision a run trains in: `--precision` when given, else fp16 when `--use_fp16` is true,
+ * else fp32 — except that on `--device cpu` a `--use_fp16 true` that only comes from the official
+ * preset's default means fp32 (that default exists for GPU runs). Throws one sentence when
+ * `--use_fp16` and `--precision` are both given and disagree, and when fp16 or bf16 is asked
+ * for on the CPU: mixed precision is for GPUs (onnxruntime's CPU provider has no bfloat16 kernels
+ * and emulates float16 in float32).
+ */
+export function effectivePrecision(flags: PrecisionFlags): TrainingPrecision {
+  const { device, useFp16, useFp16Given, precision } = flags;
+  if (precision !== null && useFp16Given && useFp16 !== (precision === "fp16")) {
+    throw new Error(
+      `--use_fp16 ${useFp16} contradicts --precision ${precision}; give one of them`,
+    );
+  }
+  if (device === "cpu") {
+    const asked = precision ?? (useFp16 && useFp16Given ? "fp16" : "fp32");
+    if (asked !== "fp32") {
+      const flag = precision === null ? "--use_fp16 true" : `--precision ${precision}`;
+      throw new Error(
+        `${flag} needs --device cuda: mixed precision is for GPUs, and onnxruntime's CPU provider has no bfloat16 kernels and emulates float16 in float32`,
+      );
+    }
+    return "fp32";
+  }
+  return precision ?? (useFp16 ? "fp16" : "fp32");
 }
 
 /** The ViT name of a DeiT alias (the official code treats `deit_*` as `vit_*`). */

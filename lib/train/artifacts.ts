@@ -1,6 +1,7 @@
 /**
  * Writes a run's artifacts to a directory, as plain files any onnxruntime can use:
- * `train_step.onnx` (the whole training iteration), `features.onnx` (the teacher backbone's
+ * `train_step.onnx` (the whole training iteration, at the largest patch-slot bucket: room for the
+ * masked patches of any batch), `features.onnx` (the teacher backbone's
  * evaluation graph, 64 images of the global crop size), `checkpoint.safetensors` (the current
  * state, which feeds both graphs by name) and `manifest.json` (inputs, outputs, the state each
  * `<name>.next` output updates, which inputs come from the checkpoint, and what every other input
@@ -14,7 +15,7 @@ import { writeOnnxModel } from "../graph/onnx.ts";
 import { buildFeatureGraph } from "../models/features.ts";
 import { saveTrainingCheckpoint } from "../checkpoint/training_checkpoint.ts";
 import { ADAMW_DEFAULTS, ADAMW_SCALAR_MEANINGS } from "../optim/adamw.ts";
-import { STEP_INPUT_MEANINGS } from "./step.ts";
+import { STEP_INPUT_MEANINGS, STEP_INPUTS } from "./step.ts";
 import type { IbotTrainer } from "./trainer.ts";
 
 /** Writes the training and evaluation graphs, a checkpoint and a manifest into `dir`. */
@@ -49,6 +50,13 @@ export async function exportArtifacts(trainer: IbotTrainer, dir: string): Promis
       step_counts: "t of step_size and bias_correction2_sqrt is the checkpoint metadata's " +
         "'step' + 1; the last layer's t is 'last_layer_step' + 1, counting only iterations " +
         "with last_layer_active = 1. Computed in float64, then rounded to float32.",
+      patch_slots:
+        `slot_indices and slot_weights have S = ${
+          step.graph.inputs.find((input) => input.name === STEP_INPUTS.slotWeights)!.shape[0]
+        } entries, the most masked patches a batch of this run can hold; a batch fills the ` +
+        "first entries with its masked patches and pads the rest (weight 0). The trainer runs " +
+        "copies of this graph with fewer slots, the smallest that holds each batch's masked " +
+        "patches; padding changes no result.",
       adamw: ADAMW_DEFAULTS,
       inputs: describe([...step.graph.params, ...step.graph.inputs]).map((input) =>
         trainer.store.has(input.name)

@@ -104,6 +104,8 @@ export function runConfigFromArgs(args: PretrainArgs): RunConfig {
     clipGrad: args.clip_grad,
     lambda1: args.lambda1,
     lambda2: args.lambda2,
+    precision: args.precision,
+    lossScaling: args.precision === "fp16",
   };
   return { step, crops, masking, maskGrid };
 }

@@ -14,8 +14,19 @@
 
 import { Graph } from "../graph/graph.ts";
 import { grad } from "../graph/grad.ts";
-import { add, div, minimum, mul, sub } from "../graph/math.ts";
-import { argMax, l2Norm, mean } from "../graph/reduce.ts";
+import {
+  add,
+  cast,
+  div,
+  equal,
+  greater,
+  logicalNot,
+  minimum,
+  mul,
+  sub,
+  where,
+} from "../graph/math.ts";
+import { argMax, l2Norm, mean, sum } from "../graph/reduce.ts";
 import { concat, gather, reshape, slice, split } from "../graph/shape.ts";
 import type { Tensor } from "../graph/tensor.ts";
 import { agreement, ibotLoss, updateCenters } from "../losses/ibot.ts";
@@ -61,8 +72,13 @@ export interface IbotStepConfig {
   readonly localCrops: number;
   /** Side of the local crops in pixels. */
   readonly localSize: number;
-  /** M: patch slots per global crop (an upper bound on the masked patches of one crop). */
+  /** M: an upper bound on the masked patches of one global crop. */
   readonly maskSlots: number;
+  /**
+   * S: the patch slots of this build, a flat axis across the batch (a bucket of
+   * `slot_buckets.ts`); defaults to G·B·M, the most masked patches a batch can hold.
+   */
+  readonly slots?: number;
   /** Student stochastic-depth rate (`drop_path`). */
   readonly dropPath: number;
   /** Per-tensor gradient-norm clip (`clip_grad`); 0 disables. */
@@ -71,7 +87,29 @@ export interface IbotStepConfig {
   readonly lambda1: number;
   /** Weight of the masked-patch loss term. */
   readonly lambda2: number;
+  /**
+   * Precision of the matrix products (the graph's autocast policy, see `GraphOptions`); the
+   * parameters, the Adam moments and everything else stay float32. Default `fp32`.
+   */
+  readonly precision?: TrainingPrecision;
+  /**
+   * Dynamic loss scaling (`GradScaler`, on for fp16): the step takes the scalar input
+   * `loss_scale`, differentiates loss·scale, unscales the gradients before clipping, and returns
+   * `found_inf`, 1 when a gradient holds an inf or a NaN; the student and its moments are then
+   * left unchanged, while the teacher's EMA and the centres update. Default off.
+   */
+  readonly lossScaling?: boolean;
 }
+
+/** The precisions of training: float32, or fp16 or bf16 matrix products (mixed precision). */
+export type TrainingPrecision = "fp32" | "fp16" | "bf16";
+
+/** The graph's autocast policy of each training precision. */
+const MATMUL_PRECISION = {
+  fp32: "float32",
+  fp16: "float16",
+  bf16: "bfloat16",
+} as const satisfies Record<TrainingPrecision, string>;
 
 /**
  * Names of the step's data and scalar inputs, besides AdamW's own (`ADAMW_SCALAR_INPUTS`, for the
@@ -92,20 +130,23 @@ export const STEP_INPUTS = {
   lastLayerActive: "last_layer_active",
   lastLayerStepSize: "last_layer_step_size",
   lastLayerBiasCorrection2Sqrt: "last_layer_bias_correction2_sqrt",
+  lossScale: "loss_scale",
 } as const;
 
 /**
  * What each of the step's data and scalar inputs holds, for readers of an exported graph
- * (G global crops, L local crops, B images each, N patches of a global crop, M patch slots).
+ * (G global crops, L local crops, B images each, N patches of a global crop, S patch slots).
  */
 export const STEP_INPUT_MEANINGS: Readonly<Record<string, string>> = {
   [STEP_INPUTS.globals]:
-    "the global crops [G·B, 3, S, S], crop-major (all images of crop 0 first), normalised",
-  [STEP_INPUTS.locals]: "the local crops [L·B, 3, s, s], crop-major, normalised",
+    "the global crops [G·B, 3, H, H], crop-major (all images of crop 0 first), normalised",
+  [STEP_INPUTS.locals]: "the local crops [L·B, 3, h, h], crop-major, normalised",
   [STEP_INPUTS.masks]: "one mask per global-crop row [G·B, N], row-major patch grid, 1 = masked",
-  [STEP_INPUTS.slotIndices]: "for each row's M slots, the flat index row·(1 + N) + 1 + patch of " +
-    "a masked patch's token (CLS first); padding slots point at the row's first patch",
-  [STEP_INPUTS.slotWeights]: "[G·B, M]: 1 for a slot holding a masked patch, 0 for padding",
+  [STEP_INPUTS.slotIndices]: "[S]: the batch's masked patches, row by row, as the flat token " +
+    "index row·(1 + N) + 1 + patch (CLS first), then padding up to S pointing at token 1 " +
+    "(S is this graph's slot count; a batch may not mask more patches than S)",
+  [STEP_INPUTS.slotWeights]: "[S]: each slot's weight in the patch term, " +
+    "1 / (max(masked patches of its row, 1) · G·B) for a masked patch, 0 for padding",
   [STEP_INPUTS.dropPathGlobal]: "the student's drop-path factors on the global crops " +
     "[depth, 2 (attention, MLP), G·B]: floor(1 − p + U[0, 1)) / (1 − p) for block rate p, " +
     "1 where p = 0",
@@ -118,6 +159,7 @@ export const STEP_INPUT_MEANINGS: Readonly<Record<string, string>> = {
     "lr / (1 − β₁ᵗ) for the last layer's own step count t (any finite value while frozen)",
   [STEP_INPUTS.lastLayerBiasCorrection2Sqrt]:
     "√(1 − β₂ᵗ) for the last layer's own step count t (any finite value while frozen)",
+  [STEP_INPUTS.lossScale]: "the dynamic loss scale (GradScaler's scale; only with loss scaling)",
 };
 
 /** One iteration's schedule values and AdamW step counts, from which the scalar inputs follow. */
@@ -138,6 +180,8 @@ export interface StepScalars {
   readonly teacherTemp: number;
   /** Teacher temperature of the patch term. */
   readonly teacherPatchTemp: number;
+  /** The loss scale, for a step built with `lossScaling` only (`GradScaler`'s scale). */
+  readonly lossScale?: number;
 }
 
 /**
@@ -154,6 +198,7 @@ export function stepScalarValues(s: StepScalars): Record<string, number> {
     [STEP_INPUTS.momentum]: s.momentum,
     [STEP_INPUTS.teacherTemp]: s.teacherTemp,
     [STEP_INPUTS.teacherPatchTemp]: s.teacherPatchTemp,
+    ...(s.lossScale === undefined ? {} : { [STEP_INPUTS.lossScale]: s.lossScale }),
   };
 }
 
@@ -162,6 +207,12 @@ export const STEP_OUTPUTS = ["loss", "cls", "patch", "acc"] as const;
 
 /** Name of the output holding the teacher's CLS argmax on global crop 0, int64 [B]. */
 export const TEACHER_PREDICTION = "teacher_prediction";
+
+/**
+ * Name of the output of a step built with loss scaling: float32 1 when some gradient of
+ * loss·scale holds an inf or a NaN (the step was skipped), else 0.
+ */
+export const FOUND_INF = "found_inf";
 
 /** Names of the loss centres in the state. */
 export const CENTER_NAMES = { center: "ibot_loss.center", center2: "ibot_loss.center2" } as const;
@@ -184,8 +235,14 @@ export const TEACHER = "teacher";
 
 /** Builds the training graph. */
 export function buildIbotStep(config: IbotStepConfig): IbotStep {
-  const g = new Graph("ibot_train_step");
-  const { batch: B, globalCrops: G, localCrops: L, maskSlots: M } = config;
+  const g = new Graph("ibot_train_step", {
+    matmulPrecision: MATMUL_PRECISION[config.precision ?? "fp32"],
+  });
+  const { batch: B, globalCrops: G, localCrops: L } = config;
+  const S = config.slots ?? G * B * config.maskSlots;
+  if (!Number.isInteger(S) || S < 1) {
+    g.fail("buildIbotStep", `the patch slot count must be a positive integer, got ${S}`);
+  }
   const p = config.backbone.patchSize;
   const patches = (config.globalSize / p) ** 2;
   const depth = config.backbone.depth;
@@ -212,8 +269,8 @@ export function buildIbotStep(config: IbotStepConfig): IbotStep {
     ? g.input(STEP_INPUTS.locals, "float32", [L * B, 3, config.localSize, config.localSize])
     : undefined;
   const masks = g.input(STEP_INPUTS.masks, "float32", [G * B, patches]);
-  const slotIndices = g.input(STEP_INPUTS.slotIndices, "int64", [G * B * M]);
-  const slotWeights = g.input(STEP_INPUTS.slotWeights, "float32", [G * B, M]);
+  const slotIndices = g.input(STEP_INPUTS.slotIndices, "int64", [S]);
+  const slotWeights = g.input(STEP_INPUTS.slotWeights, "float32", [S]);
   const dropGlobal = useDropPath
     ? g.input(STEP_INPUTS.dropPathGlobal, "float32", [depth, 2, G * B])
     : undefined;
@@ -254,7 +311,7 @@ export function buildIbotStep(config: IbotStepConfig): IbotStep {
       mean(slice(perCrop, [1], [1 + patches], [1]), [1]),
     );
     const slots = patchLastLayer(g, teacherHead, gather(bottleneck, slotIndices, 0));
-    return { cls, patchMean, slots: reshape(slots, [G * B, M, prototypes]) };
+    return { cls, patchMean, slots };
   });
 
   // Student: masked global crops and local crops; head on CLS tokens and slots only.
@@ -278,8 +335,7 @@ export function buildIbotStep(config: IbotStepConfig): IbotStep {
     const bottleneck = split(headBottleneck(g, config.studentHead, concat(rows, 0)), sizes, 0);
     const slots = bottleneck.pop()!;
     const cls = clsLastLayer(g, config.studentHead, concat(bottleneck, 0));
-    const patch = reshape(patchLastLayer(g, config.studentHead, slots), [G * B, M, prototypes]);
-    return { cls, patch };
+    return { cls, patch: patchLastLayer(g, config.studentHead, slots) };
   });
 
   const terms = ibotLoss({
@@ -306,7 +362,13 @@ export function buildIbotStep(config: IbotStepConfig): IbotStep {
     !(config.normLastLayer && s.name.endsWith(".weight_g"))
   );
   const tensors = trainable.map((s) => g.paramTensor(s.name));
-  const grads = grad(terms.loss, tensors).map((
+  // With loss scaling (GradScaler): the gradients of loss·scale, unscaled before clipping.
+  const lossScale = config.lossScaling ? g.input(STEP_INPUTS.lossScale, "float32", []) : undefined;
+  const unscaled = lossScale ? unscaledGradients(terms.loss, tensors, lossScale) : undefined;
+  const foundInf = unscaled
+    ? foundNonFinite(unscaled, tensors, config.clipGrad > 0 ? undefined : lastLayerActive)
+    : undefined;
+  const grads = (unscaled ?? grad(terms.loss, tensors)).map((
     gr,
   ) => (config.clipGrad > 0 ? clipNorm(gr, config.clipGrad) : gr));
   const scalars = adamwScalars(g);
@@ -318,7 +380,8 @@ export function buildIbotStep(config: IbotStepConfig): IbotStep {
       ? { active: lastLayerActive, factors: lastLayerFactors }
       : undefined,
   }));
-  const updated = applyAdamW(g, targets, scalars);
+  const updated = applyAdamW(g, targets, scalars, {}, foundInf);
+  if (foundInf) g.output(FOUND_INF, cast(foundInf, "float32"));
 
   // EMA teacher: θt ← m·θt + (1 − m)·θs for parameters of the same name.
   const emaNames: string[] = [];
@@ -355,4 +418,34 @@ export function buildIbotStep(config: IbotStepConfig): IbotStep {
 function clipNorm(gradient: Tensor, clip: number): Tensor {
   const norm = l2Norm(gradient);
   return mul(gradient, minimum(div(clip, add(norm, 1e-6)), 1));
+}
+
+/**
+ * The gradients of loss·scale (the seed of the backward pass is the scale), each multiplied by
+ * 1/scale (`GradScaler.unscale_`). Matrix products in float16 see the scaled gradients.
+ */
+function unscaledGradients(loss: Tensor, params: readonly Tensor[], scale: Tensor): Tensor[] {
+  const inverse = div(1, scale);
+  return grad(loss, params, scale).map((gradient) => mul(gradient, inverse));
+}
+
+/**
+ * A bool scalar, true when some gradient holds an inf or a NaN (Σ g·0 is NaN exactly then), as
+ * `GradScaler` checks them. Given `lastLayerActive` (no clipping, so the check happens in
+ * `scaler.step`, after the frozen last layer's gradients were cancelled), the gradients of the
+ * last layer count only while it trains.
+ */
+function foundNonFinite(
+  gradients: readonly Tensor[],
+  params: readonly Tensor[],
+  lastLayerActive?: Tensor,
+): Tensor {
+  const probes = gradients.map((gradient, i) => {
+    const probe = reshape(sum(mul(gradient, 0)), [1]);
+    return lastLayerActive && params[i].name.includes("last_layer")
+      ? where(greater(lastLayerActive, 0), probe, 0)
+      : probe;
+  });
+  const total = sum(concat(probes, 0));
+  return logicalNot(equal(total, total));
 }

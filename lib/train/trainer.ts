@@ -17,16 +17,18 @@ import { MaskGenerator } from "../data/masking.ts";
 import { resolveDataPath } from "../data/source.ts";
 import { dropPathRates, type VitConfig } from "../models/vit.ts";
 import { addAdamWMoments } from "../optim/adamw.ts";
+import { GradScaler } from "../optim/grad_scaler.ts";
 import {
   cosineSchedule,
   scaledLearningRate,
   teacherTemperatureSchedule,
 } from "../optim/schedules.ts";
 import { Rng } from "../runtime/rng.ts";
-import { CompiledGraph } from "../runtime/session.ts";
+import { DeviceSession } from "../runtime/device_session.ts";
+import { ResidentState } from "../runtime/resident_state.ts";
 import { StateStore } from "../runtime/store.ts";
 import type { PretrainArgs } from "./args.ts";
-import { fillDropPath, fillMaskInputs } from "./batch_inputs.ts";
+import { countMasked, fillDropPath, fillMaskInputs } from "./batch_inputs.ts";
 import {
   loadTrainingCheckpoint,
   saveTrainingCheckpoint,
@@ -34,8 +36,10 @@ import {
 } from "../checkpoint/training_checkpoint.ts";
 import { EpochMeter, type EpochMeterState, type EpochStats } from "./epoch_meter.ts";
 import { type RunConfig, runConfigFromArgs } from "./config.ts";
+import { pickSlotBucket, slotBuckets } from "./slot_buckets.ts";
 import {
   buildIbotStep,
+  FOUND_INF,
   type IbotStep,
   STEP_INPUTS,
   stepScalarValues,
@@ -72,30 +76,57 @@ export interface IterationReport {
   readonly patch: number;
   /** The learning rate of the iteration. */
   readonly lr: number;
+  /** Whether the fp16 loss scaler found an inf or NaN gradient and skipped the update. */
+  readonly skipped: boolean;
+  /** The patch slots of the step that ran (the bucket of the batch's masked patches). */
+  readonly slots: number;
 }
 
 /** Called after each iteration; training waits for a returned promise. */
 export type IterationCallback = (report: IterationReport) => void | Promise<void>;
 
-/** A prepared pre-training run: data, compiled step, state (fresh or resumed) and schedules. */
+/**
+ * A prepared pre-training run: data, the step (compiled per patch-slot bucket on first use),
+ * state (fresh or resumed) and schedules.
+ */
 export class IbotTrainer {
   #drawsCache?: { root: Rng; generator: MaskGenerator; rates: number[] };
+  /** The compiled step per patch-slot bucket, compiled on first use. */
+  readonly #sessions = new Map<number, DeviceSession>();
+  /** The patch-slot buckets, ascending; the last is the step's (largest) slot count. */
+  readonly #buckets: readonly number[];
+  /** The dynamic loss scaler of fp16 runs (`torch.cuda.amp.GradScaler`). */
+  readonly #scaler?: GradScaler;
 
   private constructor(
     readonly args: PretrainArgs,
     readonly config: RunConfig,
+    /**
+     * The run's state on the host. During {@link train} the state lives on the device (two
+     * buffers per updated tensor, swapped each step) and this store is brought up to date at each
+     * checkpoint and when `train` returns; `train` starts from what the store holds then.
+     */
     readonly store: StateStore,
     readonly outputDir: string,
     private progress: TrainingProgress<EpochMeterState>,
     private readonly loader: MultiCropLoader,
     private readonly step: IbotStep,
-    private readonly session: CompiledGraph,
+    private readonly state: ResidentState,
     private readonly log: Log,
-  ) {}
+  ) {
+    const { globalCrops, batch, maskSlots } = config.step;
+    this.#buckets = slotBuckets(globalCrops * batch * maskSlots);
+    if (config.step.lossScaling) {
+      this.#scaler = progress.fp16Scaler
+        ? GradScaler.fromStateDict(progress.fp16Scaler)
+        : new GradScaler();
+    }
+  }
 
   /**
-   * Prepares a run: opens the data, builds and compiles the step, and restores the state from
-   * `output_dir/checkpoint.safetensors` (or `--load_from`) when there is one, else initialises it.
+   * Prepares a run: opens the data, builds the step (compiled for each patch-slot bucket when a
+   * batch first needs it), restores the state from `output_dir/checkpoint.safetensors` (or
+   * `--load_from`) when there is one, else initialises it, and places it on `--device`.
    */
   static async create(args: PretrainArgs, log: Log): Promise<IbotTrainer> {
     const config = runConfigFromArgs(args);
@@ -115,14 +146,8 @@ export class IbotTrainer {
         `${args.data_path} has ${loader.length} images, fewer than one batch of ${config.step.batch}`,
       );
     }
-    let session: CompiledGraph | undefined;
     try {
       const step = buildIbotStep(config.step);
-      session = await CompiledGraph.create(step.graph, {
-        executionProviders: [args.device],
-        threads: args.threads > 0 ? args.threads : undefined,
-        memoryArena: false,
-      });
       const resumeFrom = await findCheckpoint(args, outputDir);
       let store: StateStore;
       let progress: TrainingProgress<EpochMeterState> = {
@@ -134,8 +159,8 @@ export class IbotTrainer {
       if (resumeFrom) {
         const checkpoint = await loadTrainingCheckpoint<PretrainArgs, EpochMeterState>(resumeFrom);
         store = checkpoint.store;
-        const { epoch, iteration, step: steps, lastLayerStep, meter } = checkpoint;
-        progress = { epoch, iteration, step: steps, lastLayerStep, meter };
+        const { epoch, iteration, step: steps, lastLayerStep, meter, fp16Scaler } = checkpoint;
+        progress = { epoch, iteration, step: steps, lastLayerStep, meter, fp16Scaler };
         checkStateFits(store, step, resumeFrom);
         log(
           `Resuming from ${resumeFrom}: epoch ${progress.epoch}, iteration ${progress.iteration}`,
@@ -143,10 +168,10 @@ export class IbotTrainer {
       } else {
         store = initialState(step, config, args.seed);
       }
-      return new IbotTrainer(args, config, store, outputDir, progress, loader, step, session, log);
+      const state = await ResidentState.create(store, step.updatedState, { device: args.device });
+      return new IbotTrainer(args, config, store, outputDir, progress, loader, step, state, log);
     } catch (error) {
       loader.close();
-      await session?.release();
       throw error;
     }
   }
@@ -157,7 +182,7 @@ export class IbotTrainer {
     return { epoch, iteration, step, lastLayerStep };
   }
 
-  /** The training graph and its state names. */
+  /** The training graph at the largest patch-slot bucket, and its state names. */
   get stepArtifact(): IbotStep {
     return this.step;
   }
@@ -174,13 +199,22 @@ export class IbotTrainer {
    * before that check, so it may abort `signal` itself. Returns how it ended.
    */
   async train(signal?: AbortSignal, onIteration?: IterationCallback): Promise<TrainOutcome> {
+    await this.state.upload(this.store);
+    try {
+      return await this.#train(signal, onIteration);
+    } finally {
+      await this.state.download(this.store);
+    }
+  }
+
+  /** {@link train} on the device-resident state. */
+  async #train(signal?: AbortSignal, onIteration?: IterationCallback): Promise<TrainOutcome> {
     const { args, config } = this;
     const epochs = args.epochs;
     const iters = this.loader.itersPerEpoch;
     const batch = config.step.batch;
     const { lr, wd, momentum, clsTemp, patchTemp } = schedules(args, iters);
     const feeds = this.#allocateFeeds();
-
     for (let epoch = this.progress.epoch; epoch < epochs; epoch++) {
       const start = epoch === this.progress.epoch ? this.progress.iteration : 0;
       const meter = new EpochMeter(start > 0 ? this.progress.meter : undefined);
@@ -190,7 +224,7 @@ export class IbotTrainer {
       let i = start;
       for await (const data of this.loader.epoch(epoch, start)) {
         const it = epoch * iters + i;
-        this.#fillBatchInputs(feeds, data, epoch, it);
+        const slots = this.#fillBatchInputs(feeds, data, epoch, it);
         const step = this.progress.step + 1;
         const lastLayerStep = this.progress.lastLayerStep + lastLayerActive;
         setScalars(
@@ -204,10 +238,16 @@ export class IbotTrainer {
             momentum: momentum[it],
             teacherTemp: clsTemp[epoch],
             teacherPatchTemp: patchTemp[epoch],
+            lossScale: this.#scaler?.scale,
           }),
         );
 
-        const out = await this.session.run(feeds);
+        const compiling = !this.#sessions.has(slots);
+        const beforeCompile = performance.now();
+        const session = await this.#sessionFor(slots);
+        // A bucket's compilation is not training time: keep it out of the img/s figure.
+        if (compiling) startedAt += performance.now() - beforeCompile;
+        const out = await session.run(feeds, this.state);
         const loss = (out.loss as Float32Array)[0];
         if (!Number.isFinite(loss)) {
           const checkpoint = join(this.outputDir, CHECKPOINT_FILE);
@@ -219,7 +259,11 @@ export class IbotTrainer {
             `the loss is ${loss} at epoch ${epoch}, iteration ${i}: training stopped; ${kept}`,
           );
         }
-        this.store.commitNext(out as Record<string, Float32Array>, this.step.updatedState);
+        this.state.swap();
+        // A step the scaler skipped left the student and its moments as they were: it is no AdamW
+        // step (torch's optimizer step count does not advance either).
+        const skipped = this.#scaler !== undefined && (out[FOUND_INF] as Float32Array)[0] !== 0;
+        this.#scaler?.update(skipped);
         i++;
         meter.add(
           {
@@ -233,7 +277,14 @@ export class IbotTrainer {
           out[TEACHER_PREDICTION] as BigInt64Array,
           data.labels,
         );
-        this.progress = { epoch, iteration: i, step, lastLayerStep, meter: meter.state() };
+        this.progress = {
+          epoch,
+          iteration: i,
+          step: skipped ? step - 1 : step,
+          lastLayerStep: skipped ? lastLayerStep - lastLayerActive : lastLayerStep,
+          meter: meter.state(),
+          fp16Scaler: this.#scaler?.stateDict(),
+        };
         await onIteration?.({
           epoch,
           iteration: i,
@@ -242,6 +293,8 @@ export class IbotTrainer {
           cls: (out.cls as Float32Array)[0],
           patch: (out.patch as Float32Array)[0],
           lr: lr[it],
+          skipped,
+          slots,
         });
         timedImages += batch;
         if (i % args.print_freq === 0 || i === iters) {
@@ -254,7 +307,9 @@ export class IbotTrainer {
               `patch ${(out.patch as Float32Array)[0].toFixed(4)}  lr ${
                 lr[it].toExponential(2)
               }  ` +
-              `wd ${wd[it].toFixed(4)}  ${rate.toFixed(1)} img/s  eta ${formatDuration(remaining)}`,
+              `wd ${wd[it].toFixed(4)}  ${
+                this.#scaler ? `loss scale ${this.#scaler.scale}  ` : ""
+              }${rate.toFixed(1)} img/s  eta ${formatDuration(remaining)}`,
           );
           startedAt = performance.now();
           timedImages = 0;
@@ -271,11 +326,6 @@ export class IbotTrainer {
     return "finished";
   }
 
-  /**
-   * Writes one batch's inputs: the crops, a mask per global crop of each image (drawn from a
-   * generator forked by epoch, image and crop, so a resumed run draws the same masks), and the
-   * drop-path scales of the iteration.
-   */
   /** The run's seeded root generator, mask generator and drop-path rates, built once. */
   get #draws(): { root: Rng; generator: MaskGenerator; rates: number[] } {
     this.#drawsCache ??= {
@@ -286,12 +336,18 @@ export class IbotTrainer {
     return this.#drawsCache;
   }
 
+  /**
+   * Writes one batch's inputs: the crops, a mask per global crop of each image (drawn from a
+   * generator forked by epoch, image and crop, so a resumed run draws the same masks) with their
+   * patch slots, and the drop-path scales of the iteration. Returns the slot count: the smallest
+   * bucket that holds the batch's masked patches.
+   */
   #fillBatchInputs(
     feeds: Record<string, TensorData>,
     data: MultiCropBatch,
     epoch: number,
     it: number,
-  ): void {
+  ): number {
     const { step, maskGrid } = this.config;
     const { root, generator, rates } = this.#draws;
     feeds[STEP_INPUTS.globals] = data.globals;
@@ -304,7 +360,8 @@ export class IbotTrainer {
         );
       }
     }
-    fillMaskInputs(feeds, masks, step.maskSlots, maskGrid * maskGrid);
+    const slots = pickSlotBucket(this.#buckets, countMasked(masks));
+    fillMaskInputs(feeds, masks, slots, maskGrid * maskGrid);
     if (step.dropPath > 0) {
       const rng = root.fork(`drop_path:${it}`);
       fillDropPath(
@@ -322,15 +379,45 @@ export class IbotTrainer {
         );
       }
     }
+    return slots;
   }
 
-  /** Stops the data workers and releases the session. */
-  async close(): Promise<void> {
+  /**
+   * The step compiled for `bucket` patch slots: built and compiled on the first call for that
+   * bucket (with one progress line), then reused.
+   */
+  async #sessionFor(bucket: number): Promise<DeviceSession> {
+    let session = this.#sessions.get(bucket);
+    if (!session) {
+      const started = performance.now();
+      const step = buildIbotStep({ ...this.config.step, slots: bucket });
+      session = await DeviceSession.create(step.graph, {
+        device: this.args.device,
+        threads: this.args.threads > 0 ? this.args.threads : undefined,
+        memoryArena: false,
+      });
+      this.#sessions.set(bucket, session);
+      const seconds = (performance.now() - started) / 1000;
+      this.log(
+        `Compiled the training step for ${bucket} patch slots (bucket ${
+          this.#buckets.indexOf(bucket) + 1
+        } of ${this.#buckets.length}) in ${seconds.toFixed(1)} s`,
+      );
+    }
+    return session;
+  }
+
+  /** Stops the data workers and releases the compiled steps and the device-resident state. */
+  close(): void {
     this.loader.close();
-    await this.session.release();
+    for (const session of this.#sessions.values()) session.release();
+    this.#sessions.clear();
+    this.state.release();
   }
 
+  /** Brings the store up to date from the device and writes the rolling checkpoint. */
   async #save(): Promise<void> {
+    await this.state.download(this.store);
     await saveTrainingCheckpoint(
       join(this.outputDir, CHECKPOINT_FILE),
       this.store,
@@ -363,11 +450,11 @@ export class IbotTrainer {
     );
   }
 
+  /** Host buffers for the step's data and scalar inputs (the state is resident, not fed). */
   #allocateFeeds(): Record<string, TensorData> {
     const feeds: Record<string, TensorData> = {};
-    for (const name of this.store.names()) feeds[name] = this.store.get(name);
     for (const input of this.step.graph.inputs) {
-      if (feeds[input.name]) continue;
+      if (this.state.has(input.name)) continue;
       const n = shapeSize(input.shape);
       feeds[input.name] = input.dtype === "int64" ? new BigInt64Array(n) : new Float32Array(n);
     }

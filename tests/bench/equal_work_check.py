@@ -1,10 +1,15 @@
 """Checks that `bench/ibot_equal_work_torch.equal_work_step` makes the update of the official
 `ibot_torch.train_step`: both run two iterations in float64 from the same tiny student, teacher,
-loss centres and batches, once with a shared head and once with a separate patch head (one crop
-row with no masked patch). Prints one JSON object: for each compared quantity, the largest
-difference relative to the largest magnitude of the official value.
+loss centres and batches (one crop row with no masked patch), once with a shared head and as many
+slots as each batch has masked patches, and once with a separate patch head and a slot for every
+global-crop patch of the batch (the rest padding of weight 0); and once more with a shared head,
+the equal-work step given an autocast factory that only records its use and a GradScaler
+stand-in whose power-of-two scale is exact in float64 (the official step runs without them).
+Prints one JSON object: `differences`, for each compared quantity the largest difference relative
+to the largest magnitude of the official value, and `calls`, the uses of that autocast and scaler.
 """
 
+import contextlib
 import json
 import os
 import random
@@ -18,13 +23,16 @@ sys.path.insert(0, os.path.join(HERE, "..", "reference"))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "bench"))
 import ibot_torch  # noqa: E402
 from ibot_equal_work_torch import equal_work_step  # noqa: E402
+from amp_update_check import PowerOfTwoScaler  # noqa: E402
 
 BATCH, GLOBAL_CROPS, LOCAL_CROPS, GLOBAL_SIZE, LOCAL_SIZE, PATCH = 3, 2, 2, 16, 8, 4
 OUT_DIM = 32
+RATIOS = (0.1, 0.3, 0.5)
 
 
 def batches(rng):
-    """Two batches of random crops and block masks; row 0 of crop 0 has no masked patch."""
+    """Two batches of random crops and block masks, the rows of each crop at ratios 0.1, 0.3 and
+    0.5 (so their masked counts differ); row 0 of crop 0 has no masked patch."""
     result = []
     side = GLOBAL_SIZE // PATCH
     for _ in range(2):
@@ -32,8 +40,8 @@ def batches(rng):
                   for _ in range(GLOBAL_CROPS)]
         images += [torch.randn(BATCH, 3, LOCAL_SIZE, LOCAL_SIZE, dtype=torch.float64)
                    for _ in range(LOCAL_CROPS)]
-        masks = [torch.from_numpy(np.stack([ibot_torch.block_mask(side, side, 0.3, rng)
-                                            for _ in range(BATCH)]))
+        masks = [torch.from_numpy(np.stack([ibot_torch.block_mask(side, side, ratio, rng)
+                                            for ratio in RATIOS]))
                  for _ in range(GLOBAL_CROPS)]
         masks[0][0] = False
         result.append((images, masks))
@@ -74,17 +82,25 @@ def run(step, shared, data, **hyper):
 
 
 def main():
-    differences = {}
+    differences, calls = {}, []
+
+    @contextlib.contextmanager
+    def autocast():
+        calls.append("autocast")
+        yield
+
     hyper = dict(epoch=1, lr=0.005, wd=0.04, momentum=0.9, clip_grad=3.0, freeze_last_layer=1)
-    for shared in (True, False):
+    every_patch = GLOBAL_CROPS * BATCH * (GLOBAL_SIZE // PATCH) ** 2
+    amp = dict(autocast=autocast, scaler=PowerOfTwoScaler(2.0**12, calls))
+    for shared, extra in ((True, {}), (False, dict(slots=every_patch)), (True, amp)):
         data = batches(random.Random(1))
         official = run(ibot_torch.train_step, shared, data, **hyper)
-        equal = run(equal_work_step, shared, data, **hyper)
+        equal = run(equal_work_step, shared, data, **extra, **hyper)
         for name, expected in official.items():
             scale = expected.abs().max().clamp(min=1e-300)
             difference = ((equal[name] - expected).abs().max() / scale).item()
             differences[name] = max(differences.get(name, 0.0), difference)
-    print(json.dumps(differences))
+    print(json.dumps(dict(differences=differences, calls=calls)))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,14 @@ import { PYTHON, torchAvailable } from "../reference/torch.ts";
 
 const ignore = !torchAvailable();
 
+/** What `equal_work_check.py` prints. */
+interface EqualWorkCheck {
+  /** Largest difference from the official step, relative to its scale, per quantity. */
+  readonly differences: Record<string, number>;
+  /** The uses of the recording autocast factory and of the scaler stand-in, in order. */
+  readonly calls: string[];
+}
+
 Deno.test({
   name: "PyTorch's equal-work step makes the official step's update (float64)",
   ignore,
@@ -21,20 +29,27 @@ Deno.test({
     }).output();
     const text = new TextDecoder();
     assert(success, `equal_work_check.py failed:\n${text.decode(stderr)}`);
-    const differences: Record<string, number> = JSON.parse(text.decode(stdout));
+    const { differences, calls }: EqualWorkCheck = JSON.parse(text.decode(stdout));
     const compared = ["loss", "cls", "patch", "acc", "student", "teacher", "center", "center2"];
     assert.deepEqual(Object.keys(differences).sort(), compared.sort());
     for (const [name, difference] of Object.entries(differences)) {
       assert(difference <= 1e-10, `${name} differs by ${difference} of its scale`);
     }
+    // Two iterations, each in the autocast context and through the loss-scaled update.
+    const iteration = ["autocast", "scale", "unscale_", "step", "update"];
+    assert.deepEqual(calls, [...iteration, ...iteration]);
   },
 });
 
-/** One counted iteration of `ibot_step_torch.py` at a small batch. */
-function countTorchWork(work: "official" | "equal", batch: number): Promise<TorchReport> {
+/** One counted iteration of `ibot_step_torch.py` at a small batch, on `slots` flat slots. */
+function countTorchWork(
+  work: "official" | "equal",
+  batch: number,
+  slots: number,
+): Promise<TorchReport> {
   return runTorch(PYTHON, "ibot_step_torch.py", [
     ...["--work", work, "--steps", "0", "--warmup", "0", "--count-macs", "--threads", "1"],
-    ...["--batch", String(batch), "--slots", String(IBOT_BENCH.maskSlots)],
+    ...["--batch", String(batch), "--slots", String(slots)],
   ]);
 }
 
@@ -42,11 +57,14 @@ Deno.test({
   name: "the equal-work PyTorch step does our step's work; the official step adds the full head",
   ignore,
   async fn() {
+    // The counted batch has 75 masked patches; S = 80 counts padding slots too, and differs from
+    // G·B·M = 76, the slots of a head run per crop row.
     const batch = 2;
-    const config = { ...IBOT_BENCH, batch };
+    const slots = 80;
+    const config = { ...IBOT_BENCH, batch, slots };
     const ours = countMacs(buildIbotStep(config).graph);
-    const official = await countTorchWork("official", batch);
-    const equal = await countTorchWork("equal", batch);
+    const official = await countTorchWork("official", batch, slots);
+    const equal = await countTorchWork("equal", batch, slots);
     // Ours also sums the gradients of biases and LayerNorm parameters over rows as products with
     // a ones vector (0.15% of the work); PyTorch's sums are not products.
     const relative = (ours - equal.macs!) / equal.macs!;
@@ -56,7 +74,7 @@ Deno.test({
     // gradients) instead of the CLS tokens and the slots, the student's last layer on every
     // patch token (with gradients on the global crops'), and the teacher's on every patch token
     // instead of the slots and one mean per row.
-    const { globalCrops: g, localCrops: l, maskSlots: m } = config;
+    const { globalCrops: g, localCrops: l } = config;
     const { embedDim, patchSize } = config.backbone;
     const globalPatches = (config.globalSize / patchSize) ** 2;
     const localPatches = (config.localSize / patchSize) ** 2;
@@ -64,10 +82,9 @@ Deno.test({
       HEAD_HIDDEN_DIM * HEAD_BOTTLENECK_DIM;
     const lastLayer = HEAD_BOTTLENECK_DIM * config.studentHead.outDim;
     const allTokens = batch * (g * (1 + globalPatches) + l * (1 + localPatches));
-    const headRows = batch * (g + l) + g * batch * m;
-    const studentLastLayer = 3 * g * batch * globalPatches + l * batch * localPatches -
-      3 * g * batch * m;
-    const teacherLastLayer = g * batch * (1 + globalPatches) - g * batch * (2 + m);
+    const headRows = batch * (g + l) + slots;
+    const studentLastLayer = 3 * g * batch * globalPatches + l * batch * localPatches - 3 * slots;
+    const teacherLastLayer = g * batch * (1 + globalPatches) - (2 * g * batch + slots);
     assert.equal(
       official.macs! - equal.macs!,
       3 * mlp * (allTokens - headRows) + lastLayer * (studentLastLayer + teacherLastLayer),

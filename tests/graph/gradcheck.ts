@@ -8,7 +8,7 @@ import { Graph } from "../../lib/graph/graph.ts";
 import { grad } from "../../lib/graph/grad.ts";
 import { mul } from "../../lib/graph/math.ts";
 import { sum } from "../../lib/graph/reduce.ts";
-import { type DType, type Shape, shapeSize, type Tensor } from "../../lib/graph/tensor.ts";
+import { type Shape, shapeSize, type Tensor, type ValueDType } from "../../lib/graph/tensor.ts";
 import { CompiledGraph } from "../../lib/runtime/session.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
 
@@ -40,7 +40,7 @@ interface GradGraph {
 async function compileLoss(
   build: Builder,
   shapes: readonly Shape[],
-  dtype: DType,
+  dtype: ValueDType,
   weightSeed: number,
 ): Promise<GradGraph> {
   const g = new Graph("gradcheck");

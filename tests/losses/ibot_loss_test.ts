@@ -31,13 +31,13 @@ interface LossCase {
   readonly center2: Float32Array;
 }
 
-/** The patch slots our loss consumes: M per global-crop row, with 0/1 weights. */
+/** The patch slots our loss consumes: S slots across the batch, each with its weight. */
 interface Slots {
   readonly count: number;
-  /** [G·B, M, Kp]. */
+  /** [S, Kp]. */
   readonly student: Float32Array;
   readonly teacher: Float32Array;
-  /** [G·B, M]. */
+  /** [S]. */
   readonly weights: Float32Array;
 }
 
@@ -70,38 +70,48 @@ function randomCase(globalCrops: number, localCrops: number, seed: number): Loss
   };
 }
 
+/**
+ * The weight of a masked patch of `row` in the patch term: 1 / (max(masked count of the row, 1)
+ * · rows), the official mean over the row's masked patches, then over the rows.
+ */
+function maskedWeight(c: LossCase, row: number): number {
+  const count = c.masks.subarray(row * N, (row + 1) * N).reduce((a, b) => a + b, 0);
+  return 1 / (Math.max(1, count) * c.globalCrops * B);
+}
+
 /** Every patch is a slot, weighted by its mask: the official formula as is. */
 function allPatchSlots(c: LossCase): Slots {
-  return { count: N, student: c.studentPatch, teacher: c.teacherPatch, weights: c.masks };
+  const rows = c.globalCrops * B;
+  const weights = Float32Array.from(
+    { length: rows * N },
+    (_, k) => c.masks[k] * maskedWeight(c, Math.floor(k / N)),
+  );
+  return { count: rows * N, student: c.studentPatch, teacher: c.teacherPatch, weights };
 }
 
 /**
- * Only the masked patches, gathered to the front of each row and padded to the largest count
- * with zero-weight slots holding large random logits (which must not matter).
+ * Only the masked patches, row by row, then `padding` zero-weight slots holding large random
+ * logits (which must not matter).
  */
-function maskedPatchSlots(c: LossCase, seed: number): Slots {
+function maskedPatchSlots(c: LossCase, padding: number, seed: number): Slots {
   const rng = new Rng(seed);
   const rows = c.globalCrops * B;
-  let count = 0;
+  const count = c.masks.reduce((a, b) => a + b, 0) + padding;
+  const student = Float32Array.from({ length: count * KP }, () => 5 * rng.normal());
+  const teacher = Float32Array.from({ length: count * KP }, () => 5 * rng.normal());
+  const weights = new Float32Array(count);
+  let slot = 0;
   for (let r = 0; r < rows; r++) {
-    count = Math.max(count, c.masks.subarray(r * N, (r + 1) * N).reduce((a, b) => a + b, 0));
-  }
-  const student = Float32Array.from({ length: rows * count * KP }, () => 5 * rng.normal());
-  const teacher = Float32Array.from({ length: rows * count * KP }, () => 5 * rng.normal());
-  const weights = new Float32Array(rows * count);
-  for (let r = 0; r < rows; r++) {
-    let used = 0;
     for (let n = 0; n < N; n++) {
       if (!c.masks[r * N + n]) continue;
       const from = (r * N + n) * KP;
-      const to = (r * count + used) * KP;
-      student.set(c.studentPatch.subarray(from, from + KP), to);
-      teacher.set(c.teacherPatch.subarray(from, from + KP), to);
-      weights[r * count + used] = 1;
-      used++;
+      student.set(c.studentPatch.subarray(from, from + KP), slot * KP);
+      teacher.set(c.teacherPatch.subarray(from, from + KP), slot * KP);
+      weights[slot] = maskedWeight(c, r);
+      slot++;
     }
   }
-  assert(count < N, "the gathered case must be smaller than all patches");
+  assert(count < rows * N, "the gathered case must be smaller than all patches");
   return { count, student, teacher, weights };
 }
 
@@ -109,7 +119,7 @@ function maskedPatchSlots(c: LossCase, seed: number): Slots {
 async function ours(c: LossCase, slots: Slots): Promise<LossValues> {
   const g = new Graph("ibot_loss");
   const rows = c.globalCrops * B;
-  const M = slots.count;
+  const S = slots.count;
   const input = (name: string, shape: number[]) => g.input(name, "float32", shape);
   const teacherCls = input("teacher_cls", [rows, K]);
   const teacherPatchAll = input("teacher_patch_all", [rows, N, KP]);
@@ -117,10 +127,10 @@ async function ours(c: LossCase, slots: Slots): Promise<LossValues> {
   const center2 = input("center2", [1, 1, KP]);
   const terms = ibotLoss({
     studentCls: input("student_cls", [(c.globalCrops + c.localCrops) * B, K]),
-    studentPatch: input("student_slots", [rows, M, KP]),
+    studentPatch: input("student_slots", [S, KP]),
     teacherCls,
-    teacherPatch: input("teacher_slots", [rows, M, KP]),
-    slotWeights: input("slot_weights", [rows, M]),
+    teacherPatch: input("teacher_slots", [S, KP]),
+    slotWeights: input("slot_weights", [S]),
     center,
     center2,
     teacherTemp: input("teacher_temp", []),
@@ -211,9 +221,10 @@ Deno.test({
   async fn() {
     const c = randomCase(2, 3, 2);
     const expected = await reference(c);
-    const gathered = await ours(c, maskedPatchSlots(c, 3));
+    const gathered = await ours(c, maskedPatchSlots(c, 5, 3));
     assertMatches(gathered, expected);
     assertMatches(gathered, await ours(c, allPatchSlots(c)));
+    assertMatches(await ours(c, maskedPatchSlots(c, 0, 4)), expected);
   },
 });
 

@@ -3,7 +3,8 @@
 Written from the project's specification of the official code (ibot-reference.md; section numbers below refer to it),
 not copied from the repository. Covers the ViT backbone (§2.1), the iBOT head (§2.3), the
 multi-crop wrapper (§2.4), the masks (§3.3, §3.4), the loss and centres (§4), and one training
-iteration without fp16 (§5.1 to §5.4). State-dict keys follow §8.2 and §8.4.
+iteration (§5.1 to §5.4), without fp16 or, given an autocast context and a GradScaler, with it
+(§5.6). State-dict keys follow §8.2 and §8.4.
 
 Command-line modes:
 
@@ -79,6 +80,7 @@ Command-line modes:
 """
 
 import argparse
+import contextlib
 import math
 from collections import OrderedDict
 import random
@@ -786,13 +788,18 @@ def train_step(
     momentum,
     clip_grad=3.0,
     freeze_last_layer=1,
+    autocast=contextlib.nullcontext,
+    scaler=None,
 ):
-    """One iteration of §5.4 without fp16.
+    """One iteration of §5.4, without fp16 unless `autocast` and `scaler` are given.
 
     images: list of A crop batches, the G global crops first (G = ibot_loss.ngcrops), then the
     local crops. masks: list of per-crop boolean masks (B, h, w), at least the G global ones.
     lr, wd, momentum: this iteration's schedule values (lr_schedule[it], wd_schedule[it],
     momentum_schedule[it]); epoch indexes the teacher temperatures and the last-layer freeze.
+    autocast: a factory of the context the forward passes and the loss run in, as the official
+    `torch.cuda.amp.autocast` with fp16 (e.g. `lambda: torch.autocast("cuda", torch.float16)`).
+    scaler: a GradScaler for the update (see `update_student`), or None.
     Returns {'loss', 'cls', 'patch', 'acc'} as Python floats.
     """
     for i, group in enumerate(optimizer.param_groups):
@@ -801,16 +808,17 @@ def train_step(
             group["weight_decay"] = wd
 
     g = ibot_loss.ngcrops
-    # The teacher's parameters do not require gradients, so no graph is recorded for it.
-    teacher_output = teacher(images[:g])
-    student_output = student(images[:g], mask=masks[:g])
-    student_local_cls = None
-    if len(images) > g:
-        flag = student.backbone.masked_im_modeling
-        student.backbone.masked_im_modeling = False
-        student_local_cls = student(images[g:])[0]
-        student.backbone.masked_im_modeling = flag
-    all_loss = ibot_loss(student_output, teacher_output, student_local_cls, masks, epoch)
+    with autocast():
+        # The teacher's parameters do not require gradients, so no graph is recorded for it.
+        teacher_output = teacher(images[:g])
+        student_output = student(images[:g], mask=masks[:g])
+        student_local_cls = None
+        if len(images) > g:
+            flag = student.backbone.masked_im_modeling
+            student.backbone.masked_im_modeling = False
+            student_local_cls = student(images[g:])[0]
+            student.backbone.masked_im_modeling = flag
+        all_loss = ibot_loss(student_output, teacher_output, student_local_cls, masks, epoch)
     loss = all_loss["loss"]
     if not math.isfinite(loss.item()):
         raise FloatingPointError(f"Loss is {loss.item()}, stopping training")
@@ -822,13 +830,31 @@ def train_step(
         acc = (t_pred == s_pred).float().mean().item()
 
     optimizer.zero_grad()
-    loss.backward()
-    if clip_grad:
-        clip_gradients(student, clip_grad)
-    cancel_gradients_last_layer(epoch, student, freeze_last_layer)
-    optimizer.step()
+    update_student(student, optimizer, loss, epoch, clip_grad, freeze_last_layer, scaler)
     ema_update(student, teacher, momentum)
     return {k: v.item() for k, v in all_loss.items()} | {"acc": acc}
+
+
+def update_student(student, optimizer, loss, epoch, clip_grad, freeze_last_layer, scaler=None):
+    """§5.4 step 6 from the loss: backward, per-tensor clip (clip_grad > 0), last-layer
+    cancellation and the AdamW step. With a GradScaler, as the official fp16 path: scale the loss,
+    backward, unscale the gradients before the clip, and `scaler.step` (which skips the step when
+    a gradient is inf or NaN) then `scaler.update`.
+    """
+    if scaler is None:
+        loss.backward()
+        if clip_grad:
+            clip_gradients(student, clip_grad)
+        cancel_gradients_last_layer(epoch, student, freeze_last_layer)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        clip_gradients(student, clip_grad)
+    cancel_gradients_last_layer(epoch, student, freeze_last_layer)
+    scaler.step(optimizer)
+    scaler.update()
 
 
 # ------------------------------------------------------------------------------------------------

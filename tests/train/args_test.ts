@@ -88,7 +88,8 @@ Deno.test("parsePretrainArgs: without --data_path the builtin preset applies", (
 });
 
 Deno.test("parsePretrainArgs: with --data_path the official main_ibot.py defaults apply", () => {
-  const args = parse(["--data_path", "/data/imagenet/train"]);
+  // On a GPU: on the CPU the official use_fp16 default means float32 (see the precision tests).
+  const args = parse(["--data_path", "/data/imagenet/train", "--device", "cuda"]);
   assert.equal(args.preset, "official");
   assert.equal(args.data_path, "/data/imagenet/train");
   const expected: Record<string, unknown> = {
@@ -116,6 +117,7 @@ Deno.test("parsePretrainArgs: with --data_path the official main_ibot.py default
     teacher_patch_temp: 0.07,
     warmup_teacher_temp_epochs: 30,
     use_fp16: true,
+    precision: "fp16",
     weight_decay: 0.04,
     weight_decay_end: 0.4,
     clip_grad: 3,
@@ -186,7 +188,7 @@ Deno.test("parsePretrainArgs: list values, --name=value and dashed names", () =>
 Deno.test("parsePretrainArgs: bool_flag accepts on/true/1 and off/false/0 in any case", () => {
   for (const text of ["on", "true", "1", "ON", "True", "tRuE"]) {
     assert.equal(parse(["--shared_head", text]).shared_head, true, text);
-    assert.equal(parse([`--use_fp16=${text}`]).use_fp16, true, text);
+    assert.equal(parse([`--use_fp16=${text}`, "--device", "cuda"]).use_fp16, true, text);
   }
   for (const text of ["off", "false", "0", "OFF", "False", "fAlSe"]) {
     assert.equal(parse(["--shared_head", text]).shared_head, false, text);
@@ -239,7 +241,16 @@ Deno.test("pretrainHelp: lists every argument of the official main_ibot.py", () 
   for (const name of OFFICIAL_ARGUMENTS) {
     assert(new RegExp(`^  --${name} <`, "m").test(help), `--help does not mention --${name}`);
   }
-  for (const name of ["global_crop_size", "local_crop_size", "img_size", "preset", "device"]) {
+  for (
+    const name of [
+      "global_crop_size",
+      "local_crop_size",
+      "img_size",
+      "preset",
+      "device",
+      "precision",
+    ]
+  ) {
     assert(help.includes(`--${name} <`), `--help does not mention --${name}`);
   }
 });
@@ -262,10 +273,48 @@ Deno.test("parsePretrainArgs: negative numbers are values, a repeated flag keeps
   assert.deepEqual(parse(["--pred_ratio", "0,0.3"]).pred_ratio, [0, 0.3]);
 });
 
-Deno.test("parsePretrainArgs: --use_fp16 defaults to true as officially, and is accepted", () => {
-  assert.equal(parse(["--data_path", "/d"]).use_fp16, true);
-  assert.equal(parse([]).use_fp16, false, "the builtin preset runs on CPUs, in float32");
-  assert.equal(parse(["--use_fp16", "false"]).use_fp16, false);
+Deno.test("parsePretrainArgs: the precision is --precision, else fp16 when --use_fp16 is true", () => {
+  const precision = (argv: string[]) => {
+    const args = parse(argv);
+    assert.equal(args.use_fp16, args.precision === "fp16", "use_fp16 says whether it is fp16");
+    return args.precision;
+  };
+  const gpu = ["--device", "cuda"];
+  assert.equal(precision([]), "fp32", "the builtin preset runs on CPUs, in float32");
+  assert.equal(precision(["--data_path", "/d", ...gpu]), "fp16", "official default: use_fp16");
+  assert.equal(precision(["--data_path", "/d"]), "fp32", "the official default on the CPU");
+  assert.equal(precision(["--data_path", "/d", ...gpu, "--use_fp16", "false"]), "fp32");
+  assert.equal(precision(["--data_path", "/d", ...gpu, "--precision", "bf16"]), "bf16");
+  assert.equal(precision(["--data_path", "/d", ...gpu, "--precision", "fp32"]), "fp32");
+  assert.equal(precision([...gpu, "--use_fp16", "true"]), "fp16");
+  assert.equal(precision([...gpu, "--use_fp16", "true", "--precision", "fp16"]), "fp16");
+  assert.equal(precision([...gpu, "--use_fp16", "false", "--precision", "bf16"]), "bf16");
+  assert.equal(precision(["--use_fp16", "false", "--precision", "fp32"]), "fp32");
+});
+
+Deno.test("parsePretrainArgs: contradicting precisions and fp16 or bf16 on the CPU are refused", () => {
+  const gpu = ["--device", "cuda"];
+  assertRejects(
+    [...gpu, "--use_fp16", "true", "--precision", "bf16"],
+    /^--use_fp16 true contradicts --precision bf16; give one of them$/,
+  );
+  assertRejects(
+    [...gpu, "--use_fp16", "false", "--precision", "fp16"],
+    /^--use_fp16 false contradicts --precision fp16; give one of them$/,
+  );
+  const noKernels = "needs --device cuda: mixed precision is for GPUs, and onnxruntime's CPU " +
+    "provider has no bfloat16 kernels and emulates float16 in float32$";
+  assertRejects(["--precision", "fp16"], new RegExp(`^--precision fp16 ${noKernels}`));
+  assertRejects(
+    ["--data_path", "/d", "--precision", "bf16"],
+    new RegExp(`^--precision bf16 ${noKernels}`),
+  );
+  assertRejects(["--use_fp16", "true"], new RegExp(`^--use_fp16 true ${noKernels}`));
+  assertRejects(
+    ["--data_path", "/d", "--use_fp16", "1"],
+    new RegExp(`^--use_fp16 true ${noKernels}`),
+  );
+  assertRejects(["--precision", "fp64"], /^--precision must be fp32, fp16 or bf16, got fp64$/);
 });
 
 Deno.test("parsePretrainArgs: the arguments survive the JSON round trip of a checkpoint", () => {

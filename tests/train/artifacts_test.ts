@@ -33,6 +33,7 @@ interface Manifest {
   train_step: {
     feeding: string;
     step_counts: string;
+    patch_slots: string;
     adamw: { beta1: number; beta2: number; eps: number };
     inputs: ManifestInput[];
     outputs: { name: string }[];
@@ -60,15 +61,17 @@ function readSafetensors(bytes: Uint8Array) {
 }
 
 /**
- * The data inputs of one iteration, from their shapes: random crops, row r of the global crops
- * masking its first min(r, M) patches, and drop-path factors keeping every row but row 1.
+ * The data inputs of one iteration, from their shapes and meanings: random crops, row r of the
+ * global crops masking its first min(r, S / rows) patches, their flat slots with weight
+ * 1 / (max(count, 1) · rows) then zero-weight padding at token 1, and drop-path factors keeping
+ * every row but row 1.
  */
 function dataInputs(
   inputs: readonly ManifestInput[],
 ): Record<string, Float32Array | BigInt64Array> {
   const shapeOf = (name: string) => inputs.find((i) => i.name === name)!.shape;
   const [rows, patches] = shapeOf("masks");
-  const slots = shapeOf("slot_weights")[1];
+  const [slots] = shapeOf("slot_weights");
   let seed = 1;
   const random = (n: number) =>
     Float32Array.from(
@@ -76,21 +79,26 @@ function dataInputs(
       () => ((seed = (seed * 16807) % 2147483647) / 2147483647) - 0.5,
     );
   const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+  const masks = new Float32Array(rows * patches);
+  const indices = new BigInt64Array(slots).fill(1n);
+  const weights = new Float32Array(slots);
+  let slot = 0;
+  for (let row = 0; row < rows; row++) {
+    const count = Math.min(row, Math.floor(slots / rows));
+    for (let patch = 0; patch < count; patch++) {
+      masks[row * patches + patch] = 1;
+      indices[slot] = BigInt(row * (1 + patches) + 1 + patch);
+      weights[slot] = 1 / (count * rows);
+      slot++;
+    }
+  }
   const data: Record<string, Float32Array | BigInt64Array> = {
     globals: random(size(shapeOf("globals"))),
     locals: random(size(shapeOf("locals"))),
-    masks: new Float32Array(rows * patches),
-    slot_indices: new BigInt64Array(rows * slots),
-    slot_weights: new Float32Array(rows * slots),
+    masks,
+    slot_indices: indices,
+    slot_weights: weights,
   };
-  for (let row = 0; row < rows; row++) {
-    for (let slot = 0; slot < slots; slot++) {
-      const masked = slot < row;
-      if (masked) (data.masks as Float32Array)[row * patches + slot] = 1;
-      data.slot_indices[row * slots + slot] = BigInt(row * (1 + patches) + 1 + (masked ? slot : 0));
-      (data.slot_weights as Float32Array)[row * slots + slot] = masked ? 1 : 0;
-    }
-  }
   for (const name of ["drop_path_global", "drop_path_local"]) {
     if (!inputs.some((i) => i.name === name)) continue;
     const [depth, branches, n] = shapeOf(name);
@@ -123,10 +131,15 @@ Deno.test("--export_artifacts: plain onnxruntime runs a step from the files alon
     const task = await runDenoTask("pretrain", [...argv, "--export_artifacts", dir]);
     assert.equal(task.code, 0, task.stderr);
     assert.match(task.stdout, /Wrote the training and evaluation graphs and a checkpoint to /);
+    assert.doesNotMatch(task.stdout, /Compiled the training step/, "exporting compiles nothing");
 
     // The user's side: onnxruntime-node, the manifest, a hand-written safetensors reader.
     const manifest: Manifest = JSON.parse(await Deno.readTextFile(join(dir, "manifest.json")));
     const { inputs, adamw } = manifest.train_step;
+    // The exported step has the largest bucket: 2 crops · 4 images · 4 patches (0.3 of 16).
+    assert.deepEqual(inputs.find((i) => i.name === "slot_indices")?.shape, [32]);
+    assert.deepEqual(inputs.find((i) => i.name === "slot_weights")?.shape, [32]);
+    assert.match(manifest.train_step.patch_slots, /^slot_indices and slot_weights have S = 32 /);
     const checkpoint = readSafetensors(await Deno.readFile(join(dir, "checkpoint.safetensors")));
     const t = Number(checkpoint.metadata.step) + 1;
     const tLast = Number(checkpoint.metadata.last_layer_step) + 1;

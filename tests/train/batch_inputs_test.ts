@@ -1,57 +1,73 @@
 import { assert } from "../assert.ts";
 import type { TensorData } from "../../lib/graph/graph.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
-import { fillDropPath, fillMaskInputs } from "../../lib/train/batch_inputs.ts";
+import { countMasked, fillDropPath, fillMaskInputs } from "../../lib/train/batch_inputs.ts";
 import { STEP_INPUTS } from "../../lib/train/step.ts";
 
-/** Mask feeds for `rows` rows of `patches` cells and `slots` slots, filled with junk first. */
-function maskFeeds(rows: number, patches: number, slots: number): Record<string, TensorData> {
-  return {
-    [STEP_INPUTS.masks]: new Float32Array(rows * patches).fill(7),
-    [STEP_INPUTS.slotIndices]: new BigInt64Array(rows * slots).fill(-9n),
-    [STEP_INPUTS.slotWeights]: new Float32Array(rows * slots).fill(7),
-  };
-}
+Deno.test("countMasked: the masked cells of a batch", () => {
+  assert.equal(countMasked([Uint8Array.of(0, 1, 0, 1), Uint8Array.of(1, 1, 1, 0)]), 5);
+  assert.equal(countMasked([new Uint8Array(9)]), 0);
+  assert.equal(countMasked([]), 0);
+});
 
-Deno.test("fillMaskInputs: masks, slot indices with the CLS offset, weights and padding", () => {
-  // Three rows of 4 patches (token rows of 5 with CLS first), 3 slots per row.
-  const feeds = maskFeeds(3, 4, 3);
+Deno.test("fillMaskInputs: masks, flat slot indices with the CLS offset, weights and padding", () => {
+  // Three rows of 4 patches (token rows of 5 with CLS first): 5 masked patches in 8 slots.
+  const feeds: Record<string, TensorData> = {};
   const masks = [
     Uint8Array.of(0, 1, 0, 1),
     Uint8Array.of(1, 1, 1, 0),
     Uint8Array.of(0, 0, 0, 0),
   ];
-  fillMaskInputs(feeds, masks, 3, 4);
+  fillMaskInputs(feeds, masks, 8, 4);
   assert.deepEqual(
     Array.from(feeds[STEP_INPUTS.masks] as Float32Array),
     [0, 1, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0],
   );
-  // Row r, cell c is token r·5 + 1 + c; padding points at the row's first patch, r·5 + 1.
+  // Row r, cell c is token r·5 + 1 + c; padding points at token 1, row 0's first patch.
   assert.deepEqual(
     Array.from(feeds[STEP_INPUTS.slotIndices] as BigInt64Array, Number),
-    [2, 4, 1, 6, 7, 8, 11, 11, 11],
+    [2, 4, 6, 7, 8, 1, 1, 1],
   );
+  // 1 / (masked count of the row · 3 rows): row 0 has 2, row 1 has 3; padding weighs 0.
+  const sixth = Math.fround(1 / 6);
+  const ninth = Math.fround(1 / 9);
   assert.deepEqual(
     Array.from(feeds[STEP_INPUTS.slotWeights] as Float32Array),
-    [1, 1, 0, 1, 1, 1, 0, 0, 0],
+    [sixth, sixth, ninth, ninth, ninth, 0, 0, 0],
   );
 });
 
-Deno.test("fillMaskInputs: the masked tokens are exactly the weighted slots", () => {
+Deno.test("fillMaskInputs: exactly as many slots as masked patches leaves no padding", () => {
+  const feeds: Record<string, TensorData> = {};
+  fillMaskInputs(feeds, [Uint8Array.of(0, 0, 1), Uint8Array.of(1, 0, 0)], 2, 3);
+  assert.deepEqual(Array.from(feeds[STEP_INPUTS.slotIndices] as BigInt64Array, Number), [3, 5]);
+  assert.deepEqual(Array.from(feeds[STEP_INPUTS.slotWeights] as Float32Array), [0.5, 0.5]);
+});
+
+Deno.test("fillMaskInputs: no masked patch gives all-padding slots of weight 0", () => {
+  const feeds: Record<string, TensorData> = {};
+  fillMaskInputs(feeds, [new Uint8Array(4), new Uint8Array(4)], 3, 4);
+  assert.deepEqual(Array.from(feeds[STEP_INPUTS.slotIndices] as BigInt64Array, Number), [1, 1, 1]);
+  assert.deepEqual(Array.from(feeds[STEP_INPUTS.slotWeights] as Float32Array), [0, 0, 0]);
+});
+
+Deno.test("fillMaskInputs: the masked tokens are exactly the weighted slots; each row weighs 1 / rows", () => {
   const rows = 4;
   const patches = 16;
-  const slots = 6;
+  const slots = 40;
   const rng = new Rng(3);
   const masks = Array.from({ length: rows }, () => {
     const mask = new Uint8Array(patches);
-    for (let k = 0; k < slots; k++) mask[rng.int(patches)] = 1;
+    for (let k = 0; k < 6; k++) mask[rng.int(patches)] = 1;
     return mask;
   });
-  const feeds = maskFeeds(rows, patches, slots);
+  const feeds: Record<string, TensorData> = {};
   fillMaskInputs(feeds, masks, slots, patches);
   const indices = Array.from(feeds[STEP_INPUTS.slotIndices] as BigInt64Array, Number);
   const weights = feeds[STEP_INPUTS.slotWeights] as Float32Array;
-  const weighted = indices.filter((_, k) => weights[k] === 1).sort((a, b) => a - b);
+  assert.equal(indices.length, slots);
+  assert.equal(weights.length, slots);
+  const weighted = indices.filter((_, k) => weights[k] > 0);
   const expected: number[] = [];
   masks.forEach((mask, row) => {
     mask.forEach((bit, cell) => {
@@ -59,18 +75,23 @@ Deno.test("fillMaskInputs: the masked tokens are exactly the weighted slots", ()
     });
   });
   assert.deepEqual(weighted, expected);
-  // Every slot, padding included, points at a patch token (never a CLS token) of its own row.
-  indices.forEach((token, k) => {
-    const row = Math.floor(k / slots);
-    assert(token > row * (1 + patches) && token <= row * (1 + patches) + patches, `slot ${k}`);
-  });
+  // Every slot, padding included, points at a patch token, never a CLS token.
+  for (const token of indices) assert(token % (1 + patches) !== 0, `token ${token}`);
+  // The weights of a row's slots add up to 1 / rows: the mean over images of per-image means.
+  for (let row = 0; row < rows; row++) {
+    let total = 0;
+    indices.forEach((token, k) => {
+      if (weights[k] > 0 && Math.floor(token / (1 + patches)) === row) total += weights[k];
+    });
+    assert(Math.abs(total - 1 / rows) < 1e-7, `row ${row} weighs ${total}`);
+  }
 });
 
-Deno.test("fillMaskInputs: a mask with more masked patches than slots throws", () => {
-  const feeds = maskFeeds(2, 4, 2);
+Deno.test("fillMaskInputs: a batch with more masked patches than slots throws", () => {
+  const feeds: Record<string, TensorData> = {};
   assert.throws(
-    () => fillMaskInputs(feeds, [Uint8Array.of(1, 0, 0, 0), Uint8Array.of(1, 1, 1, 0)], 2, 4),
-    /a mask has more than the 2 masked patches the step was built for/,
+    () => fillMaskInputs(feeds, [Uint8Array.of(1, 0, 0, 0), Uint8Array.of(1, 1, 1, 0)], 3, 4),
+    /^Error: the batch has 4 masked patches, more than the 3 slots given$/,
   );
 });
 

@@ -7,7 +7,8 @@ import { Rng } from "../../lib/runtime/rng.ts";
 import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 import { CompiledGraph } from "../../lib/runtime/session.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
-import { fillDropPath, fillMaskInputs } from "../../lib/train/batch_inputs.ts";
+import { countMasked, fillDropPath, fillMaskInputs } from "../../lib/train/batch_inputs.ts";
+import { pickSlotBucket, slotBuckets } from "../../lib/train/slot_buckets.ts";
 import {
   buildIbotStep,
   CENTER_NAMES,
@@ -94,7 +95,8 @@ function randomMasks(rng: Rng): Uint8Array[] {
   return masks;
 }
 
-function stepConfig(c: StepCase, maskSlots: number): IbotStepConfig {
+/** The step for masks of at most `maskSlots` masked patches per crop, with `slots` slots. */
+function stepConfig(c: StepCase, maskSlots: number, slots: number): IbotStepConfig {
   return {
     backbone: { embedDim: DIM, depth: DEPTH, heads: HEADS, patchSize: PATCH, imgSize: IMG },
     studentHead: {
@@ -113,6 +115,7 @@ function stepConfig(c: StepCase, maskSlots: number): IbotStepConfig {
     localCrops: LOCAL_CROPS,
     localSize: LOCAL_SIZE,
     maskSlots,
+    slots,
     dropPath: c.dropPath,
     clipGrad: c.clipGrad,
     lambda1: LAMBDA1,
@@ -199,8 +202,14 @@ async function referenceSteps(
 async function compareSteps(c: StepCase, seed: number): Promise<void> {
   const rng = new Rng(seed);
   const masks = randomMasks(rng);
-  const slots = Math.max(...masks.map((m) => m.reduce((a, b) => a + b, 0)));
-  const step = buildIbotStep(stepConfig(c, slots));
+  // The bucket the trainer would pick: it pads the batch's masked patches with some slots.
+  const maskSlots = Math.max(...masks.map((m) => countMasked([m])));
+  const slots = pickSlotBucket(
+    slotBuckets(GLOBAL_CROPS * BATCH * maskSlots),
+    countMasked(masks),
+  );
+  assert(slots > countMasked(masks), "the slots include padding");
+  const step = buildIbotStep(stepConfig(c, maskSlots, slots));
   const session = await CompiledGraph.create(step.graph);
 
   // The official init plus noise, so that no parameter sits at a special value; the teacher is
@@ -223,6 +232,7 @@ async function compareSteps(c: StepCase, seed: number): Promise<void> {
 
   const feeds: Record<string, TensorData> = {};
   for (const name of store.names()) feeds[name] = store.get(name);
+  fillMaskInputs(feeds, masks, slots, PATCHES);
   for (const input of step.graph.inputs) {
     if (feeds[input.name]) continue;
     const n = shapeSize(input.shape);
@@ -234,7 +244,6 @@ async function compareSteps(c: StepCase, seed: number): Promise<void> {
   const globals = feeds[STEP_INPUTS.globals] as Float32Array;
   const cropSize = BATCH * 3 * GLOBAL_SIZE * GLOBAL_SIZE;
   for (let i = 0; i < cropSize; i++) globals[cropSize + i] = globals[i] + 0.01 * rng.normal();
-  fillMaskInputs(feeds, masks, slots, PATCHES);
   const referenceFeeds = { ...feeds, ...Object.fromEntries(initial) };
   const dropPaths: DropPathDraws[] = [];
   let out: Record<string, TensorData> = {};

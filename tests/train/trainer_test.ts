@@ -255,7 +255,8 @@ Deno.test("IbotTrainer: an abort in the middle of epoch 0, then a resume, ends i
   const second = await runTrainer(args);
   assert.equal(second.outcome, "finished");
   assert.match(second.lines[0], /: epoch 0, iteration 3$/);
-  assert.match(second.lines[1], /^Epoch \[0\/2\] \[4\/6\]/);
+  assert.match(second.lines[1], /^Compiled the training step for \d+ patch slots/);
+  assert.match(second.lines[2], /^Epoch \[0\/2\] \[4\/6\]/);
   assert.deepEqual(second.position, full.result.position);
   await assertSameCheckpoint(join(full.dir, CHECKPOINT_FILE), join(dir, CHECKPOINT_FILE));
   // The checkpoint carried epoch 0's running statistics: both log lines match the full run.
@@ -290,6 +291,40 @@ Deno.test("IbotTrainer: the iteration callback reports each iteration's loss and
     assert(r.lr >= 0);
   }
   assert(reports[0].lr < reports[5].lr, "the learning rate warms up over epoch 0");
+});
+
+Deno.test("IbotTrainer: compiles the step only for the patch-slot buckets its batches need", async () => {
+  // pred_ratio 0 0.3 ± 0 0.2: at most 8 of the 16 patches, so up to 2 · 8 · 8 = 128 slots in
+  // buckets of 16, 32, …, 128; half the crops are unmasked, the rest mask 1.6 to 8 patches.
+  const dir = await outputDir();
+  const args = tinyArgs(dir, [
+    ...["--pred_ratio", "0", "0.3", "--pred_ratio_var", "0", "0.2", "--epochs", "1"],
+  ]);
+  const lines: string[] = [];
+  const trainer = await IbotTrainer.create(args, (line) => lines.push(line));
+  const used: number[] = [];
+  try {
+    assert.equal(
+      await trainer.train(undefined, (report) => void used.push(report.slots)),
+      "finished",
+    );
+  } finally {
+    await trainer.close();
+  }
+  const buckets = [16, 32, 48, 64, 80, 96, 112, 128];
+  assert.equal(used.length, 6);
+  for (const slots of used) assert(buckets.includes(slots), `${slots} is not a bucket`);
+  assert(Math.max(...used) < 128, `the batches needed the largest bucket: ${used}`);
+  const compiled = lines.flatMap((line) => {
+    const match = line.match(
+      /^Compiled the training step for (\d+) patch slots \(bucket (\d) of 8\) in \d+\.\d s$/,
+    );
+    return match ? [[Number(match[1]), Number(match[2])]] : [];
+  });
+  // One line per bucket, at its first use, in the order the batches needed them.
+  const firstUses = [...new Set(used)];
+  assert.deepEqual(compiled, firstUses.map((slots) => [slots, buckets.indexOf(slots) + 1]));
+  assert.equal(lines.filter((line) => line.startsWith("Compiled")).length, firstUses.length);
 });
 
 Deno.test("IbotTrainer: --load_from is joined to the output directory and a missing one is refused", async () => {
