@@ -15,6 +15,7 @@ import { defaultImageSize } from "../lib/checkpoint/backbone_file.ts";
 import {
   BACKBONE_FILE_OPTIONS,
   describeBackbone,
+  DEVICE_OPTIONS,
   openBackboneFile,
 } from "../lib/eval/frozen_backbone.ts";
 import { type OptionTable, type OptionValues, required } from "../lib/cli/options.ts";
@@ -22,6 +23,7 @@ import { runTask } from "./run_task.ts";
 
 const OPTIONS = {
   ...BACKBONE_FILE_OPTIONS,
+  ...DEVICE_OPTIONS,
   image_path: {
     kind: "string",
     metavar: "path",
@@ -81,7 +83,7 @@ async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
     `attention maps of ${describeBackbone(loaded)} for ${shown.length} of ${images.length} ` +
       `image(s) in ${imagePath}, resized to ${resize}, threshold ${threshold}`,
   );
-  const runner = BackboneRunner.create(loaded);
+  const runner = BackboneRunner.create(loaded, { device: values.device });
   try {
     const digits = String(shown.length - 1).length;
     for (const [index, path] of shown.entries()) {

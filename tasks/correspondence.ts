@@ -24,6 +24,7 @@ import {
   dataPathOption,
   DATASET_OPTIONS,
   describeBackbone,
+  DEVICE_OPTIONS,
   imageSizeOption,
   openBackboneFile,
 } from "../lib/eval/frozen_backbone.ts";
@@ -34,6 +35,7 @@ import { runTask } from "./run_task.ts";
 
 const OPTIONS = {
   ...BACKBONE_FILE_OPTIONS,
+  ...DEVICE_OPTIONS,
   data_path: { ...DATASET_OPTIONS.data_path, help: "Dataset (default: the run's --data_path)." },
   split: { kind: "string", help: "Which split.", choices: ["test", "train"], default: "test" },
   sample_type: {
@@ -121,7 +123,7 @@ async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
       `${readableScale(size, size, panelSize)}×`,
   );
 
-  const runner = BackboneRunner.create(loaded);
+  const runner = BackboneRunner.create(loaded, { device: values.device });
   const options = { sampleType, size, topk, radius, rng } as const;
   const accuracies: number[] = [];
   let pairs = 0;

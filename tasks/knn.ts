@@ -4,6 +4,7 @@
  * use the official names.
  *
  *   deno task knn --pretrained_weights out/pretrain/checkpoint.safetensors [--checkpoint_key teacher]
+ *     [--device cuda]
  */
 
 import {

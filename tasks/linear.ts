@@ -8,6 +8,7 @@
  *
  *   deno task linear --pretrained_weights out/pretrain/checkpoint.safetensors [--lr 0.01 0.1]
  *   deno task linear --pretrained_weights out/pretrain/checkpoint.safetensors --augment --epochs 10
+ *     --device cuda
  */
 
 import { dirname, join } from "node:path";

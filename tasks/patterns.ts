@@ -31,6 +31,7 @@ import {
   dataPathOption,
   DATASET_OPTIONS,
   describeBackbone,
+  DEVICE_OPTIONS,
   imageSizeOption,
   openBackboneFile,
 } from "../lib/eval/frozen_backbone.ts";
@@ -44,6 +45,7 @@ const OPTIONS = {
     help: `${BACKBONE_FILE_OPTIONS.pretrained_weights.help} It must hold the head: a full ` +
       "checkpoint.",
   },
+  ...DEVICE_OPTIONS,
   type: {
     kind: "string",
     help: "Assign patch tokens or CLS tokens.",
@@ -130,7 +132,7 @@ async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
         `${split} images of ${dataPath} (resize ${patternResize(size)}, crop ${size})`,
     );
     const progress = new Progress({ label: `${type} memory bank`, write: console.log });
-    return withRunner(loaded, async (runner) => {
+    return withRunner(loaded, values.device, async (runner) => {
       const bank = await buildMemoryBank(runner, source, {
         type,
         imageSize: size,
@@ -180,9 +182,10 @@ async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
 
 async function withRunner<T>(
   loaded: Parameters<typeof BackboneRunner.create>[0],
+  device: BackboneRunner["device"],
   body: (runner: BackboneRunner) => Promise<T>,
 ): Promise<T> {
-  const runner = BackboneRunner.create(loaded, { withHead: true });
+  const runner = BackboneRunner.create(loaded, { withHead: true, device });
   try {
     return await body(runner);
   } finally {

@@ -11,7 +11,7 @@ import { reshape, slice } from "../graph/shape.ts";
 import { clsLastLayer, headBottleneck, type HeadConfig, patchLastLayer } from "../models/head.ts";
 import { vit } from "../models/vit.ts";
 import type { NamedTensor } from "../runtime/named_tensor.ts";
-import { CompiledGraph } from "../runtime/session.ts";
+import { CompiledGraph, type ExecutionProvider } from "../runtime/session.ts";
 import { backboneStore, type LoadedBackbone } from "../checkpoint/backbone_file.ts";
 import type { StateStore } from "../runtime/store.ts";
 
@@ -35,6 +35,11 @@ export interface BackboneRunnerOptions {
   readonly withHead?: boolean;
   /** onnxruntime intra-op threads. */
   readonly threads?: number;
+  /**
+   * Where the network runs (default `cpu`); with `cuda` each run copies the images and the
+   * weights to the GPU and the outputs back.
+   */
+  readonly device?: ExecutionProvider;
 }
 
 const PREFIX = "model";
@@ -69,6 +74,8 @@ export class BackboneRunner {
     readonly head: HeadConfig | undefined,
     /** onnxruntime intra-op threads. */
     readonly threads: number | undefined,
+    /** Where the network runs. */
+    readonly device: ExecutionProvider,
   ) {
     this.#weights = backboneStore(loaded, PREFIX);
     if (head) {
@@ -85,7 +92,7 @@ export class BackboneRunner {
   /** A runner over `loaded`; with `withHead`, the file's head weights must be present. */
   static create(loaded: LoadedBackbone, options: BackboneRunnerOptions = {}): BackboneRunner {
     const head = options.withHead ? headConfigFromWeights(loaded.path, loaded.head) : undefined;
-    return new BackboneRunner(loaded, head, options.threads);
+    return new BackboneRunner(loaded, head, options.threads, options.device ?? "cpu");
   }
 
   /** Patch size in pixels. */
@@ -137,7 +144,11 @@ export class BackboneRunner {
     let entry = this.#sessions.get(key);
     if (!entry) {
       const graph = this.#build(batch, height, width);
-      entry = { graph, session: await CompiledGraph.create(graph, { threads: this.threads }) };
+      const session = await CompiledGraph.create(graph, {
+        threads: this.threads,
+        executionProviders: [this.device],
+      });
+      entry = { graph, session };
       this.#sessions.set(key, entry);
     }
     return entry;

@@ -47,6 +47,17 @@ export const BACKBONE_FILE_OPTIONS = {
 /** The values of {@link BACKBONE_FILE_OPTIONS}. */
 export type BackboneFileValues = OptionValues<typeof BACKBONE_FILE_OPTIONS>;
 
+/** `--device`: where every evaluation and analysis task runs its network. */
+export const DEVICE_OPTIONS = {
+  device: {
+    kind: "string",
+    help: "Where the network runs: cpu, or cuda (GPU 0, through onnxruntime's CUDA execution " +
+      "provider; set it up with deno task enable-cuda).",
+    choices: ["cpu", "cuda"],
+    default: "cpu",
+  },
+} as const satisfies OptionTable;
+
 /** The dataset options of the tasks that read one: `--data_path` and `--image_size`. */
 export const DATASET_OPTIONS = {
   data_path: {
@@ -66,6 +77,7 @@ export const DATASET_OPTIONS = {
 export const FROZEN_BACKBONE_OPTIONS = {
   ...BACKBONE_FILE_OPTIONS,
   ...DATASET_OPTIONS,
+  ...DEVICE_OPTIONS,
   avgpool_patchtokens: {
     kind: "int",
     help: "Features: 0 the CLS tokens, 1 the mean patch token, 2 both.",
@@ -129,6 +141,7 @@ export async function openFrozenBackbone(
       avgpool: values.avgpool_patchtokens,
       nLastBlocks,
       workers: values.num_workers,
+      device: values.device,
     },
   };
 }

@@ -8,7 +8,7 @@
 import { type EvalBatch, evalBatches } from "../data/loader.ts";
 import { resolveDataPath, type SourceSpec } from "../data/source.ts";
 import type { VitConfig } from "../models/vit.ts";
-import { CompiledGraph } from "../runtime/session.ts";
+import { CompiledGraph, type ExecutionProvider } from "../runtime/session.ts";
 import { Progress, type ProgressWriter } from "../runtime/progress.ts";
 import type { StateStore } from "../runtime/store.ts";
 import { buildFeatureGraph, FEATURE_IO } from "../models/features.ts";
@@ -32,6 +32,11 @@ export interface FeatureOptions {
   readonly workers?: number;
   /** onnxruntime threads. */
   readonly threads?: number;
+  /**
+   * Where the feature graph runs (default `cpu`); with `cuda` each run copies the batch and the
+   * weights to the GPU and the features back.
+   */
+  readonly device?: ExecutionProvider;
   /** Where progress lines go (images done, images/s, time left, every few seconds); default none. */
   readonly progress?: ProgressWriter;
 }
@@ -82,7 +87,10 @@ export class FeatureExtractor {
       nLastBlocks: options.nLastBlocks ?? 1,
       prefix: options.prefix,
     });
-    const session = await CompiledGraph.create(graph, { threads: options.threads });
+    const session = await CompiledGraph.create(graph, {
+      threads: options.threads,
+      executionProviders: [options.device ?? "cpu"],
+    });
     const feeds: Record<string, Float32Array> = {};
     for (const p of graph.params) feeds[p.name] = store.get(p.name);
     return new FeatureExtractor(session, feeds, dim, batch);

@@ -14,9 +14,13 @@
  * multiple of the patch size is refused by onnxruntime with an error that names the node scope
  * `height_and_width_must_be_multiples_of_<p>` (an ONNX graph cannot raise a message of its own).
  *
+ * {@link checkOnnxBackbone} runs a written model with onnxruntime on the CPU or the GPU and compares
+ * it with our own forward.
+ *
  * @module
  */
 
+import * as ort from "onnxruntime-node";
 import { isSymbolic, symbolicDim } from "../graph/dim.ts";
 import { Graph } from "../graph/graph.ts";
 import { writeOnnxModel } from "../graph/onnx.ts";
@@ -24,7 +28,10 @@ import { reshape, slice } from "../graph/shape.ts";
 import { formatShape, shapeSize } from "../graph/tensor.ts";
 import { IMAGENET_MEAN, IMAGENET_STD } from "../data/augment.ts";
 import { vit } from "../models/vit.ts";
+import { prepareCuda } from "../runtime/cuda_libraries.ts";
 import type { NamedTensor } from "../runtime/named_tensor.ts";
+import { Rng } from "../runtime/rng.ts";
+import { CompiledGraph, type ExecutionProvider, ortBindingDir } from "../runtime/session.ts";
 import type { BackboneConfig } from "../checkpoint/backbone_file.ts";
 
 /** Options of {@link buildOnnxBackbone} and {@link writeOnnxBackbone}. */
@@ -81,19 +88,7 @@ export async function writeOnnxBackbone(
   options: OnnxBackboneOptions = {},
 ): Promise<OnnxBackboneSummary> {
   const graph = buildOnnxBackbone(config, options);
-  const initializers = new Map<string, Float32Array>();
-  for (const param of graph.params) {
-    const key = param.name.slice("backbone.".length);
-    const tensor = weights.get(key);
-    if (!tensor || formatShape(tensor.shape) !== formatShape(param.shape)) {
-      throw new Error(`the backbone needs ${key} of shape ${formatShape(param.shape)}`);
-    }
-    const data = tensor.data;
-    initializers.set(
-      param.name,
-      data instanceof Float32Array ? data : Float32Array.from(data as Float64Array),
-    );
-  }
+  const initializers = backboneInitializers(graph, weights);
   const values = [...graph.inputs, ...graph.outputs];
   const axisNames = Object.fromEntries(
     Object.entries(ONNX_BACKBONE_AXES).filter(([name]) => values.some((v) => v.name === name)),
@@ -110,6 +105,128 @@ export async function writeOnnxBackbone(
     parameters: graph.params.reduce((n, param) => n + shapeSize(param.shape), 0),
     signature,
   };
+}
+
+/** Options of {@link checkOnnxBackbone}. */
+export interface OnnxBackboneCheckOptions {
+  /** Where onnxruntime runs the model file (default `cpu`); our forward always runs on the CPU. */
+  readonly device?: ExecutionProvider;
+  /** Images in the batch (default 2). */
+  readonly batch?: number;
+  /** Seed of the random images (default 0). */
+  readonly seed?: number;
+}
+
+/** What {@link checkOnnxBackbone} measured. */
+export interface OnnxBackboneCheck {
+  /** Images run: [batch, 3, size, size] with size the position embedding's image size. */
+  readonly shape: readonly number[];
+  /** The largest |Δ| between the model's cls_token and patch_tokens and our forward's. */
+  readonly maxDifference: number;
+  /** The largest |value| of our forward's tokens, the scale the difference is judged against. */
+  readonly scale: number;
+}
+
+/**
+ * The largest difference allowed by {@link checkOnnxBackbone}, relative to the tokens' scale:
+ * loose enough for the GPU's TF32 matrix products, tight enough to catch a wrong weight.
+ */
+export const ONNX_BACKBONE_TOLERANCE = 1e-2;
+
+/**
+ * Runs the model file at `path` (written by {@link writeOnnxBackbone} from `config` and
+ * `weights`) with onnxruntime on `options.device`, on a batch of random normal images at the
+ * size its position embedding is laid out for, and compares its `cls_token` and `patch_tokens`
+ * with our forward of the same weights on the CPU. Throws one sentence when onnxruntime cannot run
+ * it there or when they differ by more than {@link ONNX_BACKBONE_TOLERANCE} of the tokens' scale.
+ */
+export async function checkOnnxBackbone(
+  path: string,
+  config: BackboneConfig,
+  weights: ReadonlyMap<string, NamedTensor>,
+  options: OnnxBackboneCheckOptions = {},
+): Promise<OnnxBackboneCheck> {
+  const device = options.device ?? "cpu";
+  const batch = options.batch ?? 2;
+  const size = config.imgSize;
+  const rng = new Rng(options.seed ?? 0);
+  const images = Float32Array.from({ length: batch * 3 * size * size }, () => rng.normal());
+  const shape = [batch, 3, size, size];
+  const expected = await referenceTokens(config, weights, images, shape);
+  if (device === "cuda") prepareCuda(ortBindingDir(), ort.env.versions.common);
+  const session = await ort.InferenceSession.create(path, { executionProviders: [device] });
+  let out: ort.InferenceSession.ReturnType;
+  try {
+    out = await session.run({ images: new ort.Tensor("float32", images, shape) });
+  } finally {
+    await session.release();
+  }
+  const cls = out.cls_token.data as Float32Array;
+  const patches = out.patch_tokens.data as Float32Array;
+  const dim = config.embedDim;
+  const tokens = expected.length / (batch * dim);
+  let maxDifference = 0;
+  let scale = 0;
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < tokens; t++) {
+      for (let d = 0; d < dim; d++) {
+        const want = expected[(b * tokens + t) * dim + d];
+        const got = t === 0 ? cls[b * dim + d] : patches[(b * (tokens - 1) + t - 1) * dim + d];
+        maxDifference = Math.max(maxDifference, Math.abs(got - want));
+        scale = Math.max(scale, Math.abs(want));
+      }
+    }
+  }
+  if (!(maxDifference <= ONNX_BACKBONE_TOLERANCE * scale)) {
+    throw new Error(
+      `${path} run by onnxruntime on ${device} differs from our forward by up to ` +
+        `${maxDifference.toPrecision(3)} on tokens of scale ${scale.toPrecision(3)}`,
+    );
+  }
+  return { shape, maxDifference, scale };
+}
+
+/** Our forward's final-normed tokens [batch, 1 + N, D] of `images`, on the CPU. */
+async function referenceTokens(
+  config: BackboneConfig,
+  weights: ReadonlyMap<string, NamedTensor>,
+  images: Float32Array,
+  shape: readonly number[],
+): Promise<Float32Array> {
+  const g = new Graph("ibot_backbone_reference");
+  const input = g.input("images", "float32", shape);
+  g.output("tokens", vit(g, { ...config, maskedImModeling: false }, { images: input }).tokens);
+  const session = await CompiledGraph.create(g, { initializers: backboneInitializers(g, weights) });
+  try {
+    const out = await session.run({ images });
+    return Float32Array.from(out.tokens as Float32Array);
+  } finally {
+    await session.release();
+  }
+}
+
+/**
+ * The values of `graph`'s parameters (`backbone.<key>`) from `weights` (keys without `backbone.`,
+ * float64 converted), or one sentence naming a missing or misshapen weight.
+ */
+function backboneInitializers(
+  graph: Graph,
+  weights: ReadonlyMap<string, NamedTensor>,
+): Map<string, Float32Array> {
+  const initializers = new Map<string, Float32Array>();
+  for (const param of graph.params) {
+    const key = param.name.slice("backbone.".length);
+    const tensor = weights.get(key);
+    if (!tensor || formatShape(tensor.shape) !== formatShape(param.shape)) {
+      throw new Error(`the backbone needs ${key} of shape ${formatShape(param.shape)}`);
+    }
+    const data = tensor.data;
+    initializers.set(
+      param.name,
+      data instanceof Float32Array ? data : Float32Array.from(data as Float64Array),
+    );
+  }
+  return initializers;
 }
 
 function docString(config: BackboneConfig): string {

@@ -7,7 +7,11 @@ import { assert, assertClose } from "../assert.ts";
 import { Graph } from "../../lib/graph/graph.ts";
 import { vit, VIT_SIZES } from "../../lib/models/vit.ts";
 import type { BackboneConfig } from "../../lib/checkpoint/backbone_file.ts";
-import { writeOnnxBackbone } from "../../lib/eval/onnx_backbone.ts";
+import {
+  checkOnnxBackbone,
+  ONNX_BACKBONE_TOLERANCE,
+  writeOnnxBackbone,
+} from "../../lib/eval/onnx_backbone.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
 import { saveSafetensors } from "../../lib/checkpoint/safetensors.ts";
 import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
@@ -251,6 +255,36 @@ Deno.test("the ONNX backbone refuses an image that is not a multiple of the patc
   }
 });
 
+Deno.test("checkOnnxBackbone: the written model equals our forward; other weights are one sentence", async () => {
+  const dir = await tempDir();
+  try {
+    const weights = backboneWeights(randomWeights(SMALL, 8));
+    const path = join(dir, "backbone.onnx");
+    await writeOnnxBackbone(path, SMALL, weights);
+    const check = await checkOnnxBackbone(path, SMALL, weights, { batch: 3, seed: 2 });
+    assert.deepEqual(check.shape, [3, 3, 16, 16]);
+    assert(check.scale > 0.5, `tokens of scale ${check.scale}`);
+    assert(check.maxDifference < 1e-5 * check.scale, `difference ${check.maxDifference}`);
+
+    // The file against weights of which one bias moved by twice the tolerance of the scale.
+    const bias = weights.get("blocks.1.mlp.fc2.bias")!;
+    const moved = Float32Array.from(bias.data as Float32Array);
+    moved[5] += 2 * ONNX_BACKBONE_TOLERANCE * check.scale;
+    weights.set("blocks.1.mlp.fc2.bias", { ...bias, data: moved });
+    await assert.rejects(
+      checkOnnxBackbone(path, SMALL, weights, { batch: 3, seed: 2 }),
+      {
+        message: new RegExp(
+          `^${path} run by onnxruntime on cpu differs from our forward by up to \\S+ on ` +
+            `tokens of scale \\S+$`,
+        ),
+      },
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("writeOnnxBackbone names a missing or misshapen weight", async () => {
   const dir = await tempDir();
   try {
@@ -296,12 +330,17 @@ Deno.test("tasks/export_onnx.ts: exports a flat backbone file that onnxruntime r
     const lines = result.stdout.trimEnd().split("\n");
     assert.match(lines[0], /^wrote .*vit_mini\.onnx \(\d+\.\d MiB, \d+ weights\): /);
     assert.match(lines[0], /width 96, depth 6, 3 heads, patch 4, position embedding for 16 px$/);
-    assert.deepEqual(lines.slice(1), [
+    assert.deepEqual(lines.slice(1, -1), [
       "  input   images float32 [batch, 3, height, width]",
       "  output  cls_token float32 [batch, 96]",
       "  output  patch_tokens float32 [batch, patches, 96]",
       "  output  attention float32 [batch, 3, tokens, tokens]",
     ]);
+    const checked = lines.at(-1)!.match(
+      /^checked on cpu: onnxruntime's tokens for 2×3×16×16 random images differ from our forward's by at most (\S+) \(tokens up to \d+\.\d\)$/,
+    );
+    assert(checked, lines.at(-1));
+    assert(Number(checked[1]) < 1e-5, `the check found a difference of ${checked[1]}`);
 
     const [batch, height, width] = [2, 24, 12];
     const images = randomImages(new Rng(4), batch * 3 * height * width);
