@@ -9,6 +9,11 @@
  * number of workers: the epoch's order comes from `new Rng(seed).fork("epoch:<e>")` and image
  * i's augmentation from `new Rng(seed).fork("<e>:<i>")`.
  *
+ * In a data-parallel job of `worldSize` ranks, each rank's loader visits its shard of the epoch's
+ * order (`shard.ts`: the rule of PyTorch's `DistributedSampler`), and the augmentations, keyed by
+ * image, differ between ranks because the images do. Step k of N ranks with batches of B
+ * together covers the images of step k of one rank with batches of N·B (padding aside).
+ *
  * Nothing waits forever: a worker that crashes, or a reply that cannot be delivered, ends the
  * iteration with that error, and opening the source or a batch the consumer awaits that takes
  * `stallSeconds` (default {@link DEFAULT_STALL_SECONDS}) ends it with an error naming the request,
@@ -34,6 +39,7 @@
 import { Rng } from "../runtime/rng.ts";
 import { checkMultiCropConfig, type MultiCropConfig } from "./augment.ts";
 import type { WorkerReply, WorkerRequest, WorkerResults, WorkerTask } from "./loader_worker.ts";
+import { requireRank, shardIndices, shardSize } from "./shard.ts";
 import { describeSource, type SourceSpec } from "./source.ts";
 
 /** Options of a {@link MultiCropLoader}. */
@@ -42,8 +48,12 @@ export interface MultiCropLoaderOptions {
   source: SourceSpec;
   /** The multi-crop recipe. */
   crops: MultiCropConfig;
-  /** Images per batch, B. */
+  /** Images per batch on this rank, B. */
   batchSize: number;
+  /** This process's rank in a data-parallel job, from 0 to worldSize − 1; default 0. */
+  rank?: number;
+  /** Number of ranks sharing each epoch; default 1. */
+  worldSize?: number;
   /** Worker count; default max(1, logical cores − 1). */
   workers?: number;
   /** Seeds the epoch orders and every image's augmentation. */
@@ -125,6 +135,7 @@ export class MultiCropLoader {
     requirePositiveInteger("workers", options.workers ?? 1);
     requirePositiveInteger("prefetchBatches", options.prefetchBatches ?? 1);
     requirePositiveSeconds(options.stallSeconds ?? DEFAULT_STALL_SECONDS);
+    requireRank(options.rank ?? 0, options.worldSize ?? 1);
     if (!Number.isSafeInteger(options.seed)) {
       throw new Error(`MultiCropLoader seed must be a safe integer, got ${options.seed}`);
     }
@@ -140,7 +151,7 @@ export class MultiCropLoader {
 
   /**
    * Starts the workers and reads the dataset's size; throws (and stops the workers) if the source
-   * cannot be opened or holds fewer images than one batch.
+   * cannot be opened or a rank's shard holds fewer images than one batch.
    */
   async open(): Promise<void> {
     if (this.#pool) return;
@@ -148,9 +159,12 @@ export class MultiCropLoader {
     try {
       const stallSeconds = this.options.stallSeconds ?? DEFAULT_STALL_SECONDS;
       const info = await openInfo(pool, this.options.source, stallSeconds);
-      if (info.length < this.options.batchSize) {
+      const worldSize = this.options.worldSize ?? 1;
+      const shard = shardSize(info.length, worldSize);
+      if (shard < this.options.batchSize) {
+        const perRank = worldSize > 1 ? `, ${shard} per rank over ${worldSize} ranks` : "";
         throw new Error(
-          `the data source has ${info.length} images, fewer than one batch of ` +
+          `the data source has ${info.length} images${perRank}, fewer than one batch of ` +
             `${this.options.batchSize}`,
         );
       }
@@ -175,24 +189,36 @@ export class MultiCropLoader {
     return this.#classes;
   }
 
-  /** Batches per epoch: floor(length / batchSize) (the last partial batch is dropped). */
-  get itersPerEpoch(): number {
-    return Math.floor(this.length / this.options.batchSize);
+  /** Images this rank visits per epoch: ceil(length / worldSize), padding included. */
+  get shardLength(): number {
+    return shardSize(this.length, this.options.worldSize ?? 1);
   }
 
   /**
-   * The batches of epoch `epoch` (a non-negative integer), in order, from batch `start` on (to
-   * resume an interrupted epoch: the order and every augmentation depend only on the seed, the
-   * epoch and the image). A worker's failure (an image that cannot be decoded, say) rejects the
-   * iteration with the worker's message; a batch awaited for `stallSeconds` rejects it with a
-   * message naming the batch and the workers' state.
+   * Batches per epoch, the same on every rank: floor(shardLength / batchSize) (the last partial
+   * batch is dropped).
+   */
+  get itersPerEpoch(): number {
+    return Math.floor(this.shardLength / this.options.batchSize);
+  }
+
+  /**
+   * This rank's batches of epoch `epoch` (a non-negative integer), in order, from batch `start` on
+   * (to resume an interrupted epoch: the order, the shard and every augmentation depend only on
+   * the seed, the epoch, the rank, the world size and the image). A worker's failure (an image
+   * that cannot be decoded, say) rejects the iteration with the worker's message; a batch awaited
+   * for `stallSeconds` rejects it with a message naming the batch and the workers' state.
    */
   async *epoch(epoch: number, start = 0): AsyncIterableIterator<MultiCropBatch> {
     requireNonNegativeInteger("epoch", epoch);
     requireNonNegativeInteger("start", start);
     const pool = this.#opened();
     const { batchSize, source, crops, seed } = this.options;
-    const order = epochOrder(this.#length, seed, epoch);
+    const order = shardIndices(
+      epochOrder(this.#length, seed, epoch),
+      this.options.rank ?? 0,
+      this.options.worldSize ?? 1,
+    );
     const iters = this.itersPerEpoch;
     const depth = pool.size * (this.options.prefetchBatches ?? 2);
     const request = (k: number): Promise<MultiCropBatch> =>

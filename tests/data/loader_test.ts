@@ -12,6 +12,7 @@ import {
 } from "../../lib/data/loader.ts";
 import { writeIdx } from "../../lib/data/idx.ts";
 import { openSource, resolveDataPath, type SourceSpec } from "../../lib/data/source.ts";
+import { shardIndices } from "../../lib/data/shard.ts";
 import { SMALL_CROPS, withTempDir, writeVendoredSubset } from "./fixtures.ts";
 
 const IMAGES = 100;
@@ -107,6 +108,119 @@ Deno.test("MultiCropLoader: itersPerEpoch batches, shapes, independent of worker
   });
 });
 
+/** Rank `rank` of `worldSize`'s loader over `source`, seed 5, one worker. */
+function rankLoader(
+  source: SourceSpec,
+  rank: number,
+  worldSize: number,
+  batchSize: number,
+): Promise<MultiCropLoader> {
+  return MultiCropLoader.create({
+    source,
+    crops: SMALL_CROPS,
+    batchSize,
+    rank,
+    worldSize,
+    workers: 1,
+    seed: 5,
+    prefetchBatches: 1,
+  });
+}
+
+/** The batches of `epoch` from `start` on of every rank of `worldSize`, rank by rank. */
+async function everyRank(
+  source: SourceSpec,
+  worldSize: number,
+  batchSize: number,
+  epoch: number,
+  start = 0,
+): Promise<MultiCropBatch[][]> {
+  const ranks: MultiCropBatch[][] = [];
+  for (let rank = 0; rank < worldSize; rank++) {
+    const loader = await rankLoader(source, rank, worldSize, batchSize);
+    try {
+      ranks.push(await collect(loader.epoch(epoch, start)));
+    } finally {
+      loader.close();
+    }
+  }
+  return ranks;
+}
+
+const sorted = (values: Iterable<number>) => [...values].sort((a, b) => a - b);
+
+Deno.test("MultiCropLoader: two ranks read their shards, disjoint, with per-image crops", async () => {
+  await withTempDir(async (dir) => {
+    const spec = await smallIdx(dir);
+    const loader = await rankLoader(spec, 1, 2, BATCH);
+    try {
+      assert.equal(loader.length, IMAGES);
+      assert.equal(loader.shardLength, 50);
+      assert.equal(loader.itersPerEpoch, 3);
+    } finally {
+      loader.close();
+    }
+    const ranks = await everyRank(spec, 2, BATCH, 0);
+    const order = epochOrder(IMAGES, 5, 0);
+    ranks.forEach((batches, rank) => {
+      assert.equal(batches.length, 3, `rank ${rank} batches`);
+      assert.deepEqual(
+        batches.flatMap((batch) => [...batch.indices]),
+        [...shardIndices(order, rank, 2).subarray(0, 3 * BATCH)],
+        `rank ${rank} indices`,
+      );
+    });
+    const seen = ranks.flat().flatMap((batch) => [...batch.indices]);
+    assert.equal(new Set(seen).size, 2 * 3 * BATCH, "the two ranks share an image");
+    // Step k of the two ranks covers batch k of one rank with batches of 2B.
+    for (let k = 0; k < 3; k++) {
+      assert.deepEqual(
+        sorted([...ranks[0][k].indices, ...ranks[1][k].indices]),
+        sorted(order.subarray(2 * BATCH * k, 2 * BATCH * (k + 1))),
+        `step ${k}`,
+      );
+    }
+    // A rank's crops are the image's, as with one rank: keyed by seed, epoch and image.
+    const source = await openSource(spec);
+    const b = 5;
+    const index = ranks[1][2].indices[b];
+    assert.equal(ranks[1][2].labels[b], source.label(index));
+    const views = await multiCrop(
+      await source.load(index),
+      SMALL_CROPS,
+      new Rng(5).fork(`0:${index}`),
+    );
+    const globalSize = 3 * 32 * 32;
+    const row = (BATCH + b) * globalSize;
+    assert.deepEqual(ranks[1][2].globals.subarray(row, row + globalSize), views[1]);
+  });
+});
+
+Deno.test("MultiCropLoader: three ranks pad with the first images and resume per rank", async () => {
+  await withTempDir(async (dir) => {
+    const spec = await smallIdx(dir);
+    // ⌈100 / 3⌉ = 34 images per rank, 2 of them padding; batches of 17 visit all 34.
+    const ranks = await everyRank(spec, 3, 17, 1);
+    const order = epochOrder(IMAGES, 5, 1);
+    for (const batches of ranks) assert.equal(batches.length, 2);
+    const seen = ranks.flat().flatMap((batch) => [...batch.indices]);
+    assert.deepEqual(sorted(seen), sorted([...order, order[0], order[1]]));
+    assert.equal(ranks[1][1].indices[16], order[0]);
+    assert.equal(ranks[2][1].indices[16], order[1]);
+
+    const resumed = await everyRank(spec, 3, 17, 1, 1);
+    resumed.forEach((batches, rank) => {
+      assert.equal(batches.length, 1, `rank ${rank} resumed batches`);
+      const [batch] = batches;
+      const whole = ranks[rank][1];
+      assert.deepEqual(batch.indices, whole.indices, `rank ${rank} indices`);
+      assert.deepEqual(batch.labels, whole.labels, `rank ${rank} labels`);
+      assert.deepEqual(batch.globals, whole.globals, `rank ${rank} globals`);
+      assert.deepEqual(batch.locals, whole.locals, `rank ${rank} locals`);
+    });
+  });
+});
+
 Deno.test("epochOrder is a permutation that changes with the epoch and the seed", () => {
   const order = epochOrder(1000, 1, 0);
   assert.deepEqual([...order].sort((a, b) => a - b), [...Array(1000).keys()]);
@@ -169,6 +283,22 @@ Deno.test("MultiCropLoader: open errors and a source smaller than one batch", as
     assert.throws(
       () => new MultiCropLoader({ source: spec, crops: SMALL_CROPS, batchSize: 0, seed: 0 }),
       /batchSize must be a positive integer, got 0/,
+    );
+    await assert.rejects(
+      rankLoader(spec, 3, 4, 26),
+      /the data source has 100 images, 25 per rank over 4 ranks, fewer than one batch of 26/,
+    );
+    assert.throws(
+      () =>
+        new MultiCropLoader({
+          source: spec,
+          crops: SMALL_CROPS,
+          batchSize: 4,
+          rank: 2,
+          worldSize: 2,
+          seed: 0,
+        }),
+      /rank must be an integer from 0 to 1 \(worldSize 2\), got 2/,
     );
     const unopened = new MultiCropLoader({
       source: spec,
