@@ -72,13 +72,24 @@ export function benchSlots(): BenchSlots {
   return { slots: pickSlotBucket(buckets, masked), masked, buckets };
 }
 
+/** The benchmark's step, compiled, with its state and random inputs. */
+export interface PreparedIbotStep {
+  /** S: the patch slots the step runs on. */
+  readonly slots: number;
+  /** The state (parameters, Adam moments, teacher, centres), updated by each step. */
+  readonly store: StateStore;
+  /** The state tensors each step updates, in the step's order. */
+  readonly updatedState: readonly string[];
+  /** Runs one iteration, commits the state and returns every output of the step. */
+  step(): Promise<Record<string, TensorData>>;
+}
+
 /**
  * A compiled step with random inputs at the bucket its masks need, without onnxruntime's memory
- * arena as the trainer compiles it; `step()` runs one iteration and commits the state.
+ * arena as the trainer compiles it (`options` may add to or override that), from the state
+ * seeded 0.
  */
-export async function prepareIbotStep(
-  options: CompileOptions = {},
-): Promise<{ slots: number; step(): Promise<void> }> {
+export async function prepareIbotStep(options: CompileOptions = {}): Promise<PreparedIbotStep> {
   const { slots } = benchSlots();
   const built = buildIbotStep({ ...IBOT_BENCH, slots });
   const session = await CompiledGraph.create(built.graph, { memoryArena: false, ...options });
@@ -99,6 +110,8 @@ export async function prepareIbotStep(
   let step = 0;
   return {
     slots,
+    store,
+    updatedState: built.updatedState,
     async step() {
       step++;
       const scalars = stepScalarValues({
@@ -114,6 +127,7 @@ export async function prepareIbotStep(
       for (const [name, value] of Object.entries(scalars)) (feeds[name] as Float32Array)[0] = value;
       const out = await session.run(feeds);
       store.commitNext(out as Record<string, Float32Array>, built.updatedState);
+      return out;
     },
   };
 }

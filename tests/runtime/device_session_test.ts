@@ -10,7 +10,6 @@ import { encodeOnnxModel } from "../../lib/graph/onnx.ts";
 import { symbolicDim } from "../../lib/graph/dim.ts";
 import { grad } from "../../lib/graph/grad.ts";
 import { linear } from "../../lib/graph/linalg.ts";
-import { shapeSize } from "../../lib/graph/tensor.ts";
 import { mul, sub } from "../../lib/graph/math.ts";
 import { argMax, mean } from "../../lib/graph/reduce.ts";
 import {
@@ -25,16 +24,10 @@ import { OrtSession } from "../../lib/runtime/ort_session.ts";
 import { DeviceTensor } from "../../lib/runtime/ort_value.ts";
 import { ResidentState } from "../../lib/runtime/resident_state.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
-import { dropPathRates } from "../../lib/models/vit.ts";
-import { fillDropPath, fillMaskInputs } from "../../lib/train/batch_inputs.ts";
-import {
-  buildIbotStep,
-  type IbotStepConfig,
-  STEP_INPUTS,
-  stepScalarValues,
-} from "../../lib/train/step.ts";
 import { CompiledGraph } from "../../lib/runtime/session.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
+import { buildIbotStep, type IbotStep } from "../../lib/train/step.ts";
+import { randomTinyMasks, tinyBatchFeeds, tinyStepConfig } from "../train/tiny_step.ts";
 
 const BATCH = 8;
 const IN = 6;
@@ -306,60 +299,14 @@ Deno.test("asking for CUDA on a machine without it is one sentence about CUDA", 
   assert.doesNotMatch(error.message, /\n/);
 });
 
-/** A tiny iBOT: width 32, depth 2, patch 4 on 16 px global and 8 px local crops, batch 4. */
-const TINY_IBOT: IbotStepConfig = {
-  backbone: { embedDim: 32, depth: 2, heads: 2, patchSize: 4, imgSize: 16 },
-  studentHead: { outDim: 32, patchOutDim: 24, sharedHead: false, hiddenDim: 48, bottleneckDim: 16 },
-  teacherSharedHead: false,
-  normLastLayer: false,
-  useMaskedImModeling: true,
-  batch: 4,
-  globalCrops: 2,
-  globalSize: 16,
-  localCrops: 2,
-  localSize: 8,
-  maskSlots: 8,
-  dropPath: 0.1,
-  clipGrad: 3,
-  lambda1: 1,
-  lambda2: 0.5,
-};
+const TINY_IBOT = tinyStepConfig();
 
 /** Random batch inputs (crops, masks, drop-path draws) and the scalars of step `k` (from 1). */
-function ibotBatch(graph: Graph, k: number): Record<string, TensorData> {
+function ibotBatch(step: IbotStep, k: number): Record<string, TensorData> {
   const rng = new Rng(500 + k);
   const rows = TINY_IBOT.globalCrops * TINY_IBOT.batch;
-  const masks = Array.from({ length: rows }, () => {
-    const mask = new Uint8Array(16);
-    for (let j = 0; j < 4; j++) mask[rng.int(16)] = 1;
-    return mask;
-  });
-  const feeds: Record<string, TensorData> = {};
-  fillMaskInputs(feeds, masks, rows * TINY_IBOT.maskSlots, 16);
-  for (const input of graph.inputs) {
-    if (feeds[input.name] || input.name.startsWith("exp_avg")) continue;
-    feeds[input.name] = Float32Array.from({ length: shapeSize(input.shape) }, () => rng.normal());
-  }
-  const rates = dropPathRates(TINY_IBOT.dropPath, TINY_IBOT.backbone.depth);
-  fillDropPath(feeds[STEP_INPUTS.dropPathGlobal] as Float32Array, rates, rows, rng);
-  fillDropPath(
-    feeds[STEP_INPUTS.dropPathLocal] as Float32Array,
-    rates,
-    TINY_IBOT.localCrops * TINY_IBOT.batch,
-    rng,
-  );
-  const scalars = stepScalarValues({
-    lr: 0.01,
-    weightDecay: 0.04,
-    step: k,
-    lastLayerActive: true,
-    lastLayerStep: k,
-    momentum: 0.99,
-    teacherTemp: 0.04,
-    teacherPatchTemp: 0.07,
-  });
-  for (const [name, value] of Object.entries(scalars)) feeds[name] = Float32Array.of(value);
-  return feeds;
+  const masks = randomTinyMasks(rows, rng);
+  return tinyBatchFeeds(step, TINY_IBOT, masks, rows * TINY_IBOT.maskSlots, k, rng);
 }
 
 Deno.test("three iBOT steps through DeviceSession equal CompiledGraph with the store", async () => {
@@ -375,7 +322,7 @@ Deno.test("three iBOT steps through DeviceSession equal CompiledGraph with the s
   });
   const state = await ResidentState.create(store, step.updatedState);
   for (let k = 1; k <= 3; k++) {
-    const batch = ibotBatch(step.graph, k);
+    const batch = ibotBatch(step, k);
     const feeds: Record<string, TensorData> = { ...batch };
     for (const name of expected.names()) feeds[name] = expected.get(name);
     const want = await reference.run(feeds);

@@ -13,8 +13,8 @@ import { CompiledGraph } from "../../lib/runtime/session.ts";
 import { parsePretrainArgs } from "../../lib/train/args.ts";
 import { runConfigFromArgs } from "../../lib/train/config.ts";
 import { buildIbotStep, stepScalarValues } from "../../lib/train/step.ts";
-import { writeVendoredSubset } from "../data/fixtures.ts";
 import { runDenoTask } from "../task_runner.ts";
+import { tinyModelArgv, writeTinyDataPath } from "./tiny_run.ts";
 
 /** The iteration's schedule values, chosen by the test. */
 const SCHEDULE = { lr: 0.01, wd: 0.04, momentum: 0.99, teacherTemp: 0.04, teacherPatchTemp: 0.05 };
@@ -113,20 +113,11 @@ Deno.test("--export_artifacts: plain onnxruntime runs a step from the files alon
   const root = await Deno.makeTempDir({ prefix: "ibot_artifacts_test_" });
   try {
     const data = join(root, "data");
-    await Deno.mkdir(data);
-    await writeVendoredSubset(
-      "train",
-      16,
-      join(data, "train-images-idx3-ubyte"),
-      join(data, "train-labels-idx1-ubyte"),
-    );
+    await writeTinyDataPath(data, 16);
     const dir = join(root, "artifacts");
     const argv = [
-      ...["--arch", "vit_mini", "--patch_size", "4", "--img_size", "16"],
-      ...["--global_crop_size", "16", "--local_crop_size", "8", "--local_crops_number", "1"],
-      ...["--batch_size_per_gpu", "4", "--out_dim", "32", "--patch_out_dim", "32"],
-      ...["--head_hidden_dim", "32", "--head_bottleneck_dim", "16", "--num_workers", "1"],
-      ...["--data_path", data, "--output_dir", join(root, "out")],
+      ...tinyModelArgv(4),
+      ...["--num_workers", "1", "--data_path", data, "--output_dir", join(root, "out")],
     ];
     const task = await runDenoTask("pretrain", [...argv, "--export_artifacts", dir]);
     assert.equal(task.code, 0, task.stderr);

@@ -11,32 +11,15 @@ import {
   CENTER_NAMES,
   FOUND_INF,
   type IbotStep,
-  type IbotStepConfig,
   STEP_INPUTS,
   stepScalarValues,
   STUDENT,
   TEACHER,
 } from "../../lib/train/step.ts";
+import { tinyStepConfig } from "./tiny_step.ts";
 
-// A tiny iBOT: ViT of width 32, depth 2, 2 heads, patch 4 on 16 px images; 2 global crops of
-// 16 px and 2 local crops of 8 px (their position embedding is interpolated) per image.
-const CONFIG: IbotStepConfig = {
-  backbone: { embedDim: 32, depth: 2, heads: 2, patchSize: 4, imgSize: 16 },
-  studentHead: { outDim: 32, patchOutDim: 32, sharedHead: true, hiddenDim: 48, bottleneckDim: 16 },
-  teacherSharedHead: true,
-  normLastLayer: false,
-  useMaskedImModeling: true,
-  batch: 4,
-  globalCrops: 2,
-  globalSize: 16,
-  localCrops: 2,
-  localSize: 8,
-  maskSlots: 3,
-  dropPath: 0,
-  clipGrad: 3,
-  lambda1: 1,
-  lambda2: 0.5,
-};
+/** The tiny iBOT with one shared head, 3 mask slots per crop and no drop path. */
+const CONFIG = tinyStepConfig({ sharedHead: true, maskSlots: 3, dropPath: 0 });
 const MOMENTUM = 0.9;
 
 const PRODUCTS = ["Gemm", "MatMul", "FusedMatMul"];

@@ -6,56 +6,21 @@
 import { assert, assertCloseToScale } from "../assert.ts";
 import type { TensorData } from "../../lib/graph/graph.ts";
 import { countMacs } from "../../lib/graph/cost.ts";
-import { shapeSize } from "../../lib/graph/tensor.ts";
 import { addAdamWMoments } from "../../lib/optim/adamw.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
 import { CompiledGraph } from "../../lib/runtime/session.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
-import { countMasked, fillDropPath, fillMaskInputs } from "../../lib/train/batch_inputs.ts";
-import { dropPathRates } from "../../lib/models/vit.ts";
+import { countMasked } from "../../lib/train/batch_inputs.ts";
 import { pickSlotBucket, slotBuckets } from "../../lib/train/slot_buckets.ts";
-import {
-  buildIbotStep,
-  type IbotStepConfig,
-  STEP_INPUTS,
-  stepScalarValues,
-  TEACHER_PREDICTION,
-} from "../../lib/train/step.ts";
+import { buildIbotStep, TEACHER_PREDICTION } from "../../lib/train/step.ts";
+import { randomTinyMasks, tinyBatchFeeds, tinyStepConfig } from "./tiny_step.ts";
 
-/** A tiny iBOT: width 32, depth 2, patch 4 on 16 px global and 8 px local crops, batch 4. */
-const CONFIG: IbotStepConfig = {
-  backbone: { embedDim: 32, depth: 2, heads: 2, patchSize: 4, imgSize: 16 },
-  studentHead: {
-    outDim: 32,
-    patchOutDim: 24,
-    sharedHead: false,
-    hiddenDim: 48,
-    bottleneckDim: 16,
-  },
-  teacherSharedHead: false,
-  normLastLayer: false,
-  useMaskedImModeling: true,
-  batch: 4,
-  globalCrops: 2,
-  globalSize: 16,
-  localCrops: 2,
-  localSize: 8,
-  maskSlots: 8,
-  dropPath: 0.1,
-  clipGrad: 3,
-  lambda1: 1,
-  lambda2: 0.5,
-};
+const CONFIG = tinyStepConfig();
 const ROWS = CONFIG.globalCrops * CONFIG.batch;
-const PATCHES = 16;
 
-/** Random masks of up to 8 of the 16 patches per row; row 1 has none. */
+/** Random masks of up to 4 of the 16 patches per row; row 1 has none. */
 function randomMasks(rng: Rng): Uint8Array[] {
-  const masks = Array.from({ length: ROWS }, () => {
-    const mask = new Uint8Array(PATCHES);
-    for (let k = 0; k < 4; k++) mask[rng.int(PATCHES)] = 1;
-    return mask;
-  });
+  const masks = randomTinyMasks(ROWS, rng);
   masks[1].fill(0);
   return masks;
 }
@@ -68,30 +33,10 @@ async function runAt(slots: number, masks: readonly Uint8Array[]): Promise<
   Record<string, TensorData>
 > {
   const step = buildIbotStep({ ...CONFIG, slots });
-  const rng = new Rng(7);
   const store = StateStore.fromParams(step.graph.params, 7);
   addAdamWMoments(store, step.trainable);
-  const feeds: Record<string, TensorData> = {};
+  const feeds = tinyBatchFeeds(step, CONFIG, masks, slots, 1, new Rng(7));
   for (const name of store.names()) feeds[name] = store.get(name);
-  fillMaskInputs(feeds, masks, slots, PATCHES);
-  for (const input of step.graph.inputs) {
-    if (feeds[input.name]) continue;
-    feeds[input.name] = Float32Array.from({ length: shapeSize(input.shape) }, () => rng.normal());
-  }
-  const rates = dropPathRates(CONFIG.dropPath, CONFIG.backbone.depth);
-  fillDropPath(feeds[STEP_INPUTS.dropPathGlobal] as Float32Array, rates, ROWS, rng);
-  fillDropPath(feeds[STEP_INPUTS.dropPathLocal] as Float32Array, rates, 2 * CONFIG.batch, rng);
-  const scalars = stepScalarValues({
-    lr: 0.01,
-    weightDecay: 0.04,
-    step: 1,
-    lastLayerActive: true,
-    lastLayerStep: 1,
-    momentum: 0.99,
-    teacherTemp: 0.04,
-    teacherPatchTemp: 0.07,
-  });
-  for (const [name, value] of Object.entries(scalars)) feeds[name] = Float32Array.of(value);
   const session = await CompiledGraph.create(step.graph, { threads: 1 });
   try {
     return await session.run(feeds);

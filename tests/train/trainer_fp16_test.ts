@@ -10,27 +10,18 @@ import { loadSafetensors, saveSafetensors } from "../../lib/checkpoint/safetenso
 import { parsePretrainArgs, type PretrainArgs } from "../../lib/train/args.ts";
 import { CHECKPOINT_FILE, IbotTrainer, type IterationReport } from "../../lib/train/trainer.ts";
 import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
-import { writeVendoredSubset } from "../data/fixtures.ts";
+import { tinyModelArgv, writeTinyDataPath } from "./tiny_run.ts";
 
 const root = await Deno.makeTempDir({ prefix: "ibot_trainer_fp16_test_" });
 globalThis.addEventListener("unload", () => Deno.removeSync(root, { recursive: true }));
 
 const DATA = join(root, "data");
-await Deno.mkdir(DATA);
-await writeVendoredSubset(
-  "train",
-  32,
-  join(DATA, "train-images-idx3-ubyte"),
-  join(DATA, "train-labels-idx1-ubyte"),
-);
+await writeTinyDataPath(DATA, 32);
 
 /** A tiny fp16 run: vit_mini on 16 px crops, 4 iterations of 8 images per epoch. */
 function fp16Args(output: string, epochs: number): PretrainArgs {
   const { args } = parsePretrainArgs([
-    ...["--arch", "vit_mini", "--patch_size", "4", "--img_size", "16"],
-    ...["--global_crop_size", "16", "--local_crop_size", "8", "--local_crops_number", "1"],
-    ...["--batch_size_per_gpu", "8", "--out_dim", "32", "--patch_out_dim", "32"],
-    ...["--head_hidden_dim", "32", "--head_bottleneck_dim", "16"],
+    ...tinyModelArgv(8),
     ...["--epochs", String(epochs), "--warmup_epochs", "1", "--warmup_teacher_temp_epochs", "1"],
     ...["--knn_eval", "false", "--num_workers", "1", "--threads", "1"],
     ...["--data_path", DATA, "--output_dir", output],
