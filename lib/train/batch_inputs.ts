@@ -56,20 +56,45 @@ export function fillMaskInputs(
   feeds[STEP_INPUTS.slotWeights] = weights;
 }
 
+/** Which rows of a data-parallel step's batch one rank holds (see {@link fillDropPath}). */
+export interface RowShard {
+  /** This rank. */
+  readonly rank: number;
+  /** Number of ranks N. */
+  readonly worldSize: number;
+  /** Crops per image: the rows are crop-major, `crops` blocks of the rank's B images. */
+  readonly crops: number;
+}
+
 /**
  * Draws per-sample drop-path scales into `target` [depth, 2, rows]: for block i with rate p > 0,
  * floor(1 − p + U[0,1)) / (1 − p) per row and branch (attention, MLP); 1 where p = 0.
+ *
+ * With `shard`, the draws are those of the whole data-parallel step (N·B images per crop, in the
+ * order of one process's batch of N·B, where rank r's image b stands at b·N + r, as the sharded
+ * loader deals them) and this rank keeps its own rows: N ranks of B images draw what one process of
+ * N·B images draws.
  */
 export function fillDropPath(
   target: Float32Array,
   rates: readonly number[],
   rows: number,
   rng: Rng,
+  shard: RowShard = { rank: 0, worldSize: 1, crops: 1 },
 ): void {
+  const { rank, worldSize, crops } = shard;
+  const batch = rows / crops;
+  const wide = batch * worldSize;
   rates.forEach((rate, block) => {
     const keep = 1 - rate;
-    for (let i = 0; i < 2 * rows; i++) {
-      target[block * 2 * rows + i] = rate > 0 ? Math.floor(keep + rng.uniform()) / keep : 1;
+    for (let branch = 0; branch < 2; branch++) {
+      for (let g = 0; g < crops * wide; g++) {
+        const value = rate > 0 ? Math.floor(keep + rng.uniform()) / keep : 1;
+        const slot = g % wide;
+        if (slot % worldSize !== rank) continue;
+        const row = Math.floor(g / wide) * batch + Math.floor(slot / worldSize);
+        target[(block * 2 + branch) * rows + row] = value;
+      }
     }
   });
 }

@@ -9,6 +9,9 @@
  * patch slots only; the teacher's last layer runs on the CLS token, the slots, and one mean
  * bottleneck vector per crop (the mean of the raw patch logits, by linearity, for `center2`).
  *
+ * The parts of the step are exported: `split_step.ts` builds the same step as two graphs around
+ * the gradient all-reduce of data-parallel training.
+ *
  * @module
  */
 
@@ -23,13 +26,15 @@ import {
   logicalNot,
   minimum,
   mul,
+  type Operand,
+  stopGradient,
   sub,
   where,
 } from "../graph/math.ts";
 import { argMax, l2Norm, mean, sum } from "../graph/reduce.ts";
 import { concat, gather, reshape, slice, split } from "../graph/shape.ts";
 import type { Tensor } from "../graph/tensor.ts";
-import { agreement, ibotLoss, updateCenters } from "../losses/ibot.ts";
+import { agreement, ibotLoss, type IbotLossTerms, updateCenters } from "../losses/ibot.ts";
 import {
   clsLastLayer,
   headBottleneck,
@@ -235,9 +240,49 @@ export const TEACHER = "teacher";
 
 /** Builds the training graph. */
 export function buildIbotStep(config: IbotStepConfig): IbotStep {
-  const g = new Graph("ibot_train_step", {
-    matmulPrecision: MATMUL_PRECISION[config.precision ?? "fp32"],
-  });
+  const g = trainingGraph("ibot_train_step", config);
+  const loss = declareIbotLoss(g, config);
+  const params = trainableParams(g, config);
+  const { gradients, lossScale } = scaledGradients(g, config, loss.terms.loss, params);
+  const emaNames = appendStudentTeacherUpdate(
+    g,
+    config,
+    params,
+    gradients,
+    lossScale ? div(1, lossScale) : undefined,
+  );
+  appendCenterUpdate(g, centerBatchSums(loss), config.globalCrops * config.batch);
+  const trainable = params.map((t) => t.name);
+  return {
+    graph: g,
+    trainable,
+    updatedState: updatedStateNames(trainable, emaNames),
+    lastLayer: lastLayerNames(trainable),
+  };
+}
+
+/** An empty graph for a part of the training step, with the autocast policy of its precision. */
+export function trainingGraph(name: string, config: IbotStepConfig): Graph {
+  return new Graph(name, { matmulPrecision: MATMUL_PRECISION[config.precision ?? "fp32"] });
+}
+
+/** What the forward pass and the loss leave for the rest of the step (B images per crop). */
+export interface StepLoss {
+  /** The loss terms; `loss` = `cls` + `patch`, a scalar. */
+  readonly terms: IbotLossTerms;
+  /** The teacher's CLS logits of the global crops, [G·B, K], crop-major. */
+  readonly teacherCls: Tensor;
+  /** Each global-crop row's mean teacher patch logits over all its patches, [G·B, Kp]. */
+  readonly teacherPatchMean: Tensor;
+}
+
+/**
+ * Declares in `g` the step's data inputs (crops, masks, slots, drop-path factors, teacher
+ * temperatures), the centres, the teacher on the global crops, the student on the masked global
+ * crops and the local crops, and the iBOT loss; writes the statistics outputs (`STEP_OUTPUTS`
+ * and `TEACHER_PREDICTION`).
+ */
+export function declareIbotLoss(g: Graph, config: IbotStepConfig): StepLoss {
   const { batch: B, globalCrops: G, localCrops: L } = config;
   const S = config.slots ?? G * B * config.maskSlots;
   if (!Number.isInteger(S) || S < 1) {
@@ -277,14 +322,8 @@ export function buildIbotStep(config: IbotStepConfig): IbotStep {
   const dropLocal = useDropPath && L > 0
     ? g.input(STEP_INPUTS.dropPathLocal, "float32", [depth, 2, L * B])
     : undefined;
-  const momentum = g.input(STEP_INPUTS.momentum, "float32", []);
   const teacherTemp = g.input(STEP_INPUTS.teacherTemp, "float32", []);
   const teacherPatchTemp = g.input(STEP_INPUTS.teacherPatchTemp, "float32", []);
-  const lastLayerActive = g.input(STEP_INPUTS.lastLayerActive, "float32", []);
-  const lastLayerFactors = adamwStepFactors(g, {
-    stepSize: STEP_INPUTS.lastLayerStepSize,
-    biasCorrection2Sqrt: STEP_INPUTS.lastLayerBiasCorrection2Sqrt,
-  });
   const center = g.param(CENTER_NAMES.center, [1, config.studentHead.outDim], { kind: "zeros" });
   const center2 = g.param(CENTER_NAMES.center2, [1, 1, prototypes], { kind: "zeros" });
 
@@ -355,26 +394,69 @@ export function buildIbotStep(config: IbotStepConfig): IbotStep {
   for (const name of STEP_OUTPUTS.slice(0, 3)) g.output(name, terms[name as "loss"]);
   g.output("acc", agreement(teacher.cls, student.cls, B));
   g.output(TEACHER_PREDICTION, argMax(slice(teacher.cls, [0], [B], [0]), 1));
+  return { terms, teacherCls: teacher.cls, teacherPatchMean: teacher.patchMean };
+}
 
-  // Backward, clipping, AdamW with the official groups and last-layer freezing.
-  const studentParams = g.params.filter((s) => s.name.startsWith(`${STUDENT}.`));
-  const trainable = studentParams.filter((s) =>
-    !(config.normLastLayer && s.name.endsWith(".weight_g"))
-  );
-  const tensors = trainable.map((s) => g.paramTensor(s.name));
-  // With loss scaling (GradScaler): the gradients of loss·scale, unscaled before clipping.
-  const lossScale = config.lossScaling ? g.input(STEP_INPUTS.lossScale, "float32", []) : undefined;
-  const unscaled = lossScale ? unscaledGradients(terms.loss, tensors, lossScale) : undefined;
-  const foundInf = unscaled
-    ? foundNonFinite(unscaled, tensors, config.clipGrad > 0 ? undefined : lastLayerActive)
+/**
+ * The student parameters AdamW updates, in declaration order: all of them except the frozen
+ * last-layer gains `weight_g` under `normLastLayer`.
+ */
+export function trainableParams(g: Graph, config: IbotStepConfig): Tensor[] {
+  return g.params
+    .filter((s) => s.name.startsWith(`${STUDENT}.`))
+    .filter((s) => !(config.normLastLayer && s.name.endsWith(".weight_g")))
+    .map((s) => g.paramTensor(s.name));
+}
+
+/**
+ * The backward pass: the gradients of the loss with respect to `params`, or with loss scaling
+ * (`GradScaler`) those of loss·scale, the seed of the backward pass being the scalar input
+ * `loss_scale` it declares and returns (matrix products in float16 then see scaled gradients).
+ */
+export function scaledGradients(
+  g: Graph,
+  config: IbotStepConfig,
+  loss: Tensor,
+  params: readonly Tensor[],
+): { gradients: Tensor[]; lossScale?: Tensor } {
+  if (!config.lossScaling) return { gradients: grad(loss, params) };
+  const lossScale = g.input(STEP_INPUTS.lossScale, "float32", []);
+  return { gradients: grad(loss, params, lossScale), lossScale };
+}
+
+/**
+ * Appends the update of the student and the teacher to `g`, given each trainable parameter's
+ * gradient: multiplies them by `factor` when given (1/scale unscales the gradients of loss·scale),
+ * checks them for infs and NaNs under loss scaling (output `found_inf`), clips them per tensor,
+ * steps AdamW with the official groups and last-layer freezing (skipped on `found_inf`), then
+ * moves the teacher by EMA toward the updated student. Declares the scalar inputs (momentum,
+ * last-layer gate and factors, AdamW's) and the moments; writes `<name>.next` for the parameters,
+ * their moments and the teacher. Returns the teacher parameters the EMA updates.
+ */
+export function appendStudentTeacherUpdate(
+  g: Graph,
+  config: IbotStepConfig,
+  params: readonly Tensor[],
+  gradients: readonly Tensor[],
+  factor?: Tensor,
+): string[] {
+  const momentum = g.input(STEP_INPUTS.momentum, "float32", []);
+  const lastLayerActive = g.input(STEP_INPUTS.lastLayerActive, "float32", []);
+  const lastLayerFactors = adamwStepFactors(g, {
+    stepSize: STEP_INPUTS.lastLayerStepSize,
+    biasCorrection2Sqrt: STEP_INPUTS.lastLayerBiasCorrection2Sqrt,
+  });
+  const unscaled = factor ? gradients.map((gradient) => mul(gradient, factor)) : gradients;
+  const foundInf = config.lossScaling
+    ? foundNonFinite(unscaled, params, config.clipGrad > 0 ? undefined : lastLayerActive)
     : undefined;
-  const grads = (unscaled ?? grad(terms.loss, tensors)).map((
-    gr,
-  ) => (config.clipGrad > 0 ? clipNorm(gr, config.clipGrad) : gr));
+  const clipped = unscaled.map((gradient) =>
+    config.clipGrad > 0 ? clipNorm(gradient, config.clipGrad) : gradient
+  );
   const scalars = adamwScalars(g);
-  const targets: AdamWTarget[] = tensors.map((param, i) => ({
+  const targets: AdamWTarget[] = params.map((param, i) => ({
     param,
-    grad: grads[i],
+    grad: clipped[i],
     decay: !param.name.endsWith(".bias") && param.rank > 1,
     gate: param.name.includes("last_layer")
       ? { active: lastLayerActive, factors: lastLayerFactors }
@@ -384,49 +466,85 @@ export function buildIbotStep(config: IbotStepConfig): IbotStep {
   if (foundInf) g.output(FOUND_INF, cast(foundInf, "float32"));
 
   // EMA teacher: θt ← m·θt + (1 − m)·θs for parameters of the same name.
+  const studentNames = new Set(
+    g.params.filter((s) => s.name.startsWith(`${STUDENT}.`)).map((s) => s.name),
+  );
   const emaNames: string[] = [];
   for (const spec of g.params.filter((s) => s.name.startsWith(`${TEACHER}.`))) {
-    const studentName = `${STUDENT}.${spec.name.slice(TEACHER.length + 1)}`;
-    if (!studentParams.some((s) => s.name === studentName)) continue;
+    const studentName = studentCounterpart(spec.name);
+    if (!studentNames.has(studentName)) continue;
     const source = updated.get(studentName) ?? g.paramTensor(studentName);
     const t = g.paramTensor(spec.name);
     g.output(nextStateName(spec.name), add(t, mul(sub(source, t), sub(1, momentum))));
     emaNames.push(spec.name);
   }
+  return emaNames;
+}
 
-  const centers = updateCenters(center, center2, teacher.cls, teacher.patchMean);
+/** The student parameter a teacher parameter follows by EMA: the same name under `student.`. */
+export function studentCounterpart(teacherName: string): string {
+  return `${STUDENT}.${teacherName.slice(TEACHER.length + 1)}`;
+}
+
+/** The teacher's batch sums that the centre update averages (over all ranks when distributed). */
+export interface CenterSums {
+  /** Σ over the global-crop rows of the teacher's CLS logits, [1, K]. */
+  readonly center: Tensor;
+  /** Σ over the global-crop rows of each row's mean patch logits, [1, 1, Kp]. */
+  readonly center2: Tensor;
+}
+
+/** The batch sums of the centre update (`update_center`'s `torch.sum` before its all-reduce). */
+export function centerBatchSums(loss: StepLoss): CenterSums {
+  const prototypes = loss.teacherPatchMean.shape[1];
+  return {
+    center: sum(stopGradient(loss.teacherCls), [0], true),
+    center2: reshape(sum(stopGradient(loss.teacherPatchMean), [0], true), [1, 1, prototypes]),
+  };
+}
+
+/**
+ * Appends the centre update from batch sums over `rows` global-crop rows in all (G·B times the
+ * world size): c ← 0.9·c + 0.1·Σ/rows for both centres; writes their `<name>.next`.
+ */
+export function appendCenterUpdate(g: Graph, sums: CenterSums, rows: Operand): void {
+  const center = g.paramTensor(CENTER_NAMES.center);
+  const center2 = g.paramTensor(CENTER_NAMES.center2);
+  // The batch means are the mean over a single row of logits.
+  const clsMean = div(sums.center, rows);
+  const patchMean = reshape(div(sums.center2, rows), [1, center2.shape[2]]);
+  const centers = updateCenters(center, center2, clsMean, patchMean);
   g.output(nextStateName(CENTER_NAMES.center), centers.center);
   g.output(nextStateName(CENTER_NAMES.center2), centers.center2);
+}
 
-  const trainableNames = trainable.map((s) => s.name);
-  return {
-    graph: g,
-    trainable: trainableNames,
-    updatedState: [
-      ...trainableNames,
-      ...trainableNames.map(expAvgName),
-      ...trainableNames.map(expAvgSqName),
-      ...emaNames,
-      CENTER_NAMES.center,
-      CENTER_NAMES.center2,
-    ],
-    lastLayer: trainableNames.filter((n) => n.includes("last_layer")),
-  };
+/**
+ * Every state tensor a step updates, in order: the trainable parameters, their first and second
+ * moments, the teacher parameters the EMA moves (`emaNames`) and the two centres.
+ */
+export function updatedStateNames(
+  trainable: readonly string[],
+  emaNames: readonly string[],
+): string[] {
+  return [
+    ...trainable,
+    ...trainable.map(expAvgName),
+    ...trainable.map(expAvgSqName),
+    ...emaNames,
+    CENTER_NAMES.center,
+    CENTER_NAMES.center2,
+  ];
+}
+
+/** The trainable parameters of the last layer(s) (frozen during `freeze_last_layer`). */
+export function lastLayerNames(trainable: readonly string[]): string[] {
+  return trainable.filter((n) => n.includes("last_layer"));
 }
 
 /** Per-tensor clipping (`utils.clip_gradients`): g · min(1, clip / (‖g‖ + 1e-6)). */
 function clipNorm(gradient: Tensor, clip: number): Tensor {
   const norm = l2Norm(gradient);
   return mul(gradient, minimum(div(clip, add(norm, 1e-6)), 1));
-}
-
-/**
- * The gradients of loss·scale (the seed of the backward pass is the scale), each multiplied by
- * 1/scale (`GradScaler.unscale_`). Matrix products in float16 see the scaled gradients.
- */
-function unscaledGradients(loss: Tensor, params: readonly Tensor[], scale: Tensor): Tensor[] {
-  const inverse = div(1, scale);
-  return grad(loss, params, scale).map((gradient) => mul(gradient, inverse));
 }
 
 /**

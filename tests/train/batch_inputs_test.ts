@@ -133,3 +133,22 @@ Deno.test("fillDropPath: the same generator state gives the same draws", () => {
   assert.deepEqual(draw(5), draw(5));
   assert.notDeepEqual(draw(5), draw(6));
 });
+
+Deno.test("fillDropPath: N ranks of B images keep their rows of one process's N·B draws", () => {
+  const rates = [0, 0.3, 0.6];
+  const [crops, batch, ranks] = [2, 3, 2];
+  const whole = new Float32Array(rates.length * 2 * crops * batch * ranks);
+  fillDropPath(whole, rates, crops * batch * ranks, new Rng(5));
+  for (let rank = 0; rank < ranks; rank++) {
+    const part = new Float32Array(rates.length * 2 * crops * batch);
+    fillDropPath(part, rates, crops * batch, new Rng(5), { rank, worldSize: ranks, crops });
+    for (let plane = 0; plane < rates.length * 2; plane++) {
+      for (let c = 0; c < crops; c++) {
+        for (let b = 0; b < batch; b++) {
+          const expected = whole[(plane * crops + c) * batch * ranks + b * ranks + rank];
+          assert.equal(part[(plane * crops + c) * batch + b], expected, `${plane} ${c} ${b}`);
+        }
+      }
+    }
+  }
+});
