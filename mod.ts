@@ -16,7 +16,7 @@
  * @module
  */
 
-export { type DType, type Shape, Tensor } from "./lib/graph/tensor.ts";
+export { type DType, type Shape, Tensor, type ValueDType } from "./lib/graph/tensor.ts";
 export * from "./lib/graph/dim.ts";
 export {
   type Attribute,
@@ -57,6 +57,25 @@ export { StateStore } from "./lib/runtime/store.ts";
 export { Rng, type RngState } from "./lib/runtime/rng.ts";
 export { Progress, type ProgressOptions, type ProgressWriter } from "./lib/runtime/progress.ts";
 export type { NamedTensor, NamedTensorDType, NamedTensors } from "./lib/runtime/named_tensor.ts";
+export {
+  type Device,
+  DeviceSession,
+  type DeviceSessionOptions,
+  type Placement,
+} from "./lib/runtime/device_session.ts";
+export { ResidentState } from "./lib/runtime/resident_state.ts";
+export type { OrtSessionOptions } from "./lib/runtime/ort_session.ts";
+export type { OrtHandle } from "./lib/runtime/ort_api.ts";
+export { prepareCuda } from "./lib/runtime/cuda_libraries.ts";
+export {
+  anyRank,
+  type BroadcastData,
+  type Communicator,
+  launchedByMpirun,
+  worldCommunicator,
+  type WorldOptions,
+} from "./lib/runtime/mpi.ts";
+export { GradScaler, type GradScalerState } from "./lib/optim/grad_scaler.ts";
 export { loadSafetensors, saveSafetensors } from "./lib/checkpoint/safetensors.ts";
 export {
   layerNorm as layerNormLayer,
@@ -111,11 +130,32 @@ export {
   type SourceSpec,
   type Split,
 } from "./lib/data/source.ts";
-export { buildIbotStep, type IbotStep, type IbotStepConfig } from "./lib/train/step.ts";
+export {
+  buildIbotStep,
+  type IbotStep,
+  type IbotStepConfig,
+  type TrainingPrecision,
+} from "./lib/train/step.ts";
+export {
+  buildIbotGradientStep,
+  buildSplitIbotStep,
+  type GradSlice,
+  type IbotGradientStep,
+  SPLIT_STEP_VALUES,
+  type SplitIbotStep,
+  splitStepDivisors,
+} from "./lib/train/split_step.ts";
+export {
+  type IterationResult,
+  StepRunner,
+  type StepRunnerOptions,
+} from "./lib/train/step_runner.ts";
+export { pickSlotBucket, slotBuckets } from "./lib/train/slot_buckets.ts";
 export {
   IbotTrainer,
   type IterationCallback,
   type IterationReport,
+  type TrainerOptions,
   type TrainOutcome,
 } from "./lib/train/trainer.ts";
 export {
@@ -186,7 +226,11 @@ export {
   trainLinearProbesPerEpoch,
 } from "./lib/eval/linear.ts";
 export { FeatureExtractor } from "./lib/eval/knn_eval.ts";
-export { randomCropBatches, type RandomCropBatchOptions } from "./lib/data/loader.ts";
+export {
+  randomCropBatches,
+  type RandomCropBatchOptions,
+  type SourcePart,
+} from "./lib/data/loader.ts";
 export {
   buildOnnxBackbone,
   ONNX_BACKBONE_AXES,

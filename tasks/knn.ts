@@ -5,6 +5,9 @@
  *
  *   deno task knn --pretrained_weights out/pretrain/checkpoint.safetensors [--checkpoint_key teacher]
  *     [--device cuda]
+ *
+ * Under `mpirun -np N` each process extracts the features of its share of the images, the
+ * features are gathered, and rank 0 prints the results.
  */
 
 import {
@@ -14,6 +17,7 @@ import {
 } from "../lib/eval/frozen_backbone.ts";
 import { evaluateKnn } from "../lib/eval/knn_eval.ts";
 import type { OptionTable, OptionValues } from "../lib/cli/options.ts";
+import { worldCommunicator } from "../lib/runtime/mpi.ts";
 import { runTask } from "./run_task.ts";
 
 const OPTIONS = {
@@ -25,25 +29,26 @@ const OPTIONS = {
 } as const satisfies OptionTable;
 
 async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
+  const comm = worldCommunicator();
+  const say = comm.rank === 0 ? console.log : undefined;
   const { loaded, store, dataPath, features } = await openFrozenBackbone(
     values,
     values.n_last_blocks,
   );
-  console.log(
-    `k-NN of ${describeBackbone(loaded)} on ${dataPath}`,
-  );
+  say?.(`k-NN of ${describeBackbone(loaded)} on ${dataPath}`);
+  if (comm.size > 1) say?.(`Features extracted by ${comm.size} processes`);
   const results = await evaluateKnn(store, dataPath, {
     ...features,
     batch: values.batch_size_per_gpu,
     ks: values.nb_knn,
     temperature: values.temperature,
-    progress: console.log,
+    progress: say,
+    communicator: comm,
   });
   for (const r of results) {
-    console.log(
-      `${r.k}-NN classifier result: Top1: ${r.top1.toFixed(2)}, Top5: ${r.top5.toFixed(2)}`,
-    );
+    say?.(`${r.k}-NN classifier result: Top1: ${r.top1.toFixed(2)}, Top5: ${r.top5.toFixed(2)}`);
   }
+  comm.finalize();
   return 0;
 }
 

@@ -35,6 +35,8 @@ export interface TrainingProgress<Meter = unknown> {
   readonly meter?: Meter;
   /** The fp16 loss scaler's state (torch's `GradScaler.state_dict()`), in fp16 runs only. */
   readonly fp16Scaler?: GradScalerState;
+  /** The number of data-parallel processes that wrote it (1 when absent). */
+  readonly worldSize?: number;
 }
 
 /** A run's arguments as a checkpoint stores them: JSON values by official argument name. */
@@ -67,6 +69,7 @@ export async function saveTrainingCheckpoint(
     args: JSON.stringify(args),
     ...(progress.meter ? { epoch_meter: JSON.stringify(progress.meter) } : {}),
     ...(progress.fp16Scaler ? { fp16_scaler: JSON.stringify(progress.fp16Scaler) } : {}),
+    world_size: String(progress.worldSize ?? 1),
   });
 }
 
@@ -111,6 +114,7 @@ export async function loadTrainingCheckpoint<
     lastLayerStep: integer("last_layer_step"),
     meter,
     fp16Scaler,
+    worldSize: metadata.world_size === undefined ? 1 : integer("world_size"),
     args,
   };
 }

@@ -256,7 +256,9 @@ export class MultiCropLoader {
  * to round(size·256/224) bicubic, centre crop `size`, normalise) in `workers` workers, which stop
  * when the iteration ends. Each batch has `batchSize` rows; the last may be padded (see
  * {@link EvalBatch.count}). An opening or a batch awaited for `stallSeconds` ends the iteration
- * with an error naming it and the workers' state.
+ * with an error naming it and the workers' state. With `part`, only that part of the source: the
+ * images from ⌊n·rank/parts⌋ to ⌊n·(rank + 1)/parts⌋ (one data-parallel rank's share, the parts
+ * in rank order making up the whole).
  */
 export async function* evalBatches(
   source: SourceSpec,
@@ -264,13 +266,14 @@ export async function* evalBatches(
   batchSize: number,
   workers: number = defaultWorkerCount(),
   stallSeconds: number = DEFAULT_STALL_SECONDS,
+  part: SourcePart = { rank: 0, parts: 1 },
 ): AsyncIterableIterator<EvalBatch> {
   requirePositiveInteger("size", size);
   requirePositiveInteger("batchSize", batchSize);
   requirePositiveInteger("workers", workers);
   requirePositiveSeconds(stallSeconds);
   const resize = Math.round(size * 256 / 224);
-  yield* sourceBatches(source, batchSize, workers, stallSeconds, (indices) => ({
+  yield* sourceBatches(source, batchSize, workers, stallSeconds, part, (indices) => ({
     type: "eval",
     source,
     size,
@@ -278,6 +281,14 @@ export async function* evalBatches(
     rows: batchSize,
     indices,
   }));
+}
+
+/** One data-parallel rank's share of a source: part `rank` of `parts` contiguous parts. */
+export interface SourcePart {
+  /** This rank, 0 … parts − 1. */
+  readonly rank: number;
+  /** The number of parts (ranks). */
+  readonly parts: number;
 }
 
 /** Options of {@link randomCropBatches}. */
@@ -323,16 +334,23 @@ export async function* randomCropBatches(
   if (!(scale[0] > 0 && scale[0] <= scale[1] && scale[1] <= 1)) {
     throw new Error(`scale must satisfy 0 < low ≤ high ≤ 1, got [${scale[0]}, ${scale[1]}]`);
   }
-  yield* sourceBatches(source, batchSize, workers, stallSeconds, (indices) => ({
-    type: "randomCrop",
+  yield* sourceBatches(
     source,
-    size,
-    scale,
-    seed,
-    epoch,
-    rows: batchSize,
-    indices,
-  }));
+    batchSize,
+    workers,
+    stallSeconds,
+    { rank: 0, parts: 1 },
+    (indices) => ({
+      type: "randomCrop",
+      source,
+      size,
+      scale,
+      seed,
+      epoch,
+      rows: batchSize,
+      indices,
+    }),
+  );
 }
 
 /**
@@ -346,17 +364,20 @@ async function* sourceBatches(
   batchSize: number,
   workers: number,
   stallSeconds: number,
+  part: SourcePart,
   task: (indices: Int32Array<ArrayBuffer>) => Extract<WorkerTask, { type: "eval" | "randomCrop" }>,
 ): AsyncIterableIterator<EvalBatch> {
   const pool = new WorkerPool(workers);
   try {
-    const { length } = await openInfo(pool, source, stallSeconds);
+    const info = await openInfo(pool, source, stallSeconds);
+    const first = Math.floor(info.length * part.rank / part.parts);
+    const length = Math.floor(info.length * (part.rank + 1) / part.parts) - first;
     const batches = Math.ceil(length / batchSize);
     const label = (k: number) => `batch ${k + 1} of ${batches}`;
     const request = (k: number): Promise<EvalBatch> => {
       const start = k * batchSize;
       const count = Math.min(batchSize, length - start);
-      const indices = Int32Array.from({ length: count }, (_, i) => start + i);
+      const indices = Int32Array.from({ length: count }, (_, i) => first + start + i);
       return pool.run(task(indices), label(k)).then((result) => ({
         ...result,
         count,

@@ -11,6 +11,7 @@ import type { VitConfig } from "../models/vit.ts";
 import { CompiledGraph, type ExecutionProvider } from "../runtime/session.ts";
 import { Progress, type ProgressWriter } from "../runtime/progress.ts";
 import type { StateStore } from "../runtime/store.ts";
+import type { Communicator } from "../runtime/mpi.ts";
 import { buildFeatureGraph, FEATURE_IO } from "../models/features.ts";
 import { knnClassify, type KnnResult, l2NormalizeRows } from "./knn.ts";
 
@@ -39,6 +40,11 @@ export interface FeatureOptions {
   readonly device?: ExecutionProvider;
   /** Where progress lines go (images done, images/s, time left, every few seconds); default none. */
   readonly progress?: ProgressWriter;
+  /**
+   * The processes of a data-parallel job: each extracts the features of its part of the images,
+   * and every rank ends with all of them, in order (default: this process alone).
+   */
+  readonly communicator?: Communicator;
 }
 
 /** Features [n, dim] (not normalised) and labels [n] of a dataset split. */
@@ -141,15 +147,37 @@ export async function extractFeatures(
   options: FeatureOptions,
   label = "features",
 ): Promise<ExtractedFeatures> {
+  const comm = options.communicator;
+  const part = { rank: comm?.rank ?? 0, parts: comm?.size ?? 1 };
   const extractor = await FeatureExtractor.create(store, options);
+  let local: ExtractedFeatures;
   try {
-    return await extractor.extract(
-      evalBatches(source, options.size, extractor.batch, options.workers),
+    local = await extractor.extract(
+      evalBatches(source, options.size, extractor.batch, options.workers, undefined, part),
       new Progress({ label, write: options.progress }),
     );
   } finally {
     await extractor.close();
   }
+  if (!comm || comm.size === 1) return local;
+  const features = await comm.allgather(local.features);
+  const labels = await comm.allgather(Float32Array.from(local.labels));
+  return {
+    features: concatenate(features),
+    labels: Int32Array.from(concatenate(labels)),
+    dim: local.dim,
+  };
+}
+
+/** The arrays one after the other. */
+function concatenate(parts: readonly Float32Array[]): Float32Array {
+  const all = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const p of parts) {
+    all.set(p, offset);
+    offset += p.length;
+  }
+  return all;
 }
 
 /** Features and labels of the train and test splits of `dataPath`. */

@@ -8,7 +8,8 @@
 
 import type { TensorData } from "../graph/graph.ts";
 import type { Rng } from "../runtime/rng.ts";
-import { STEP_INPUTS } from "./step.ts";
+import { dropPathRates } from "../models/vit.ts";
+import { type IbotStepConfig, STEP_INPUTS } from "./step.ts";
 
 /** The number of masked cells (1 = masked) over a batch's masks. */
 export function countMasked(masks: readonly Uint8Array[]): number {
@@ -97,4 +98,37 @@ export function fillDropPath(
       }
     }
   });
+}
+
+/**
+ * Draws the step's drop-path scales at `config.dropPath` into `feeds`: the global crops'
+ * [depth, 2, G·B] and, with local crops, the local crops' [depth, 2, L·B], from `rng` in that order;
+ * nothing when the rate is 0 (the step has no such inputs then). With `shard`, the rank's rows of
+ * the whole data-parallel step's draws (see {@link fillDropPath}).
+ */
+export function fillStepDropPath(
+  feeds: Record<string, TensorData>,
+  config: IbotStepConfig,
+  rng: Rng,
+  shard: Omit<RowShard, "crops"> = { rank: 0, worldSize: 1 },
+): void {
+  if (config.dropPath <= 0) return;
+  const rates = dropPathRates(config.dropPath, config.backbone.depth);
+  const { batch, globalCrops, localCrops } = config;
+  fillDropPath(
+    feeds[STEP_INPUTS.dropPathGlobal] as Float32Array,
+    rates,
+    globalCrops * batch,
+    rng,
+    { ...shard, crops: globalCrops },
+  );
+  if (localCrops > 0) {
+    fillDropPath(
+      feeds[STEP_INPUTS.dropPathLocal] as Float32Array,
+      rates,
+      localCrops * batch,
+      rng,
+      { ...shard, crops: localCrops },
+    );
+  }
 }

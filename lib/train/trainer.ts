@@ -15,7 +15,7 @@ import { shapeSize } from "../graph/tensor.ts";
 import { type MultiCropBatch, MultiCropLoader } from "../data/loader.ts";
 import { MaskGenerator } from "../data/masking.ts";
 import { resolveDataPath } from "../data/source.ts";
-import { dropPathRates, type VitConfig } from "../models/vit.ts";
+import type { VitConfig } from "../models/vit.ts";
 import { addAdamWMoments } from "../optim/adamw.ts";
 import { GradScaler } from "../optim/grad_scaler.ts";
 import {
@@ -24,11 +24,11 @@ import {
   teacherTemperatureSchedule,
 } from "../optim/schedules.ts";
 import { Rng } from "../runtime/rng.ts";
-import { DeviceSession } from "../runtime/device_session.ts";
+import { anyRank, type Communicator, worldCommunicator } from "../runtime/mpi.ts";
 import { ResidentState } from "../runtime/resident_state.ts";
 import { StateStore } from "../runtime/store.ts";
 import type { PretrainArgs } from "./args.ts";
-import { countMasked, fillDropPath, fillMaskInputs } from "./batch_inputs.ts";
+import { countMasked, fillMaskInputs, fillStepDropPath } from "./batch_inputs.ts";
 import {
   loadTrainingCheckpoint,
   saveTrainingCheckpoint,
@@ -37,15 +37,14 @@ import {
 import { EpochMeter, type EpochMeterState, type EpochStats } from "./epoch_meter.ts";
 import { type RunConfig, runConfigFromArgs } from "./config.ts";
 import { pickSlotBucket, slotBuckets } from "./slot_buckets.ts";
+import { StepRunner } from "./step_runner.ts";
 import {
   buildIbotStep,
-  FOUND_INF,
   type IbotStep,
   STEP_INPUTS,
   stepScalarValues,
   STUDENT,
   TEACHER,
-  TEACHER_PREDICTION,
 } from "./step.ts";
 
 /** Name of the rolling checkpoint in the output directory. */
@@ -56,6 +55,15 @@ export type TrainOutcome = "finished" | "interrupted";
 
 /** Raised when the loss stops being finite; the last good checkpoint is kept. */
 export class NonFiniteLossError extends Error {}
+
+/** Options of {@link IbotTrainer.create}. */
+export interface TrainerOptions {
+  /**
+   * The job's processes for data-parallel training (default: `worldCommunicator()`, MPI under
+   * `mpirun`, else one process).
+   */
+  readonly communicator?: Communicator;
+}
 
 /** Where progress lines go. */
 export type Log = (line: string) => void;
@@ -90,9 +98,9 @@ export type IterationCallback = (report: IterationReport) => void | Promise<void
  * state (fresh or resumed) and schedules.
  */
 export class IbotTrainer {
-  #drawsCache?: { root: Rng; generator: MaskGenerator; rates: number[] };
-  /** The compiled step per patch-slot bucket, compiled on first use. */
-  readonly #sessions = new Map<number, DeviceSession>();
+  #drawsCache?: { root: Rng; generator: MaskGenerator };
+  /** The iteration (the fused step, or the data-parallel pair), compiled per bucket. */
+  readonly #runner: StepRunner;
   /** The patch-slot buckets, ascending; the last is the step's (largest) slot count. */
   readonly #buckets: readonly number[];
   /** The dynamic loss scaler of fp16 runs (`torch.cuda.amp.GradScaler`). */
@@ -112,10 +120,19 @@ export class IbotTrainer {
     private readonly loader: MultiCropLoader,
     private readonly step: IbotStep,
     private readonly state: ResidentState,
+    /** The job's ranks: rank 0 alone logs and writes files. */
+    readonly communicator: Communicator,
     private readonly log: Log,
   ) {
     const { globalCrops, batch, maskSlots } = config.step;
     this.#buckets = slotBuckets(globalCrops * batch * maskSlots);
+    this.#runner = new StepRunner({
+      config: config.step,
+      placement: state.placement,
+      threads: threadsPerRank(args.threads, communicator.localSize),
+      communicator,
+      log,
+    }, this.#buckets);
     if (config.step.lossScaling) {
       this.#scaler = progress.fp16Scaler
         ? GradScaler.fromStateDict(progress.fp16Scaler)
@@ -128,7 +145,13 @@ export class IbotTrainer {
    * batch first needs it), restores the state from `output_dir/checkpoint.safetensors` (or
    * `--load_from`) when there is one, else initialises it, and places it on `--device`.
    */
-  static async create(args: PretrainArgs, log: Log): Promise<IbotTrainer> {
+  static async create(
+    args: PretrainArgs,
+    log: Log,
+    options: TrainerOptions = {},
+  ): Promise<IbotTrainer> {
+    const comm = options.communicator ?? worldCommunicator();
+    const say: Log = comm.rank === 0 ? log : () => {};
     const config = runConfigFromArgs(args);
     const outputDir = args.output_dir;
     const source = await resolveDataPath(args.data_path, "train");
@@ -139,6 +162,8 @@ export class IbotTrainer {
       batchSize: config.step.batch,
       workers: args.num_workers > 0 ? args.num_workers : undefined,
       seed: args.seed,
+      rank: comm.rank,
+      worldSize: comm.size,
     });
     if (loader.itersPerEpoch === 0) {
       loader.close();
@@ -159,17 +184,43 @@ export class IbotTrainer {
       if (resumeFrom) {
         const checkpoint = await loadTrainingCheckpoint<PretrainArgs, EpochMeterState>(resumeFrom);
         store = checkpoint.store;
-        const { epoch, iteration, step: steps, lastLayerStep, meter, fp16Scaler } = checkpoint;
+        const { epoch, step: steps, lastLayerStep, meter, fp16Scaler } = checkpoint;
+        const written = checkpoint.worldSize ?? 1;
+        // Mid-epoch, the iteration counts batches of the writer's world: resume after the same
+        // number of images.
+        const iteration = Math.floor(checkpoint.iteration * written / comm.size);
         progress = { epoch, iteration, step: steps, lastLayerStep, meter, fp16Scaler };
         checkStateFits(store, step, resumeFrom);
-        log(
+        say(
           `Resuming from ${resumeFrom}: epoch ${progress.epoch}, iteration ${progress.iteration}`,
         );
+        if (written !== comm.size) {
+          say(
+            `The checkpoint was written by ${written} process(es) and this run has ${comm.size}: ` +
+              `the global batch goes from ${written * config.step.batch} to ${
+                comm.size * config.step.batch
+              } images and the learning rate scales with it.`,
+          );
+        }
       } else {
         store = initialState(step, config, args.seed);
       }
-      const state = await ResidentState.create(store, step.updatedState, { device: args.device });
-      return new IbotTrainer(args, config, store, outputDir, progress, loader, step, state, log);
+      const state = await ResidentState.create(store, step.updatedState, {
+        device: args.device,
+        deviceId: args.device === "cuda" ? comm.localRank : undefined,
+      });
+      return new IbotTrainer(
+        args,
+        config,
+        store,
+        outputDir,
+        progress,
+        loader,
+        step,
+        state,
+        comm,
+        say,
+      );
     } catch (error) {
       loader.close();
       throw error;
@@ -210,11 +261,13 @@ export class IbotTrainer {
   /** {@link train} on the device-resident state. */
   async #train(signal?: AbortSignal, onIteration?: IterationCallback): Promise<TrainOutcome> {
     const { args, config } = this;
+    const ranks = this.communicator.size;
     const epochs = args.epochs;
     const iters = this.loader.itersPerEpoch;
-    const batch = config.step.batch;
-    const { lr, wd, momentum, clsTemp, patchTemp } = schedules(args, iters);
+    const globalBatch = config.step.batch * ranks;
+    const { lr, wd, momentum, clsTemp, patchTemp } = schedules(args, iters, globalBatch);
     const feeds = this.#allocateFeeds();
+    let stopping = false;
     for (let epoch = this.progress.epoch; epoch < epochs; epoch++) {
       const start = epoch === this.progress.epoch ? this.progress.iteration : 0;
       const meter = new EpochMeter(start > 0 ? this.progress.meter : undefined);
@@ -242,13 +295,12 @@ export class IbotTrainer {
           }),
         );
 
-        const compiling = !this.#sessions.has(slots);
-        const beforeCompile = performance.now();
-        const session = await this.#sessionFor(slots);
+        const compiling = this.#runner.needsCompile(slots);
+        const beforeRun = performance.now();
+        const out = await this.#runner.run(feeds, data.labels, slots, this.state);
         // A bucket's compilation is not training time: keep it out of the img/s figure.
-        if (compiling) startedAt += performance.now() - beforeCompile;
-        const out = await session.run(feeds, this.state);
-        const loss = (out.loss as Float32Array)[0];
+        if (compiling) startedAt += performance.now() - beforeRun;
+        const { loss, cls, patch, acc } = out;
         if (!Number.isFinite(loss)) {
           const checkpoint = join(this.outputDir, CHECKPOINT_FILE);
           const kept = await Deno.stat(checkpoint).then(
@@ -262,21 +314,10 @@ export class IbotTrainer {
         this.state.swap();
         // A step the scaler skipped left the student and its moments as they were: it is no AdamW
         // step (torch's optimizer step count does not advance either).
-        const skipped = this.#scaler !== undefined && (out[FOUND_INF] as Float32Array)[0] !== 0;
+        const skipped = this.#scaler !== undefined && out.foundInf;
         this.#scaler?.update(skipped);
         i++;
-        meter.add(
-          {
-            loss,
-            cls: (out.cls as Float32Array)[0],
-            patch: (out.patch as Float32Array)[0],
-            acc: (out.acc as Float32Array)[0],
-            lr: lr[it],
-            wd: wd[it],
-          },
-          out[TEACHER_PREDICTION] as BigInt64Array,
-          data.labels,
-        );
+        meter.add({ loss, cls, patch, acc, lr: lr[it], wd: wd[it] }, out.predictions, out.labels);
         this.progress = {
           epoch,
           iteration: i,
@@ -284,54 +325,55 @@ export class IbotTrainer {
           lastLayerStep: skipped ? lastLayerStep - lastLayerActive : lastLayerStep,
           meter: meter.state(),
           fp16Scaler: this.#scaler?.stateDict(),
+          worldSize: ranks,
         };
         await onIteration?.({
           epoch,
           iteration: i,
           itersPerEpoch: iters,
           loss,
-          cls: (out.cls as Float32Array)[0],
-          patch: (out.patch as Float32Array)[0],
+          cls,
+          patch,
           lr: lr[it],
           skipped,
           slots,
         });
-        timedImages += batch;
+        timedImages += globalBatch;
         if (i % args.print_freq === 0 || i === iters) {
           const seconds = (performance.now() - startedAt) / 1000;
           const rate = timedImages / seconds;
-          const remaining = ((epochs - epoch) * iters - i) * batch / rate;
+          const remaining = ((epochs - epoch) * iters - i) * globalBatch / rate;
           this.log(
             `Epoch [${epoch}/${epochs}] [${String(i).padStart(String(iters).length)}/${iters}]  ` +
-              `loss ${loss.toFixed(4)}  cls ${(out.cls as Float32Array)[0].toFixed(4)}  ` +
-              `patch ${(out.patch as Float32Array)[0].toFixed(4)}  lr ${
-                lr[it].toExponential(2)
-              }  ` +
-              `wd ${wd[it].toFixed(4)}  ${
+              `loss ${loss.toFixed(4)}  cls ${cls.toFixed(4)}  patch ${patch.toFixed(4)}  ` +
+              `lr ${lr[it].toExponential(2)}  wd ${wd[it].toFixed(4)}  ${
                 this.#scaler ? `loss scale ${this.#scaler.scale}  ` : ""
               }${rate.toFixed(1)} img/s  eta ${formatDuration(remaining)}`,
           );
           startedAt = performance.now();
           timedImages = 0;
         }
-        if (signal?.aborted && i < iters) {
+        // Every rank stops after the same iteration when any was asked to.
+        stopping = ranks > 1
+          ? await anyRank(this.communicator, signal?.aborted ?? false)
+          : signal?.aborted ?? false;
+        if (stopping && i < iters) {
           await this.#save();
           return "interrupted";
         }
       }
       this.progress = { ...this.progress, epoch: epoch + 1, iteration: 0, meter: undefined };
       await this.#endEpoch(epoch, meter.summary());
-      if (signal?.aborted && epoch + 1 < epochs) return "interrupted";
+      if (stopping && epoch + 1 < epochs) return "interrupted";
     }
     return "finished";
   }
 
-  /** The run's seeded root generator, mask generator and drop-path rates, built once. */
-  get #draws(): { root: Rng; generator: MaskGenerator; rates: number[] } {
+  /** The run's seeded root generator and mask generator, built once. */
+  get #draws(): { root: Rng; generator: MaskGenerator } {
     this.#drawsCache ??= {
       root: new Rng(this.args.seed),
       generator: new MaskGenerator(this.config.masking),
-      rates: dropPathRates(this.config.step.dropPath, this.config.step.backbone.depth),
     };
     return this.#drawsCache;
   }
@@ -339,8 +381,9 @@ export class IbotTrainer {
   /**
    * Writes one batch's inputs: the crops, a mask per global crop of each image (drawn from a
    * generator forked by epoch, image and crop, so a resumed run draws the same masks) with their
-   * patch slots, and the drop-path scales of the iteration. Returns the slot count: the smallest
-   * bucket that holds the batch's masked patches.
+   * patch slots, and the drop-path scales of the iteration (this rank's rows of the whole
+   * data-parallel step's draws). Returns the slot count: the smallest bucket that holds the
+   * batch's masked patches.
    */
   #fillBatchInputs(
     feeds: Record<string, TensorData>,
@@ -349,7 +392,7 @@ export class IbotTrainer {
     it: number,
   ): number {
     const { step, maskGrid } = this.config;
-    const { root, generator, rates } = this.#draws;
+    const { root, generator } = this.#draws;
     feeds[STEP_INPUTS.globals] = data.globals;
     if (step.localCrops > 0) feeds[STEP_INPUTS.locals] = data.locals;
     const masks: Uint8Array[] = [];
@@ -362,61 +405,23 @@ export class IbotTrainer {
     }
     const slots = pickSlotBucket(this.#buckets, countMasked(masks));
     fillMaskInputs(feeds, masks, slots, maskGrid * maskGrid);
-    if (step.dropPath > 0) {
-      const rng = root.fork(`drop_path:${it}`);
-      fillDropPath(
-        feeds[STEP_INPUTS.dropPathGlobal] as Float32Array,
-        rates,
-        step.globalCrops * step.batch,
-        rng,
-      );
-      if (step.localCrops > 0) {
-        fillDropPath(
-          feeds[STEP_INPUTS.dropPathLocal] as Float32Array,
-          rates,
-          step.localCrops * step.batch,
-          rng,
-        );
-      }
-    }
+    fillStepDropPath(feeds, step, root.fork(`drop_path:${it}`), {
+      rank: this.communicator.rank,
+      worldSize: this.communicator.size,
+    });
     return slots;
-  }
-
-  /**
-   * The step compiled for `bucket` patch slots: built and compiled on the first call for that
-   * bucket (with one progress line), then reused.
-   */
-  async #sessionFor(bucket: number): Promise<DeviceSession> {
-    let session = this.#sessions.get(bucket);
-    if (!session) {
-      const started = performance.now();
-      const step = buildIbotStep({ ...this.config.step, slots: bucket });
-      session = await DeviceSession.create(step.graph, {
-        device: this.args.device,
-        threads: this.args.threads > 0 ? this.args.threads : undefined,
-        memoryArena: false,
-      });
-      this.#sessions.set(bucket, session);
-      const seconds = (performance.now() - started) / 1000;
-      this.log(
-        `Compiled the training step for ${bucket} patch slots (bucket ${
-          this.#buckets.indexOf(bucket) + 1
-        } of ${this.#buckets.length}) in ${seconds.toFixed(1)} s`,
-      );
-    }
-    return session;
   }
 
   /** Stops the data workers and releases the compiled steps and the device-resident state. */
   close(): void {
     this.loader.close();
-    for (const session of this.#sessions.values()) session.release();
-    this.#sessions.clear();
+    this.#runner.release();
     this.state.release();
   }
 
-  /** Brings the store up to date from the device and writes the rolling checkpoint. */
+  /** Brings the store up to date from the device and writes the rolling checkpoint (rank 0). */
   async #save(): Promise<void> {
+    if (this.communicator.rank !== 0) return;
     await this.state.download(this.store);
     await saveTrainingCheckpoint(
       join(this.outputDir, CHECKPOINT_FILE),
@@ -426,8 +431,10 @@ export class IbotTrainer {
     );
   }
 
+  /** Rank 0 writes the epoch's checkpoints and its log.txt line. */
   async #endEpoch(epoch: number, stats: EpochStats): Promise<void> {
     await this.#save();
+    if (this.communicator.rank !== 0) return;
     const freq = this.args.saveckp_freq;
     if (freq > 0 && epoch % freq === 0 && epoch !== 0) {
       const numbered = join(
@@ -463,14 +470,25 @@ export class IbotTrainer {
 }
 
 /**
+ * onnxruntime's intra-op threads for one rank: `--threads` when given, else the machine's cores
+ * shared by the job's processes on it (a rank waiting in MPI keeps a core busy).
+ */
+function threadsPerRank(threads: number, localSize: number): number | undefined {
+  if (threads > 0) return threads;
+  return localSize > 1
+    ? Math.max(1, Math.floor(navigator.hardwareConcurrency / localSize))
+    : undefined;
+}
+
+/**
  * The run's schedules: lr (batch-scaled, warm-up then cosine), weight decay (rising cosine) and
  * teacher momentum (cosine to 1) per iteration; CLS and patch teacher temperatures per epoch.
  */
-function schedules(args: PretrainArgs, iters: number) {
-  const { epochs, batch_size_per_gpu: batch, warmup_teacher_temp_epochs: warmup } = args;
+function schedules(args: PretrainArgs, iters: number, globalBatch: number) {
+  const { epochs, warmup_teacher_temp_epochs: warmup } = args;
   return {
     lr: cosineSchedule(
-      scaledLearningRate(args.lr, batch),
+      scaledLearningRate(args.lr, globalBatch),
       args.min_lr,
       epochs,
       iters,

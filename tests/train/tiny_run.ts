@@ -9,16 +9,23 @@ import { writeVendoredSubset } from "../data/fixtures.ts";
 
 /**
  * Creates the folder `dir` with the first `count` vendored Fashion-MNIST training images and
- * labels as the IDX files `--data_path` reads.
+ * labels (and the first `testCount` test ones, when given) as the IDX files `--data_path` reads.
  */
-export async function writeTinyDataPath(dir: string, count: number): Promise<void> {
+export async function writeTinyDataPath(
+  dir: string,
+  count: number,
+  testCount = 0,
+): Promise<void> {
   await Deno.mkdir(dir);
-  await writeVendoredSubset(
-    "train",
-    count,
-    join(dir, "train-images-idx3-ubyte"),
-    join(dir, "train-labels-idx1-ubyte"),
-  );
+  for (const [split, n] of [["train", count], ["t10k", testCount]] as const) {
+    if (n === 0) continue;
+    await writeVendoredSubset(
+      split,
+      n,
+      join(dir, `${split}-images-idx3-ubyte`),
+      join(dir, `${split}-labels-idx1-ubyte`),
+    );
+  }
 }
 
 /**
