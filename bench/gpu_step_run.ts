@@ -27,7 +27,6 @@
 import { parseArgs } from "node:util";
 import { countMacs } from "../lib/graph/cost.ts";
 import { MaskGenerator } from "../lib/data/masking.ts";
-import { dropPathRates } from "../lib/models/vit.ts";
 import { addAdamWMoments } from "../lib/optim/adamw.ts";
 import { GradScaler } from "../lib/optim/grad_scaler.ts";
 import { DeviceSession } from "../lib/runtime/device_session.ts";
@@ -37,10 +36,10 @@ import { StateStore } from "../lib/runtime/store.ts";
 import { shapeSize } from "../lib/graph/tensor.ts";
 import type { TensorData } from "../lib/graph/graph.ts";
 import { parsePretrainArgs } from "../lib/train/args.ts";
-import { countMasked, fillDropPath, fillMaskInputs } from "../lib/train/batch_inputs.ts";
+import { countMasked, fillMaskInputs, fillStepDropPath } from "../lib/train/batch_inputs.ts";
 import { runConfigFromArgs } from "../lib/train/config.ts";
 import { pickSlotBucket, slotBuckets } from "../lib/train/slot_buckets.ts";
-import { buildIbotStep, FOUND_INF, STEP_INPUTS, stepScalarValues } from "../lib/train/step.ts";
+import { buildIbotStep, FOUND_INF, stepScalarValues } from "../lib/train/step.ts";
 import { recipeArgv, type RecipeOptions } from "./gpu_recipe.ts";
 
 const { values } = parseArgs({
@@ -108,18 +107,7 @@ for (const input of built.graph.inputs) {
     : Float32Array.from({ length: n }, () => rng.normal());
 }
 fillMaskInputs(feeds, masks, slots, maskGrid * maskGrid);
-const rates = dropPathRates(stepConfig.dropPath, stepConfig.backbone.depth);
-if (stepConfig.dropPath > 0) {
-  fillDropPath(feeds[STEP_INPUTS.dropPathGlobal] as Float32Array, rates, rows, rng);
-  if (stepConfig.localCrops > 0) {
-    fillDropPath(
-      feeds[STEP_INPUTS.dropPathLocal] as Float32Array,
-      rates,
-      stepConfig.localCrops * stepConfig.batch,
-      rng,
-    );
-  }
-}
+fillStepDropPath(feeds, stepConfig, rng);
 
 const scaler = stepConfig.lossScaling ? new GradScaler() : undefined;
 const seconds: number[] = [];

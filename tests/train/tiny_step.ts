@@ -7,16 +7,10 @@
 
 import type { TensorData } from "../../lib/graph/graph.ts";
 import { shapeSize } from "../../lib/graph/tensor.ts";
-import { dropPathRates } from "../../lib/models/vit.ts";
 import { expAvgName, expAvgSqName } from "../../lib/optim/adamw.ts";
 import type { Rng } from "../../lib/runtime/rng.ts";
-import { fillDropPath, fillMaskInputs } from "../../lib/train/batch_inputs.ts";
-import {
-  type IbotStep,
-  type IbotStepConfig,
-  STEP_INPUTS,
-  stepScalarValues,
-} from "../../lib/train/step.ts";
+import { fillMaskInputs, fillStepDropPath } from "../../lib/train/batch_inputs.ts";
+import { type IbotStep, type IbotStepConfig, stepScalarValues } from "../../lib/train/step.ts";
 
 /** Patches per global crop of the tiny step: a 4×4 grid (16 px crops, patch 4). */
 export const TINY_PATCHES = 16;
@@ -107,16 +101,6 @@ export function tinyBatchFeeds(
     if (feeds[input.name] || moments.has(input.name)) continue;
     feeds[input.name] = Float32Array.from({ length: shapeSize(input.shape) }, () => rng.normal());
   }
-  if (config.dropPath > 0) {
-    const rates = dropPathRates(config.dropPath, config.backbone.depth);
-    const { globalCrops, localCrops, batch } = config;
-    fillDropPath(
-      feeds[STEP_INPUTS.dropPathGlobal] as Float32Array,
-      rates,
-      globalCrops * batch,
-      rng,
-    );
-    fillDropPath(feeds[STEP_INPUTS.dropPathLocal] as Float32Array, rates, localCrops * batch, rng);
-  }
+  fillStepDropPath(feeds, config, rng);
   return feeds;
 }
