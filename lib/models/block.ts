@@ -100,6 +100,7 @@ export function transformerBlock(
   return { out: add(h, scaleSamples(m, dropPath.mlp)), attention: attn.probabilities };
 }
 
-function scaleSamples(x: Tensor, scale?: Tensor): Tensor {
+/** Drop-path scaling of a residual branch x [B, N, D] by per-sample scales [B]; x when omitted. */
+export function scaleSamples(x: Tensor, scale?: Tensor): Tensor {
   return scale ? mul(x, reshape(scale, [x.dims[0], 1, 1])) : x;
 }

@@ -977,11 +977,13 @@ def run_vit(source, target):
     safetensors_io.save(target, result)
 
 
-def give_drop_path(student, data, k):
-    """Replaces each student block's `DropPath` by a `GivenDropPath` holding iteration k's draws
-    (attention then MLP branch, of the global crops' forward and then of the local crops')."""
+def give_drop_path(blocks, data, k):
+    """Replaces the `DropPath` of each of the student's `blocks` (in forward order, each with one
+    `drop_path` module used by both residual branches) by a `GivenDropPath` holding iteration k's
+    draws `drop_path.<k>.global` and `drop_path.<k>.local` (blocks, 2, rows) of `data`: attention
+    then MLP branch, of the global crops' forward and then of the local crops'."""
     local = data.get(f"drop_path.{k}.local")
-    for i, block in enumerate(student.backbone.blocks):
+    for i, block in enumerate(blocks):
         rate = getattr(block.drop_path, "drop_prob", 0.0)  # nn.Identity where the rate is 0
         scales = list(data[f"drop_path.{k}.global"][i])
         if local is not None:
@@ -1013,6 +1015,20 @@ def run_step(source, target):
         head_hidden=get("head_hidden"),
         head_bottleneck=get("head_bottleneck"),
     )
+    blocks = list(student.backbone.blocks) if get("drop_path") > 0 else None
+    run_train_steps(data, student, teacher, blocks, target)
+
+
+def run_train_steps(data, student, teacher, drop_path_blocks, target):
+    """The iterations of the `step` mode (see the module docstring) on `student` and `teacher`,
+    any backbone: loads their parameters from `data` in float64, runs `train_step` `steps` times
+    and writes the outputs to `target`. `drop_path_blocks`: the student's blocks in forward order
+    whose drop-path draws `data` gives (see `give_drop_path`), or None without drop path.
+    """
+
+    def get(name):
+        return scalar(data, name)
+
     student, teacher = student.double(), teacher.double()
     load_parameters(student, data, "student")
     load_parameters(teacher, data, "teacher")
@@ -1049,8 +1065,8 @@ def run_step(source, target):
             }
     result = {}
     for k in range(get("steps")):
-        if get("drop_path") > 0:
-            give_drop_path(student, data, k)
+        if drop_path_blocks is not None:
+            give_drop_path(drop_path_blocks, data, k)
         stats = train_step(
             student,
             teacher,
