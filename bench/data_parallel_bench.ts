@@ -14,6 +14,7 @@
  * @module
  */
 
+import { patchGrid } from "../lib/models/backbone.ts";
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import type { TensorData } from "../lib/graph/graph.ts";
@@ -46,7 +47,7 @@ const GLOBAL_BATCH = IBOT_BENCH.batch;
 async function child(comm: Communicator): Promise<void> {
   const ranks = comm.size;
   const config = { ...IBOT_BENCH, batch: GLOBAL_BATCH / ranks };
-  const grid = config.globalSize / config.backbone.patchSize;
+  const grid = config.globalSize / patchGrid(config.backbone);
   const all = benchMasks();
   const masks: Uint8Array[] = [];
   for (let crop = 0; crop < config.globalCrops; crop++) {

@@ -8,6 +8,7 @@
  *   deno run --allow-read --allow-env --allow-ffi --allow-sys bench/device_session_bench.ts [steps]
  */
 
+import { patchGrid } from "../lib/models/backbone.ts";
 import type { TensorData } from "../lib/graph/graph.ts";
 import { shapeSize } from "../lib/graph/tensor.ts";
 import { addAdamWMoments } from "../lib/optim/adamw.ts";
@@ -23,7 +24,7 @@ import { benchMasks, benchSlots, IBOT_BENCH } from "./ibot_step.ts";
 const steps = Number(Deno.args[0] ?? 6);
 const { slots } = benchSlots();
 const built = buildIbotStep({ ...IBOT_BENCH, slots });
-const grid = IBOT_BENCH.globalSize / IBOT_BENCH.backbone.patchSize;
+const grid = IBOT_BENCH.globalSize / patchGrid(IBOT_BENCH.backbone);
 
 const store = StateStore.fromParams(built.graph.params, 0);
 addAdamWMoments(store, built.trainable);

@@ -6,6 +6,7 @@
  * and the comparison with the PyTorch reference.
  */
 
+import { patchGrid } from "../lib/models/backbone.ts";
 import type { TensorData } from "../lib/graph/graph.ts";
 import { shapeSize } from "../lib/graph/tensor.ts";
 import { MaskGenerator } from "../lib/data/masking.ts";
@@ -37,7 +38,7 @@ export const IBOT_BENCH: IbotStepConfig = {
 };
 
 /** Side of the global crops' mask grid. */
-const GRID = IBOT_BENCH.globalSize / IBOT_BENCH.backbone.patchSize;
+const GRID = IBOT_BENCH.globalSize / patchGrid(IBOT_BENCH.backbone);
 
 /** The benchmark's masks, one per global-crop row: block masks at ratio 0.3 from a fixed seed. */
 export function benchMasks(): Uint8Array[] {

@@ -7,7 +7,7 @@
 
 import { type EvalBatch, evalBatches } from "../data/loader.ts";
 import { resolveDataPath, type SourceSpec } from "../data/source.ts";
-import type { VitConfig } from "../models/vit.ts";
+import type { BackboneConfig } from "../models/backbone.ts";
 import { CompiledGraph, type ExecutionProvider } from "../runtime/session.ts";
 import { Progress, type ProgressWriter } from "../runtime/progress.ts";
 import type { StateStore } from "../runtime/store.ts";
@@ -18,7 +18,7 @@ import { knnClassify, type KnnResult, l2NormalizeRows } from "./knn.ts";
 /** Options of {@link extractFeatures} and {@link evaluateKnn}. */
 export interface FeatureOptions {
   /** The backbone's architecture. */
-  readonly backbone: Omit<VitConfig, "maskedImModeling">;
+  readonly backbone: BackboneConfig;
   /** Scope of the backbone in the store: `teacher` or `student`. */
   readonly prefix: string;
   /** Input side in pixels. */

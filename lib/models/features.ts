@@ -1,7 +1,8 @@
 /**
  * The evaluation artifact: a frozen backbone that turns a batch of images into one feature row per
  * image, as the official k-NN and linear evaluations do (§6.1): the final-normed CLS token of the
- * last `n` blocks (`avgpool` 0), the mean patch token of the last block (1), or both (2).
+ * last `n` blocks (`avgpool` 0), the mean patch token of the last block (1), or both (2). For a
+ * Swin only the first is available with n = 1: its "CLS", the average-pooled last-stage token.
  *
  * @module
  */
@@ -11,12 +12,13 @@ import { layerNorm as layerNormOp } from "../graph/nn.ts";
 import { mean } from "../graph/reduce.ts";
 import { concat, reshape, slice } from "../graph/shape.ts";
 import type { Tensor } from "../graph/tensor.ts";
-import { vit, type VitConfig } from "./vit.ts";
+import { vit } from "./vit.ts";
+import { type BackboneConfig, backboneTokens, isSwin } from "./backbone.ts";
 
 /** What the feature graph computes. */
 export interface FeatureConfig {
   /** The backbone's architecture. */
-  readonly backbone: Omit<VitConfig, "maskedImModeling">;
+  readonly backbone: BackboneConfig;
   /** Images per run. */
   readonly batch: number;
   /** Input side in pixels (a multiple of the patch size). */
@@ -36,8 +38,15 @@ export const FEATURE_IO = { images: "images", features: "features" } as const;
 export function buildFeatureGraph(config: FeatureConfig): { graph: Graph; dim: number } {
   const g = new Graph("ibot_features");
   const images = g.input(FEATURE_IO.images, "float32", [config.batch, 3, config.size, config.size]);
+  const backbone = config.backbone;
+  if (isSwin(backbone) && (config.avgpool !== 0 || config.nLastBlocks !== 1)) {
+    throw new Error(
+      `Swin features are the average-pooled token of the last block only (avgpool_patchtokens 0, n_last_blocks 1), not avgpool ${config.avgpool} with ${config.nLastBlocks} blocks`,
+    );
+  }
   const features = g.scope(config.prefix, () => {
-    const out = vit(g, { ...config.backbone, maskedImModeling: false }, {
+    if (isSwin(backbone)) return clsToken(backboneTokens(g, backbone, false, { images }));
+    const out = vit(g, { ...backbone, maskedImModeling: false }, {
       images,
       intermediateLayers: config.avgpool === 1 ? 0 : config.nLastBlocks,
     });

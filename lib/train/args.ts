@@ -25,7 +25,7 @@ export const PRETRAIN_OPTIONS = {
     kind: "string",
     metavar: "name",
     help:
-      "Backbone: vit_tiny, vit_small, vit_base, vit_large (deit_* are aliases), or vit_mini (this toolkit's small ViT).",
+      "Backbone: vit_tiny, vit_small, vit_base, vit_large (deit_* are aliases), swin_tiny, swin_small, swin_base, swin_large, or vit_mini and swin_mini (this toolkit's small ViT and Swin).",
     default: "vit_small",
     presets: { builtin: "vit_mini" },
     choices: [
@@ -36,20 +36,26 @@ export const PRETRAIN_OPTIONS = {
       "vit_large",
       "deit_tiny",
       "deit_small",
+      "swin_mini",
+      "swin_tiny",
+      "swin_small",
+      "swin_base",
+      "swin_large",
     ],
   },
   patch_size: {
     kind: "int",
-    help: "ViT patch size in pixels.",
+    help:
+      "ViT patch size in pixels. For Swin (whose patches are always 4 px) it sets the mask grid, 8·p px cells, and must be 4 (the recipes' value).",
     default: 16,
     presets: { builtin: 8 },
     min: 1,
   },
   window_size: {
     kind: "int",
-    help: "Swin window size (Swin backbones are not available yet).",
+    help: "Swin window size in tokens (7 or 14 in the recipes); ignored for ViT.",
     default: 7,
-    ignored: true,
+    min: 1,
   },
   out_dim: {
     kind: "int",

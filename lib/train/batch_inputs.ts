@@ -9,6 +9,7 @@
 import type { TensorData } from "../graph/graph.ts";
 import type { Rng } from "../runtime/rng.ts";
 import { dropPathRates } from "../models/vit.ts";
+import { backboneBlocks } from "../models/backbone.ts";
 import { type IbotStepConfig, STEP_INPUTS } from "./step.ts";
 
 /** The number of masked cells (1 = masked) over a batch's masks. */
@@ -113,7 +114,7 @@ export function fillStepDropPath(
   shard: Omit<RowShard, "crops"> = { rank: 0, worldSize: 1 },
 ): void {
   if (config.dropPath <= 0) return;
-  const rates = dropPathRates(config.dropPath, config.backbone.depth);
+  const rates = dropPathRates(config.dropPath, backboneBlocks(config.backbone));
   const { batch, globalCrops, localCrops } = config;
   fillDropPath(
     feeds[STEP_INPUTS.dropPathGlobal] as Float32Array,

@@ -8,7 +8,9 @@
 
 import type { MultiCropConfig } from "../data/augment.ts";
 import { MaskGenerator, type MaskingConfig } from "../data/masking.ts";
-import { VIT_SIZES, type VitConfig } from "../models/vit.ts";
+import { VIT_SIZES } from "../models/vit.ts";
+import { SWIN_PATCH_SIZE, SWIN_SIZES } from "../models/swin.ts";
+import { type BackboneConfig, isSwin, patchGrid } from "../models/backbone.ts";
 import type { PretrainArgs } from "./args.ts";
 import type { IbotStepConfig } from "./step.ts";
 
@@ -20,21 +22,33 @@ export interface RunConfig {
   readonly crops: MultiCropConfig;
   /** The mask generation settings. */
   readonly masking: MaskingConfig;
-  /** Side of the global-crop mask grid (global crop size / patch size). */
+  /** Side of the global-crop mask grid (global crop size / patch size; / 32 for Swin). */
   readonly maskGrid: number;
 }
 
-/** The backbone the arguments describe (without the mask token flag). */
-export function backboneFromArgs(args: PretrainArgs): Omit<VitConfig, "maskedImModeling"> {
+/**
+ * The backbone the arguments describe (without the mask token flag). A Swin's student drop path
+ * is its factory's rate, whatever `--drop_path` says (the official quirk).
+ */
+export function backboneFromArgs(args: PretrainArgs): BackboneConfig {
+  const { patch_size: patchSize, img_size: imgSize } = args;
+  if (args.arch in SWIN_SIZES) {
+    if (patchSize !== 4) {
+      throw new Error(
+        `--arch ${args.arch} needs --patch_size 4 (for Swin it sets the mask grid: 8·p px cells, the 32 px of its last stage), got ${patchSize}`,
+      );
+    }
+    const size = SWIN_SIZES[args.arch as keyof typeof SWIN_SIZES];
+    return { ...size, windowSize: args.window_size, imgSize };
+  }
   const size = VIT_SIZES[args.arch];
   if (!size) {
     throw new Error(
       `--arch ${args.arch} is not available; choose one of ${
-        Object.keys(VIT_SIZES).join(", ")
-      } (Swin is not available yet)`,
+        [...Object.keys(VIT_SIZES), ...Object.keys(SWIN_SIZES)].join(", ")
+      }`,
     );
   }
-  const { patch_size: patchSize, img_size: imgSize } = args;
   if (imgSize % patchSize !== 0) {
     throw new Error(`--img_size ${imgSize} is not a multiple of --patch_size ${patchSize}`);
   }
@@ -44,11 +58,17 @@ export function backboneFromArgs(args: PretrainArgs): Omit<VitConfig, "maskedImM
 /** Checks the arguments and derives the run's configuration. */
 export function runConfigFromArgs(args: PretrainArgs): RunConfig {
   const backbone = backboneFromArgs(args);
-  const p = backbone.patchSize;
-  for (const name of ["global_crop_size", "local_crop_size"] as const) {
-    if (args[name] % p !== 0) {
-      throw new Error(`--${name} ${args[name]} is not a multiple of --patch_size ${p}`);
-    }
+  const grid = patchGrid(backbone);
+  if (args.global_crop_size % grid !== 0) {
+    throw new Error(
+      `--global_crop_size ${args.global_crop_size} is not a multiple of the ${grid} px patch grid`,
+    );
+  }
+  const localStep = isSwin(backbone) ? SWIN_PATCH_SIZE : grid;
+  if (args.local_crop_size % localStep !== 0) {
+    throw new Error(
+      `--local_crop_size ${args.local_crop_size} is not a multiple of ${localStep} px`,
+    );
   }
   const pair = (name: "global_crops_scale" | "local_crops_scale") => {
     const v = args[name];
@@ -71,7 +91,7 @@ export function runConfigFromArgs(args: PretrainArgs): RunConfig {
     predShape: args.pred_shape,
     predStartEpoch: args.pred_start_epoch,
   };
-  const maskGrid = crops.globalCropSize / p;
+  const maskGrid = crops.globalCropSize / grid;
   const maskSlots = Math.max(1, new MaskGenerator(masking).maxMasked(maskGrid, maskGrid));
   const { epochs, warmup_teacher_temp_epochs: warmup, pred_start_epoch: delay } = args;
   if (epochs < warmup + delay) {
@@ -100,7 +120,7 @@ export function runConfigFromArgs(args: PretrainArgs): RunConfig {
     localCrops: crops.localCropsNumber,
     localSize: crops.localCropSize,
     maskSlots,
-    dropPath: args.drop_path,
+    dropPath: isSwin(backbone) ? backbone.dropPathRate : args.drop_path,
     clipGrad: args.clip_grad,
     lambda1: args.lambda1,
     lambda2: args.lambda2,

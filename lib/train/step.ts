@@ -42,7 +42,13 @@ import {
   patchLastLayer,
   patchPrototypes,
 } from "../models/head.ts";
-import { dropPathRates, vit, type VitConfig } from "../models/vit.ts";
+import { dropPathRates } from "../models/vit.ts";
+import {
+  backboneBlocks,
+  type BackboneConfig,
+  backboneTokens,
+  patchGrid,
+} from "../models/backbone.ts";
 import {
   adamwScalars,
   adamwScalarValues,
@@ -58,7 +64,7 @@ import { nextStateName } from "../runtime/store.ts";
 /** Everything that fixes the shapes and the structure of the training graph. */
 export interface IbotStepConfig {
   /** Backbone of both networks; the student gets `masked_embed` when `useMaskedImModeling`. */
-  readonly backbone: Omit<VitConfig, "maskedImModeling">;
+  readonly backbone: BackboneConfig;
   /** The student's head (and the sizes of the teacher's). */
   readonly studentHead: HeadConfig;
   /** The teacher's head: same sizes, its own `sharedHead` (`shared_head_teacher`). */
@@ -288,9 +294,8 @@ export function declareIbotLoss(g: Graph, config: IbotStepConfig): StepLoss {
   if (!Number.isInteger(S) || S < 1) {
     g.fail("buildIbotStep", `the patch slot count must be a positive integer, got ${S}`);
   }
-  const p = config.backbone.patchSize;
-  const patches = (config.globalSize / p) ** 2;
-  const depth = config.backbone.depth;
+  const patches = (config.globalSize / patchGrid(config.backbone)) ** 2;
+  const depth = backboneBlocks(config.backbone);
   const rates = dropPathRates(config.dropPath, depth);
   const useDropPath = config.dropPath > 0;
   const teacherHead: HeadConfig = { ...config.studentHead, sharedHead: config.teacherSharedHead };
@@ -329,8 +334,7 @@ export function declareIbotLoss(g: Graph, config: IbotStepConfig): StepLoss {
 
   // Teacher: unmasked global crops, head MLP on every token.
   const teacher = g.scope(TEACHER, () => {
-    const tokens =
-      vit(g, { ...config.backbone, maskedImModeling: false }, { images: globals }).tokens;
+    const tokens = backboneTokens(g, config.backbone, false, { images: globals });
     const dim = tokens.shape[2];
     const bottleneck = headBottleneck(
       g,
@@ -355,18 +359,22 @@ export function declareIbotLoss(g: Graph, config: IbotStepConfig): StepLoss {
 
   // Student: masked global crops and local crops; head on CLS tokens and slots only.
   const student = g.scope(STUDENT, () => {
-    const backbone = { ...config.backbone, maskedImModeling: config.useMaskedImModeling };
-    const globalTokens = vit(g, backbone, {
+    const backbone = config.backbone;
+    const masked = config.useMaskedImModeling;
+    const globalTokens = backboneTokens(g, backbone, masked, {
       images: globals,
-      mask: config.useMaskedImModeling ? masks : undefined,
+      mask: masked ? masks : undefined,
       dropPath: dropGlobal,
       dropPathRates: rates,
-    }).tokens;
+    });
     const dim = globalTokens.shape[2];
     const rows = [reshape(slice(globalTokens, [0], [1], [1]), [G * B, dim])];
     if (locals) {
-      const localTokens =
-        vit(g, backbone, { images: locals, dropPath: dropLocal, dropPathRates: rates }).tokens;
+      const localTokens = backboneTokens(g, backbone, masked, {
+        images: locals,
+        dropPath: dropLocal,
+        dropPathRates: rates,
+      });
       rows.push(reshape(slice(localTokens, [0], [1], [1]), [L * B, dim]));
     }
     rows.push(gather(reshape(globalTokens, [G * B * (1 + patches), dim]), slotIndices, 0));

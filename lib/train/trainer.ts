@@ -15,7 +15,7 @@ import { shapeSize } from "../graph/tensor.ts";
 import { type MultiCropBatch, MultiCropLoader } from "../data/loader.ts";
 import { MaskGenerator } from "../data/masking.ts";
 import { resolveDataPath } from "../data/source.ts";
-import type { VitConfig } from "../models/vit.ts";
+import type { BackboneConfig } from "../models/backbone.ts";
 import { addAdamWMoments } from "../optim/adamw.ts";
 import { GradScaler } from "../optim/grad_scaler.ts";
 import {
@@ -239,7 +239,7 @@ export class IbotTrainer {
   }
 
   /** The backbone of the networks, for feature extraction. */
-  get backbone(): Omit<VitConfig, "maskedImModeling"> {
+  get backbone(): BackboneConfig {
     return this.config.step.backbone;
   }
 

@@ -1,3 +1,4 @@
+import { patchGrid } from "../../lib/models/backbone.ts";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { assert } from "../assert.ts";
@@ -75,7 +76,8 @@ Deno.test({
     // patch token (with gradients on the global crops'), and the teacher's on every patch token
     // instead of the slots and one mean per row.
     const { globalCrops: g, localCrops: l } = config;
-    const { embedDim, patchSize } = config.backbone;
+    const { embedDim } = config.backbone;
+    const patchSize = patchGrid(config.backbone);
     const globalPatches = (config.globalSize / patchSize) ** 2;
     const localPatches = (config.localSize / patchSize) ** 2;
     const mlp = embedDim * HEAD_HIDDEN_DIM + HEAD_HIDDEN_DIM ** 2 +

@@ -4,6 +4,7 @@
  * all-reduce sums them, the fused step's results at batch 2B.
  */
 
+import { backboneBlocks } from "../../lib/models/backbone.ts";
 import { assert, assertCloseToScale } from "../assert.ts";
 import type { Graph, TensorData } from "../../lib/graph/graph.ts";
 import { encodeOnnxModel } from "../../lib/graph/onnx.ts";
@@ -71,9 +72,9 @@ function randomBatch(config: IbotStepConfig, batch: number, rng: Rng): Batch {
     for (let k = 0; k < draws; k++) mask[rng.int(TINY_PATCHES)] = 1;
     return mask;
   });
-  const rates = dropPathRates(config.dropPath, config.backbone.depth);
-  const dropPathGlobal = new Float32Array(config.backbone.depth * 2 * G * batch);
-  const dropPathLocal = new Float32Array(config.backbone.depth * 2 * L * batch);
+  const rates = dropPathRates(config.dropPath, backboneBlocks(config.backbone));
+  const dropPathGlobal = new Float32Array(backboneBlocks(config.backbone) * 2 * G * batch);
+  const dropPathLocal = new Float32Array(backboneBlocks(config.backbone) * 2 * L * batch);
   fillDropPath(dropPathGlobal, rates, G * batch, rng);
   fillDropPath(dropPathLocal, rates, L * batch, rng);
   return {
