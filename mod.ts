@@ -185,13 +185,44 @@ export { knnClassify, type KnnResult } from "./lib/eval/knn.ts";
 export { type PthValue, readPth, stateDictFromPth, writePth } from "./lib/checkpoint/pth.ts";
 export { PyDict, PyNamespace, PyTuple } from "./lib/checkpoint/pickle.ts";
 export {
-  type BackboneConfig,
   type BackboneFileOptions,
   backboneStore,
   defaultImageSize,
+  inputStep,
+  isVitBackbone,
   loadBackbone,
   type LoadedBackbone,
+  type LoadedVit,
+  requireVit,
+  type SwinBackboneConfig,
+  type VitBackboneConfig,
 } from "./lib/checkpoint/backbone_file.ts";
+export {
+  backboneBlocks,
+  type BackboneConfig,
+  type BackboneInputs,
+  backboneTokens,
+  backboneWidth,
+  isSwin,
+  patchGrid,
+} from "./lib/models/backbone.ts";
+export {
+  swin,
+  SWIN_PATCH_SIZE,
+  SWIN_SIZES,
+  type SwinConfig,
+  swinDropPathRates,
+  type SwinInputs,
+  type SwinOutputs,
+  type SwinSize,
+  type SwinStage,
+  swinStages,
+} from "./lib/models/swin.ts";
+export {
+  relativePositionIndex,
+  shiftedWindowMask,
+  type WindowLayout,
+} from "./lib/models/window_attention.ts";
 export { extractBackbone, toOfficialCheckpoint } from "./lib/checkpoint/official_checkpoint.ts";
 export { checkBackboneKeys, loadBackboneWeights } from "./lib/checkpoint/weights_file.ts";
 export {

@@ -11,7 +11,7 @@ import { attentionMaps, attentionPictures, DEFAULT_THRESHOLD } from "../lib/anal
 import { BackboneRunner } from "../lib/analysis/backbone_runner.ts";
 import { savePng } from "../lib/analysis/picture.ts";
 import { decodeImage, IMAGE_EXTENSIONS } from "../lib/data/image_folder.ts";
-import { defaultImageSize } from "../lib/checkpoint/backbone_file.ts";
+import { defaultImageSize, requireVit } from "../lib/checkpoint/backbone_file.ts";
 import {
   BACKBONE_FILE_OPTIONS,
   describeBackbone,
@@ -72,7 +72,11 @@ async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
   const { folder, images } = await listImages(imagePath);
   const shown = images.slice(0, showPics);
 
-  const loaded = await openBackboneFile(values);
+  const loaded = requireVit(
+    await openBackboneFile(values),
+    "deno task attention",
+    "a Swin attends within windows and has no CLS token whose attention could be drawn",
+  );
   const size = imageSize.length > 0
     ? imageSize
     : [defaultImageSize(loaded), defaultImageSize(loaded)];

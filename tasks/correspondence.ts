@@ -28,6 +28,7 @@ import {
   imageSizeOption,
   openBackboneFile,
 } from "../lib/eval/frozen_backbone.ts";
+import { requireVit } from "../lib/checkpoint/backbone_file.ts";
 import { Progress } from "../lib/runtime/progress.ts";
 import { Rng } from "../lib/runtime/rng.ts";
 import type { OptionTable, OptionValues } from "../lib/cli/options.ts";
@@ -95,7 +96,11 @@ async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
   } = values;
   const numPairs = values.num_pairs ?? showNums;
 
-  const loaded = await openBackboneFile(values);
+  const loaded = requireVit(
+    await openBackboneFile(values),
+    "deno task correspondence",
+    "it matches a ViT's patch tokens, one per patch of the image",
+  );
   const { patchSize } = loaded.config;
   const size = imageSizeOption(values.image_size, loaded);
   const grid = size / patchSize;

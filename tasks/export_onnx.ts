@@ -15,6 +15,7 @@ import {
   DEVICE_OPTIONS,
   openBackboneFile,
 } from "../lib/eval/frozen_backbone.ts";
+import { requireVit } from "../lib/checkpoint/backbone_file.ts";
 import { checkOnnxBackbone, writeOnnxBackbone } from "../lib/eval/onnx_backbone.ts";
 import { type OptionTable, type OptionValues, required } from "../lib/cli/options.ts";
 import { runTask } from "./run_task.ts";
@@ -40,7 +41,11 @@ async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
   if (!(await Deno.stat(folder).then((s) => s.isDirectory, () => false))) {
     throw new Error(`the folder ${folder} of --output does not exist`);
   }
-  const loaded = await openBackboneFile(values);
+  const loaded = requireVit(
+    await openBackboneFile(values),
+    "deno task export_onnx",
+    "the Swin graph has static shapes, and the exported model takes any batch and image size",
+  );
   const { embedDim, depth, heads, patchSize, imgSize } = loaded.config;
   const summary = await writeOnnxBackbone(output, loaded.config, loaded.weights, {
     withAttention: values.with_attention,

@@ -25,7 +25,12 @@ import { runTask } from "./run_task.ts";
 
 const OPTIONS = {
   ...FROZEN_BACKBONE_OPTIONS,
-  n_last_blocks: { kind: "int", help: "CLS tokens of the last N blocks.", default: 4, min: 1 },
+  n_last_blocks: {
+    kind: "int",
+    help: "CLS tokens of the last N blocks (Swin: pooled tokens of the last N, across stages).",
+    default: 4,
+    min: 1,
+  },
   augment: {
     kind: "flag",
     help: "Train on RandomResizedCrop (scale 0.08-1, bilinear) + flip views of the train " +

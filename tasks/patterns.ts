@@ -35,6 +35,7 @@ import {
   imageSizeOption,
   openBackboneFile,
 } from "../lib/eval/frozen_backbone.ts";
+import { requireVit } from "../lib/checkpoint/backbone_file.ts";
 import type { OptionTable, OptionValues } from "../lib/cli/options.ts";
 import { runTask } from "./run_task.ts";
 
@@ -104,7 +105,11 @@ async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
     patch_window: window,
     panel_size: panelSize,
   } = values;
-  const loaded = await openBackboneFile(values);
+  const loaded = requireVit(
+    await openBackboneFile(values),
+    "deno task patterns",
+    "it reads a ViT's patch tokens, one per patch of the image",
+  );
   if (loaded.head.size === 0) {
     throw new Error(
       `${loaded.path} holds no head weights; semantic patterns need a full checkpoint ` +

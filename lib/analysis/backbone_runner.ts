@@ -12,7 +12,12 @@ import { clsLastLayer, headBottleneck, type HeadConfig, patchLastLayer } from ".
 import { vit } from "../models/vit.ts";
 import type { NamedTensor } from "../runtime/named_tensor.ts";
 import { CompiledGraph, type ExecutionProvider } from "../runtime/session.ts";
-import { backboneStore, type LoadedBackbone } from "../checkpoint/backbone_file.ts";
+import {
+  backboneStore,
+  type LoadedBackbone,
+  type LoadedVit,
+  requireVit,
+} from "../checkpoint/backbone_file.ts";
 import type { StateStore } from "../runtime/store.ts";
 
 /** What one run returns; arrays are row-major copies owned by the caller. */
@@ -69,7 +74,7 @@ export class BackboneRunner {
 
   private constructor(
     /** The backbone being run. */
-    readonly loaded: LoadedBackbone,
+    readonly loaded: LoadedVit,
     /** The head's shape when the head runs. */
     readonly head: HeadConfig | undefined,
     /** onnxruntime intra-op threads. */
@@ -89,10 +94,14 @@ export class BackboneRunner {
     }
   }
 
-  /** A runner over `loaded`; with `withHead`, the file's head weights must be present. */
+  /**
+   * A runner over `loaded`, a ViT (its graphs read the CLS token and the last block's attention);
+   * with `withHead`, the file's head weights must be present.
+   */
   static create(loaded: LoadedBackbone, options: BackboneRunnerOptions = {}): BackboneRunner {
-    const head = options.withHead ? headConfigFromWeights(loaded.path, loaded.head) : undefined;
-    return new BackboneRunner(loaded, head, options.threads, options.device ?? "cpu");
+    const vit = requireVit(loaded, "the backbone runner", "it runs the ViT's graphs");
+    const head = options.withHead ? headConfigFromWeights(vit.path, vit.head) : undefined;
+    return new BackboneRunner(vit, head, options.threads, options.device ?? "cpu");
   }
 
   /** Patch size in pixels. */

@@ -9,15 +9,22 @@
  * @module
  */
 
-import { vit, VIT_SIZES, type VitConfig } from "../models/vit.ts";
+import { VIT_SIZES, type VitConfig } from "../models/vit.ts";
+import { SWIN_PATCH_SIZE, SWIN_SIZES, type SwinConfig, swinStages } from "../models/swin.ts";
+import { type BackboneConfig, backboneTokens, isSwin } from "../models/backbone.ts";
+import { relativePositionIndex } from "../models/window_attention.ts";
 import type { NamedTensor } from "../runtime/named_tensor.ts";
 import { StateStore } from "../runtime/store.ts";
 import { formatShape } from "../graph/tensor.ts";
 import { checkBackboneKeys, readCheckpointFile, splitStateDict } from "./weights_file.ts";
+import { biasTableWindow, POSITION_INDEX_SUFFIX } from "./official_checkpoint.ts";
 import { Graph } from "../graph/graph.ts";
 
 /** A ViT's architecture without the mask token flag. */
-export type BackboneConfig = Omit<VitConfig, "maskedImModeling">;
+export type VitBackboneConfig = Omit<VitConfig, "maskedImModeling">;
+
+/** A Swin's architecture without the mask token flag. */
+export type SwinBackboneConfig = Omit<SwinConfig, "maskedImModeling">;
 
 /** How to open a backbone file. */
 export interface BackboneFileOptions {
@@ -26,21 +33,30 @@ export interface BackboneFileOptions {
    * extracted backbone (a flat file needs none; extracted files are found under either key).
    */
   readonly key?: string;
-  /** Architecture name (`vit_small`, …) when the file carries no run arguments. */
+  /** Architecture name (`vit_small`, `swin_tiny`, …) when the file carries no run arguments. */
   readonly arch?: string;
-  /** Patch size in pixels when the file carries no run arguments. */
+  /** ViT patch size in pixels when the file carries no run arguments (a Swin's is always 4). */
   readonly patchSize?: number;
+  /** Swin window side in tokens when the file carries no run arguments. */
+  readonly windowSize?: number;
 }
 
 /** A backbone read from a file and checked against its architecture. */
-export interface LoadedBackbone {
+export interface LoadedBackbone<C extends BackboneConfig = BackboneConfig> {
   /** The file it was read from. */
   readonly path: string;
   /** The state dict it came from (`teacher`, `student`, `state_dict`, or `flat`). */
   readonly key: string;
-  /** The architecture; `imgSize` is the size the position embedding is laid out for. */
-  readonly config: BackboneConfig;
-  /** Backbone weights, keys without `backbone.` (`cls_token`, `blocks.0.attn.qkv.weight`, …). */
+  /**
+   * The architecture; `imgSize` is the size the ViT's position embedding, or the Swin's windows
+   * and shifts, are laid out for.
+   */
+  readonly config: C;
+  /**
+   * Backbone weights, keys without `backbone.` (`cls_token`, `blocks.0.attn.qkv.weight`,
+   * `layers.0.blocks.0.attn.qkv.weight`, …); a Swin's `relative_position_index` buffers are
+   * checked and left out.
+   */
   readonly weights: Map<string, NamedTensor>;
   /** Head weights, keys without `head.` (`mlp.0.weight`, `last_layer.weight_g`, …); may be empty. */
   readonly head: Map<string, NamedTensor>;
@@ -48,6 +64,29 @@ export interface LoadedBackbone {
   readonly args?: Readonly<Record<string, unknown>>;
   /** Completed epochs when the file records them. */
   readonly epoch?: number;
+}
+
+/** A loaded ViT backbone. */
+export type LoadedVit = LoadedBackbone<VitBackboneConfig>;
+
+/** True when the loaded backbone is a ViT (the analyses and the ONNX export need one). */
+export function isVitBackbone(loaded: LoadedBackbone): loaded is LoadedVit {
+  return !isSwin(loaded.config);
+}
+
+/**
+ * The loaded backbone as a ViT, or one sentence: `task` does not take a Swin yet, for `reason`.
+ */
+export function requireVit(loaded: LoadedBackbone, task: string, reason: string): LoadedVit {
+  if (isVitBackbone(loaded)) return loaded;
+  throw new Error(
+    `${task} does not take a Swin backbone yet (${reason}): ${loaded.path} holds one`,
+  );
+}
+
+/** Side in pixels that input images must be a multiple of: the ViT's patch, the Swin's 4. */
+export function inputStep(config: BackboneConfig): number {
+  return isSwin(config) ? SWIN_PATCH_SIZE : config.patchSize;
 }
 
 const ALLOWED_EXTRA = ["masked_embed"];
@@ -59,16 +98,27 @@ export async function loadBackbone(
 ): Promise<LoadedBackbone> {
   const requested = options.key ?? "teacher";
   const file = await readCheckpointFile(path, requested);
-  const { backbone: weights, head } = splitStateDict(file.dict);
-  if (weights.size === 0) throw new Error(`${path} holds no backbone weights under "${file.key}"`);
-  const config = architecture(path, weights, file.args, options);
+  const { backbone, head } = splitStateDict(file.dict);
+  if (backbone.size === 0) throw new Error(`${path} holds no backbone weights under "${file.key}"`);
+  const weights = new Map([...backbone].filter(([name]) => !name.endsWith(POSITION_INDEX_SUFFIX)));
+  const arch = options.arch ?? (file.args?.arch === undefined ? undefined : String(file.args.arch));
+  const swinFile = [...weights.keys()].some((name) => name.startsWith("layers."));
+  if (arch !== undefined && (arch in SWIN_SIZES) !== swinFile) {
+    throw new Error(`${path} holds a ${swinFile ? "Swin" : "ViT"} backbone, not ${arch}`);
+  }
+  const config = swinFile
+    ? swinArchitecture(path, weights, arch, file.args, options)
+    : vitArchitecture(path, weights, arch, file.args, options);
   checkWeights(path, weights, config);
+  for (const [name, index] of backbone) {
+    if (name.endsWith(POSITION_INDEX_SUFFIX)) checkPositionIndex(path, name, index, weights);
+  }
   return { path, key: file.key, config, weights, head, args: file.args, epoch: file.epoch };
 }
 
 /**
  * A state store holding the backbone as `<prefix>.backbone.<name>`, the names a graph built with
- * `vit()` under scope `prefix` declares (float64 weights are converted to float32).
+ * `vit()` or `swin()` under scope `prefix` declares (float64 weights are converted to float32).
  */
 export function backboneStore(loaded: LoadedBackbone, prefix: string): StateStore {
   const store = new StateStore();
@@ -87,17 +137,22 @@ export function defaultImageSize(loaded: LoadedBackbone): number {
   return Number.isInteger(size) && size > 0 ? size : 224;
 }
 
-function architecture(
-  path: string,
-  weights: Map<string, NamedTensor>,
-  args: Readonly<Record<string, unknown>> | undefined,
-  options: BackboneFileOptions,
-): BackboneConfig {
-  const shapeOf = (name: string): number[] => {
+function shapeIn(path: string, family: string, weights: Map<string, NamedTensor>) {
+  return (name: string): number[] => {
     const t = weights.get(name);
-    if (!t) throw new Error(`${path} is not a ViT backbone: it has no ${name}`);
+    if (!t) throw new Error(`${path} is not a ${family} backbone: it has no ${name}`);
     return t.shape;
   };
+}
+
+function vitArchitecture(
+  path: string,
+  weights: Map<string, NamedTensor>,
+  arch: string | undefined,
+  args: Readonly<Record<string, unknown>> | undefined,
+  options: BackboneFileOptions,
+): VitBackboneConfig {
+  const shapeOf = shapeIn(path, "ViT", weights);
   const patchWeight = shapeOf("patch_embed.proj.weight");
   const embedDim = shapeOf("cls_token").at(-1)!;
   const tokens = shapeOf("pos_embed")[1];
@@ -107,12 +162,11 @@ function architecture(
   if (grid * grid !== tokens - 1) {
     throw new Error(`${path}: pos_embed has ${tokens} entries, not 1 + a square grid`);
   }
-  const arch = options.arch ?? (args?.arch === undefined ? undefined : String(args.arch));
   let size = arch ? VIT_SIZES[arch] : undefined;
   if (arch && !size) {
     throw new Error(
       `${path}: architecture ${arch} is not available; choose one of ${
-        Object.keys(VIT_SIZES).join(", ")
+        [...Object.keys(VIT_SIZES), ...Object.keys(SWIN_SIZES)].join(", ")
       }`,
     );
   }
@@ -141,11 +195,107 @@ function architecture(
   return { ...size, patchSize, imgSize: grid * patchSize, mlpRatio };
 }
 
+/**
+ * A Swin's architecture: widths, depths and heads from `arch` (checked against the weights) or
+ * from the weights (stage widths, blocks per stage, heads from the bias tables' second axis);
+ * the window from `--window_size`, the run's `window_size`, else stage 0's first bias table
+ * [(2w − 1)², heads]; the layout size from the run's `img_size`, else 224 (official) when the
+ * tables' windows fit it, else the smallest size they fit.
+ */
+function swinArchitecture(
+  path: string,
+  weights: Map<string, NamedTensor>,
+  arch: string | undefined,
+  args: Readonly<Record<string, unknown>> | undefined,
+  options: BackboneFileOptions,
+): SwinBackboneConfig {
+  const shapeOf = shapeIn(path, "Swin", weights);
+  const patchWeight = shapeOf("patch_embed.proj.weight");
+  if (patchWeight[2] !== SWIN_PATCH_SIZE || patchWeight[3] !== SWIN_PATCH_SIZE) {
+    throw new Error(
+      `${path} holds a Swin patch embedding of ${patchWeight[2]}×${
+        patchWeight[3]
+      } pixels, not ${SWIN_PATCH_SIZE}×${SWIN_PATCH_SIZE}`,
+    );
+  }
+  const embedDim = patchWeight[0];
+  const depths: number[] = [];
+  while (weights.has(`layers.${depths.length}.blocks.0.norm1.weight`)) {
+    const s = depths.length;
+    let depth = 0;
+    while (weights.has(`layers.${s}.blocks.${depth}.norm1.weight`)) depth++;
+    depths.push(depth);
+  }
+  const table = (s: number, b: number) =>
+    `layers.${s}.blocks.${b}.attn.relative_position_bias_table`;
+  const windows = depths.map((depth, s) =>
+    Array.from({ length: depth }, (_, b) => {
+      shapeOf(table(s, b));
+      return biasTableWindow(`${path}: ${table(s, b)}`, weights.get(table(s, b))!);
+    })
+  );
+  const heads = depths.map((_, s) => shapeOf(table(s, 0))[1]);
+  const fromArgs = (value: unknown) => value === undefined ? undefined : Number(value);
+  const windowSize = options.windowSize ?? fromArgs(args?.window_size) ?? windows[0][0];
+  const size = arch === undefined
+    ? Object.values(SWIN_SIZES).find((s) =>
+      s.embedDim === embedDim && sameList(s.depths, depths) && sameList(s.heads, heads)
+    )
+    : SWIN_SIZES[arch as keyof typeof SWIN_SIZES];
+  const describe = (c: number, d: readonly number[], h: readonly number[]) =>
+    `width ${c}, depths [${d}], heads [${h}]`;
+  if (
+    arch !== undefined &&
+    !(size!.embedDim === embedDim && sameList(size!.depths, depths) &&
+      sameList(size!.heads, heads))
+  ) {
+    throw new Error(
+      `${path} holds a Swin of ${describe(embedDim, depths, heads)}, not ${arch} (${
+        describe(size!.embedDim, size!.depths, size!.heads)
+      })`,
+    );
+  }
+  const fc1 = weights.get("layers.0.blocks.0.mlp.fc1.weight");
+  const base = {
+    embedDim,
+    depths,
+    heads,
+    dropPathRate: size?.dropPathRate ?? 0,
+    windowSize,
+    mlpRatio: fc1 ? fc1.shape[0] / embedDim : 4,
+  };
+  const fits = (imgSize: number) => {
+    try {
+      const stages = swinStages({ ...base, imgSize, maskedImModeling: false });
+      return stages.every((stage, s) =>
+        stage.blocks.every((block, b) => block.window === windows[s][b])
+      );
+    } catch {
+      return false;
+    }
+  };
+  const imgSize = fromArgs(args?.img_size) ??
+    [224, ...Array.from({ length: 1024 }, (_, i) => 4 * (i + 1))]
+      .find(fits);
+  if (imgSize === undefined) {
+    throw new Error(
+      `${path}: no image size lays out a window of ${windowSize} as its bias tables (windows [${
+        windows.map((w) => `[${w}]`)
+      }])`,
+    );
+  }
+  return { ...base, imgSize };
+}
+
+function sameList(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
 function checkWeights(path: string, weights: Map<string, NamedTensor>, config: BackboneConfig) {
   const graph = new Graph("backbone_weights");
   const size = config.imgSize;
   const images = graph.input("images", "float32", [1, 3, size, size]);
-  vit(graph, { ...config, maskedImModeling: false }, { images });
+  backboneTokens(graph, config, false, { images });
   const expected = new Map(graph.params.map((p) => [p.name.slice("backbone.".length), p.shape]));
   try {
     checkBackboneKeys(weights, [...expected.keys()], ALLOWED_EXTRA);
@@ -164,5 +314,30 @@ function checkWeights(path: string, weights: Map<string, NamedTensor>, config: B
     if (tensor.dtype !== "float32" && tensor.dtype !== "float64") {
       throw new Error(`${path}: ${name} is ${tensor.dtype}; backbone weights must be float32`);
     }
+  }
+}
+
+/**
+ * Checks a Swin block's `relative_position_index` buffer against the official index of the
+ * window its (already checked) bias table has; it is a constant of our graph, so it is dropped.
+ */
+function checkPositionIndex(
+  path: string,
+  name: string,
+  index: NamedTensor,
+  weights: Map<string, NamedTensor>,
+) {
+  const block = name.slice(0, -POSITION_INDEX_SUFFIX.length);
+  const table = weights.get(`${block}.relative_position_bias_table`);
+  if (!table) throw new Error(`${path}: ${name} belongs to no block of the backbone`);
+  const window = biasTableWindow(`${path}: ${block}.relative_position_bias_table`, table);
+  const expected = relativePositionIndex(window);
+  const n = window * window;
+  const same = index.dtype === "int64" && formatShape(index.shape) === formatShape([n, n]) &&
+    expected.every((v, i) => Number(index.data[i]) === v);
+  if (!same) {
+    throw new Error(
+      `${path}: ${name} is not the official relative position index of a ${window}×${window} window`,
+    );
   }
 }

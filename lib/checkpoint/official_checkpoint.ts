@@ -17,6 +17,7 @@ import { expAvgName, expAvgSqName } from "../optim/adamw.ts";
 import type { NamedTensor } from "../runtime/named_tensor.ts";
 import type { StateStore } from "../runtime/store.ts";
 import type { TrainingCheckpoint } from "./training_checkpoint.ts";
+import { relativePositionIndex } from "../models/window_attention.ts";
 
 /** The two networks of a checkpoint. */
 export type NetworkKey = "teacher" | "student";
@@ -25,20 +26,54 @@ export type NetworkKey = "teacher" | "student";
 export const BACKBONE_PREFIX = "backbone.";
 /** The prefix DistributedDataParallel puts on the student's keys in the official checkpoint. */
 export const MODULE_PREFIX = "module.";
+/** The key ending of a Swin block's relative position bias table [(2w − 1)², heads]. */
+export const BIAS_TABLE_SUFFIX = ".relative_position_bias_table";
+/** The key ending of the int64 buffer [w², w²] that the official Swin keeps beside each table. */
+export const POSITION_INDEX_SUFFIX = ".relative_position_index";
 const BACKBONE = BACKBONE_PREFIX;
 const MODULE = MODULE_PREFIX;
 
 /**
- * The official state dict of one network of a training store (keys of §8.2/§8.4 without
- * `module.`), in store order. A shared head (no `head.last_layer2.*` in the store) gets the
- * `head.last_layer2.weight_g/_v` alias keys right after `last_layer`, sharing its arrays, as
- * `state_dict()` does not de-duplicate them (§8.4).
+ * The window side w of a Swin relative position bias table [(2w − 1)², heads], or one sentence
+ * naming `name` when its first axis is not such a square.
+ */
+export function biasTableWindow(name: string, table: NamedTensor): number {
+  const side = Math.round(Math.sqrt(table.shape[0]));
+  if (table.shape.length !== 2 || side * side !== table.shape[0] || side % 2 !== 1) {
+    throw new Error(`${name} has shape [${table.shape}], not [(2w − 1)², heads] for a window w`);
+  }
+  return (side + 1) / 2;
+}
+
+/** The official int64 `relative_position_index` buffer [w², w²] of a w×w window. */
+export function positionIndexBuffer(window: number): NamedTensor {
+  const n = window * window;
+  return {
+    dtype: "int64",
+    shape: [n, n],
+    data: BigInt64Array.from(relativePositionIndex(window), (v) => BigInt(v)),
+  };
+}
+
+/**
+ * The official state dict of one network of a training store (keys of §8.2/§8.3/§8.4 without
+ * `module.`), in store order. A Swin block's `relative_position_index` buffer, which the store
+ * does not hold, follows its bias table (the window read from the table's shape), as
+ * `state_dict()` lists a module's buffers after its own parameters. A shared head (no
+ * `head.last_layer2.*` in the store) gets the `head.last_layer2.weight_g/_v` alias keys right
+ * after `last_layer`, sharing its arrays, as `state_dict()` does not de-duplicate them (§8.4).
  */
 export function networkStateDict(store: StateStore, key: NetworkKey): Map<string, NamedTensor> {
   const prefix = `${key}.`;
   const out = new Map<string, NamedTensor>();
   for (const [name, tensor] of store.toNamedTensors()) {
-    if (name.startsWith(prefix)) out.set(name.slice(prefix.length), tensor);
+    if (!name.startsWith(prefix)) continue;
+    const local = name.slice(prefix.length);
+    out.set(local, tensor);
+    if (local.endsWith(BIAS_TABLE_SUFFIX)) {
+      const index = local.slice(0, -BIAS_TABLE_SUFFIX.length) + POSITION_INDEX_SUFFIX;
+      out.set(index, positionIndexBuffer(biasTableWindow(name, tensor)));
+    }
   }
   if (out.size === 0) throw new Error(`the training checkpoint holds no ${key} tensors`);
   const shared = !out.has("head.last_layer2.weight_v") && out.has("head.last_layer.weight_v");

@@ -10,8 +10,10 @@ import {
   type BackboneFileOptions,
   backboneStore,
   defaultImageSize,
+  inputStep,
   loadBackbone,
 } from "../checkpoint/backbone_file.ts";
+import { backboneBlocks } from "../models/backbone.ts";
 import type { LoadedBackbone } from "../checkpoint/backbone_file.ts";
 import type { StateStore } from "../runtime/store.ts";
 import type { FeatureOptions } from "./knn_eval.ts";
@@ -39,7 +41,12 @@ export const BACKBONE_FILE_OPTIONS = {
   },
   patch_size: {
     kind: "int",
-    help: "Patch size when the file has no run arguments (default: from the weights).",
+    help: "ViT patch size when the file has no run arguments (default: from the weights).",
+    min: 1,
+  },
+  window_size: {
+    kind: "int",
+    help: "Swin window size when the file has no run arguments (default: from the weights).",
     min: 1,
   },
 } as const satisfies OptionTable;
@@ -97,6 +104,7 @@ export async function openBackboneFile(values: BackboneFileValues): Promise<Load
     key: values.checkpoint_key,
     arch: values.arch,
     patchSize: values.patch_size,
+    windowSize: values.window_size,
   };
   return await loadBackbone(path, options);
 }
@@ -122,10 +130,9 @@ export async function openFrozenBackbone(
   nLastBlocks: number,
 ): Promise<FrozenBackbone> {
   const loaded = await openBackboneFile(values);
-  if (nLastBlocks > loaded.config.depth) {
-    throw new Error(
-      `--n_last_blocks ${nLastBlocks} exceeds the backbone's ${loaded.config.depth} blocks`,
-    );
+  const blocks = backboneBlocks(loaded.config);
+  if (nLastBlocks > blocks) {
+    throw new Error(`--n_last_blocks ${nLastBlocks} exceeds the backbone's ${blocks} blocks`);
   }
   const dataPath = dataPathOption(values.data_path, loaded);
   const size = imageSizeOption(values.image_size, loaded);
@@ -155,10 +162,13 @@ export function dataPathOption(dataPath: string | undefined, loaded: LoadedBackb
   return String(path);
 }
 
-/** `imageSize` (`--image_size`), else {@link defaultImageSize}; a multiple of the patch size. */
+/**
+ * `imageSize` (`--image_size`), else {@link defaultImageSize}; a multiple of the patch size (4
+ * for a Swin).
+ */
 export function imageSizeOption(imageSize: number | undefined, loaded: LoadedBackbone): number {
   const size = imageSize ?? defaultImageSize(loaded);
-  const patch = loaded.config.patchSize;
+  const patch = inputStep(loaded.config);
   if (size % patch !== 0) {
     throw new Error(`--image_size ${size} is not a multiple of the patch size ${patch}`);
   }

@@ -32,7 +32,7 @@ import { prepareCuda } from "../runtime/cuda_libraries.ts";
 import type { NamedTensor } from "../runtime/named_tensor.ts";
 import { Rng } from "../runtime/rng.ts";
 import { CompiledGraph, type ExecutionProvider, ortBindingDir } from "../runtime/session.ts";
-import type { BackboneConfig } from "../checkpoint/backbone_file.ts";
+import type { VitBackboneConfig as BackboneConfig } from "../checkpoint/backbone_file.ts";
 
 /** Options of {@link buildOnnxBackbone} and {@link writeOnnxBackbone}. */
 export interface OnnxBackboneOptions {

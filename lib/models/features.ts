@@ -2,7 +2,9 @@
  * The evaluation artifact: a frozen backbone that turns a batch of images into one feature row per
  * image, as the official k-NN and linear evaluations do (§6.1): the final-normed CLS token of the
  * last `n` blocks (`avgpool` 0), the mean patch token of the last block (1), or both (2). For a
- * Swin only the first is available with n = 1: its "CLS", the average-pooled last-stage token.
+ * Swin only the first is available: its "CLS" of each of the last n blocks counted across stages
+ * is the average of the block's tokens, final-normed in the last stage and raw before (the
+ * official `get_intermediate_layers`), so the width is the sum of those blocks' widths.
  *
  * @module
  */
@@ -13,7 +15,8 @@ import { mean } from "../graph/reduce.ts";
 import { concat, reshape, slice } from "../graph/shape.ts";
 import type { Tensor } from "../graph/tensor.ts";
 import { vit } from "./vit.ts";
-import { type BackboneConfig, backboneTokens, isSwin } from "./backbone.ts";
+import { swin } from "./swin.ts";
+import { type BackboneConfig, isSwin } from "./backbone.ts";
 
 /** What the feature graph computes. */
 export interface FeatureConfig {
@@ -39,13 +42,19 @@ export function buildFeatureGraph(config: FeatureConfig): { graph: Graph; dim: n
   const g = new Graph("ibot_features");
   const images = g.input(FEATURE_IO.images, "float32", [config.batch, 3, config.size, config.size]);
   const backbone = config.backbone;
-  if (isSwin(backbone) && (config.avgpool !== 0 || config.nLastBlocks !== 1)) {
+  if (isSwin(backbone) && config.avgpool !== 0) {
     throw new Error(
-      `Swin features are the average-pooled token of the last block only (avgpool_patchtokens 0, n_last_blocks 1), not avgpool ${config.avgpool} with ${config.nLastBlocks} blocks`,
+      `Swin features are average-pooled block tokens (avgpool_patchtokens 0), not avgpool ${config.avgpool}`,
     );
   }
   const features = g.scope(config.prefix, () => {
-    if (isSwin(backbone)) return clsToken(backboneTokens(g, backbone, false, { images }));
+    if (isSwin(backbone)) {
+      const out = swin(g, { ...backbone, maskedImModeling: false }, {
+        images,
+        intermediateLayers: config.nLastBlocks,
+      });
+      return concat(out.intermediate.map((tokens) => mean(tokens, [1])), 1);
+    }
     const out = vit(g, { ...backbone, maskedImModeling: false }, {
       images,
       intermediateLayers: config.avgpool === 1 ? 0 : config.nLastBlocks,

@@ -99,6 +99,11 @@ export interface SwinInputs {
   readonly dropPath?: Tensor;
   /** Blocks whose drop-path rate is 0 ignore `dropPath` (no work is emitted for them). */
   readonly dropPathRates?: readonly number[];
+  /**
+   * Also return the outputs of the last n blocks, counted across stages (evaluation, the official
+   * `get_intermediate_layers`).
+   */
+  readonly intermediateLayers?: number;
 }
 
 /** Outputs of one forward pass. */
@@ -108,6 +113,12 @@ export interface SwinOutputs {
    * then those L tokens (D = C·2^(stages − 1)).
    */
   readonly tokens: Tensor;
+  /**
+   * The outputs of the last `intermediateLayers` blocks in forward order, each [B, h·w, C] of
+   * its stage: those of the last stage through the final norm, earlier ones raw (before patch
+   * merging).
+   */
+  readonly intermediate: Tensor[];
 }
 
 /** The stochastic-depth rate of each block across stages: linspace(0, rate, Σ depths). */
@@ -189,6 +200,7 @@ export function swin(g: Graph, config: SwinConfig, inputs: SwinInputs): SwinOutp
     }
 
     let block = 0;
+    const outputs: { tokens: Tensor; last: boolean }[] = [];
     for (const [s, stage] of stages.entries()) {
       const mlpHidden = Math.floor(stage.dim * mlpRatio);
       for (const [b, layout] of stage.blocks.entries()) {
@@ -203,6 +215,7 @@ export function swin(g: Graph, config: SwinConfig, inputs: SwinInputs): SwinOutp
           `layers.${s}.blocks.${b}`,
           () => swinBlock(g, input, [h, w], stage.heads, layout, mlpHidden, scales),
         );
+        outputs.push({ tokens: x, last: s === stages.length - 1 });
         block++;
       }
       if (s < stages.length - 1) {
@@ -211,8 +224,13 @@ export function swin(g: Graph, config: SwinConfig, inputs: SwinInputs): SwinOutp
         [h, w] = [Math.ceil(h / 2), Math.ceil(w / 2)];
       }
     }
-    const normed = layerNorm(g, "norm", x, EPS);
-    return { tokens: concat([mean(normed, [1], true), normed], 1) };
+    const finalNorm = (t: Tensor) => layerNorm(g, "norm", t, EPS);
+    const normed = finalNorm(x);
+    const n = inputs.intermediateLayers ?? 0;
+    return {
+      tokens: concat([mean(normed, [1], true), normed], 1),
+      intermediate: outputs.slice(blocks - n).map((o) => o.last ? finalNorm(o.tokens) : o.tokens),
+    };
   });
 }
 

@@ -19,7 +19,7 @@ import { BackboneRunner } from "../../lib/analysis/backbone_runner.ts";
 import { drawLine } from "../../lib/analysis/draw.ts";
 import { blankPicture } from "../../lib/analysis/picture.ts";
 import { cropAndResize, normalize } from "../../lib/data/augment.ts";
-import type { BackboneConfig, LoadedBackbone } from "../../lib/checkpoint/backbone_file.ts";
+import type { LoadedBackbone, VitBackboneConfig } from "../../lib/checkpoint/backbone_file.ts";
 import { Graph } from "../../lib/graph/graph.ts";
 import { vit, VIT_SIZES } from "../../lib/models/vit.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
@@ -31,7 +31,7 @@ import { withTempDir, writeVendoredSubset } from "../data/fixtures.ts";
 import { runDenoTask } from "../task_runner.ts";
 
 /** Randomly initialised backbone weights of `config`, keys without `backbone.`. */
-function randomBackbone(config: BackboneConfig, seed: number): Map<string, NamedTensor> {
+function randomBackbone(config: VitBackboneConfig, seed: number): Map<string, NamedTensor> {
   const g = new Graph("tiny");
   const images = g.input("images", "float32", [1, 3, config.imgSize, config.imgSize]);
   vit(g, { ...config, maskedImModeling: false }, { images });

@@ -6,7 +6,7 @@ import * as ortWeb from "onnxruntime-web";
 import { assert, assertClose } from "../assert.ts";
 import { Graph } from "../../lib/graph/graph.ts";
 import { vit, VIT_SIZES } from "../../lib/models/vit.ts";
-import type { BackboneConfig } from "../../lib/checkpoint/backbone_file.ts";
+import type { VitBackboneConfig as BackboneConfig } from "../../lib/checkpoint/backbone_file.ts";
 import {
   checkOnnxBackbone,
   ONNX_BACKBONE_TOLERANCE,

@@ -11,7 +11,7 @@ import { assert, assertCloseToScale } from "../assert.ts";
 import { runTorchScript, torchAvailable } from "../reference/torch.ts";
 import { runDenoTask } from "../task_runner.ts";
 import { BackboneRunner } from "../../lib/analysis/backbone_runner.ts";
-import { loadBackbone } from "../../lib/checkpoint/backbone_file.ts";
+import { isVitBackbone, loadBackbone } from "../../lib/checkpoint/backbone_file.ts";
 import { Graph } from "../../lib/graph/graph.ts";
 import {
   clsLastLayer,
@@ -47,6 +47,7 @@ async function assertSameForward(
 ): Promise<void> {
   for (const key of ["teacher", "student"]) {
     const loaded = await loadBackbone(path, { key });
+    assert(isVitBackbone(loaded));
     assert.equal(loaded.config.patchSize, 16);
     assert.equal(loaded.config.imgSize, 224);
     assert.equal(loaded.config.embedDim, VIT_SIZES.vit_tiny.embedDim);
