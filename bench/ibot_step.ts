@@ -9,7 +9,7 @@
 import { patchGrid } from "../lib/models/backbone.ts";
 import type { TensorData } from "../lib/graph/graph.ts";
 import { shapeSize } from "../lib/graph/tensor.ts";
-import { MaskGenerator } from "../lib/data/masking.ts";
+import { MaskGenerator, type MaskingConfig } from "../lib/data/masking.ts";
 import { addAdamWMoments } from "../lib/optim/adamw.ts";
 import { Rng } from "../lib/runtime/rng.ts";
 import { CompiledGraph, type CompileOptions } from "../lib/runtime/session.ts";
@@ -37,21 +37,27 @@ export const IBOT_BENCH: IbotStepConfig = {
   lambda2: 1,
 };
 
-/** Side of the global crops' mask grid. */
-const GRID = IBOT_BENCH.globalSize / patchGrid(IBOT_BENCH.backbone);
+/** The benchmarks' masking: block masks at ratio 0.3. */
+export const BENCH_MASKING: MaskingConfig = {
+  predRatio: 0.3,
+  predRatioVar: 0,
+  predShape: "block",
+  predStartEpoch: 0,
+};
 
-/** The benchmark's masks, one per global-crop row: block masks at ratio 0.3 from a fixed seed. */
-export function benchMasks(): Uint8Array[] {
-  const masking = new MaskGenerator({
-    predRatio: 0.3,
-    predRatioVar: 0,
-    predShape: "block",
-    predStartEpoch: 0,
-  });
+/** Side of the global crops' mask grid of `config`. */
+export function benchGrid(config: IbotStepConfig = IBOT_BENCH): number {
+  return config.globalSize / patchGrid(config.backbone);
+}
+
+/** The masks of `config`'s batch, one per global-crop row: {@link BENCH_MASKING}, seed 1. */
+export function benchMasks(config: IbotStepConfig = IBOT_BENCH): Uint8Array[] {
+  const masking = new MaskGenerator(BENCH_MASKING);
+  const grid = benchGrid(config);
   const rng = new Rng(1);
   return Array.from(
-    { length: IBOT_BENCH.globalCrops * IBOT_BENCH.batch },
-    () => masking.draw(GRID, GRID, 0, rng),
+    { length: config.globalCrops * config.batch },
+    () => masking.draw(grid, grid, 0, rng),
   );
 }
 
@@ -65,11 +71,11 @@ export interface BenchSlots {
   readonly buckets: readonly number[];
 }
 
-/** The bucket the benchmark's masks need, as the trainer picks it. */
-export function benchSlots(): BenchSlots {
-  const { globalCrops, batch, maskSlots } = IBOT_BENCH;
+/** The bucket the masks of `config`'s batch need, as the trainer picks it. */
+export function benchSlots(config: IbotStepConfig = IBOT_BENCH): BenchSlots {
+  const { globalCrops, batch, maskSlots } = config;
   const buckets = slotBuckets(globalCrops * batch * maskSlots);
-  const masked = countMasked(benchMasks());
+  const masked = countMasked(benchMasks(config));
   return { slots: pickSlotBucket(buckets, masked), masked, buckets };
 }
 
@@ -105,7 +111,7 @@ export async function prepareIbotStep(options: CompileOptions = {}): Promise<Pre
     if (input.dtype === "int64") feeds[input.name] = new BigInt64Array(n);
     else feeds[input.name] = Float32Array.from({ length: n }, () => rng.normal());
   }
-  fillMaskInputs(feeds, benchMasks(), slots, GRID * GRID);
+  fillMaskInputs(feeds, benchMasks(), slots, benchGrid() ** 2);
   (feeds.drop_path_global as Float32Array).fill(1);
   (feeds.drop_path_local as Float32Array).fill(1);
   let step = 0;

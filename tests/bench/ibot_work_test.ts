@@ -5,7 +5,8 @@ import { assert } from "../assert.ts";
 import { countMacs } from "../../lib/graph/cost.ts";
 import { HEAD_BOTTLENECK_DIM, HEAD_HIDDEN_DIM } from "../../lib/models/head.ts";
 import { buildIbotStep } from "../../lib/train/step.ts";
-import { IBOT_BENCH } from "../../bench/ibot_step.ts";
+import { benchSlots, IBOT_BENCH } from "../../bench/ibot_step.ts";
+import { SWIN_BENCH } from "../../bench/swin_step.ts";
 import { blasProblem, runTorch, type TorchReport } from "../../bench/torch_timing.ts";
 import { PYTHON, torchAvailable } from "../reference/torch.ts";
 
@@ -42,14 +43,20 @@ Deno.test({
   },
 });
 
-/** One counted iteration of `ibot_step_torch.py` at a small batch, on `slots` flat slots. */
+/**
+ * One counted iteration of `ibot_step_torch.py` for `arch` at a small batch, on `slots` flat
+ * slots.
+ */
 function countTorchWork(
   work: "official" | "equal",
   batch: number,
   slots: number,
+  arch: "vit" | "swin" = "vit",
 ): Promise<TorchReport> {
   return runTorch(PYTHON, "ibot_step_torch.py", [
-    ...["--work", work, "--steps", "0", "--warmup", "0", "--count-macs", "--threads", "1"],
+    ...["--arch", arch, "--work", work, "--steps", "0", "--warmup", "0", "--count-macs"],
+    "--threads",
+    "1",
     ...["--batch", String(batch), "--slots", String(slots)],
   ]);
 }
@@ -98,6 +105,26 @@ Deno.test({
         assert.match(path, /\/lib(open)?blas[^/]*\.so|\/liblapack[^/]*\.so/);
       }
     }
+  },
+});
+
+Deno.test({
+  name: "the Swin benchmark: PyTorch's equal work is our step's, its official work only adds head",
+  ignore,
+  async fn() {
+    // Two images: 4 global-crop rows with one masked cell each of their 2×2 last-stage grids.
+    const batch = 2;
+    const config = { ...SWIN_BENCH, batch };
+    const { slots, masked } = benchSlots(config);
+    assert.equal(masked, 4);
+    const ours = countMacs(buildIbotStep({ ...config, slots }).graph);
+    const official = await countTorchWork("official", batch, slots, "swin");
+    const equal = await countTorchWork("equal", batch, slots, "swin");
+    const relative = (ours - equal.macs!) / equal.macs!;
+    assert(relative >= 0 && relative < 0.003, `ours ${ours} against PyTorch's ${equal.macs}`);
+    // The head on every token is the only difference: under 5% of a Swin step at 64 px.
+    const extra = (official.macs! - equal.macs!) / official.macs!;
+    assert(extra > 0 && extra < 0.05, `the official work adds ${extra} of its total`);
   },
 });
 
