@@ -6,12 +6,12 @@
  * @module
  */
 
-import { mulDims } from "../graph/dim.ts";
+import { type Dim, mulDims } from "../graph/dim.ts";
 import { type Graph, staticDim } from "../graph/graph.ts";
 import { matmul } from "../graph/linalg.ts";
 import { add, mul } from "../graph/math.ts";
 import { gelu, softmax } from "../graph/nn.ts";
-import { reshape, split, transpose } from "../graph/shape.ts";
+import { reshape, slice, split, transpose } from "../graph/shape.ts";
 import type { Tensor } from "../graph/tensor.ts";
 import { layerNorm, linear } from "./layers.ts";
 
@@ -36,6 +36,23 @@ export interface DropPathScales {
   readonly attn?: Tensor;
   /** Scales [B] of the MLP branch. */
   readonly mlp?: Tensor;
+}
+
+/**
+ * The drop-path scales of block `index` from the fed table [blocks, 2, B] (attention branch at 0,
+ * MLP branch at 1); none when no table is given or the block's rate in `rates` is 0, so that no
+ * work is emitted for it.
+ */
+export function dropPathScales(
+  table: Tensor | undefined,
+  rates: readonly number[],
+  index: number,
+  batch: Dim,
+): DropPathScales {
+  if (!table || !((rates[index] ?? 0) > 0)) return {};
+  const branch = (j: number) =>
+    reshape(slice(table, [index, j], [index + 1, j + 1], [0, 1]), [batch]);
+  return { attn: branch(0), mlp: branch(1) };
 }
 
 /** Output of {@link attention}: the projected tokens and the attention probabilities. */

@@ -17,9 +17,9 @@ import { linear as linearOp } from "../graph/linalg.ts";
 import { add, mul, sub } from "../graph/math.ts";
 import { conv2dPatch } from "../graph/nn.ts";
 import { mean } from "../graph/reduce.ts";
-import { concat, expand, pad, reshape, slice, transpose } from "../graph/shape.ts";
+import { concat, expand, pad, reshape, transpose } from "../graph/shape.ts";
 import { sameShape, type Tensor } from "../graph/tensor.ts";
-import { type DropPathScales, mlp, scaleSamples } from "./block.ts";
+import { type DropPathScales, dropPathScales, mlp, scaleSamples } from "./block.ts";
 import { layerNorm, TRUNC_NORMAL_002 } from "./layers.ts";
 import { dropPathRates } from "./vit.ts";
 import { shiftedWindowAttention, type WindowLayout } from "./window_attention.ts";
@@ -204,12 +204,7 @@ export function swin(g: Graph, config: SwinConfig, inputs: SwinInputs): SwinOutp
     for (const [s, stage] of stages.entries()) {
       const mlpHidden = Math.floor(stage.dim * mlpRatio);
       for (const [b, layout] of stage.blocks.entries()) {
-        const scales: DropPathScales = inputs.dropPath && (rates[block] ?? 0) > 0
-          ? {
-            attn: reshape(slice(inputs.dropPath, [block, 0], [block + 1, 1], [0, 1]), [batch]),
-            mlp: reshape(slice(inputs.dropPath, [block, 1], [block + 1, 2], [0, 1]), [batch]),
-          }
-          : {};
+        const scales = dropPathScales(inputs.dropPath, rates, block, batch);
         const input = x;
         x = g.scope(
           `layers.${s}.blocks.${b}`,

@@ -16,7 +16,7 @@ import { add, cast, div, equal, logicalAnd, mul, sub, where } from "../graph/mat
 import { conv2dPatch, resizeBicubic, resizeBicubicByScales } from "../graph/nn.ts";
 import { concat, expand, reshape, slice, split, transpose } from "../graph/shape.ts";
 import type { Tensor } from "../graph/tensor.ts";
-import { type DropPathScales, transformerBlock } from "./block.ts";
+import { dropPathScales, transformerBlock } from "./block.ts";
 import { layerNorm, TRUNC_NORMAL_002 } from "./layers.ts";
 
 /** Width, depth and heads of a ViT. */
@@ -133,12 +133,7 @@ export function vit(g: Graph, config: VitConfig, inputs: VitInputs): VitOutputs 
     const outputs: Tensor[] = [];
     let lastAttention: Tensor | undefined;
     for (let i = 0; i < depth; i++) {
-      const scales: DropPathScales = inputs.dropPath && (rates[i] ?? 0) > 0
-        ? {
-          attn: reshape(slice(inputs.dropPath, [i, 0], [i + 1, 1], [0, 1]), [batch]),
-          mlp: reshape(slice(inputs.dropPath, [i, 1], [i + 1, 2], [0, 1]), [batch]),
-        }
-        : {};
+      const scales = dropPathScales(inputs.dropPath, rates, i, batch);
       const block = g.scope(
         `blocks.${i}`,
         () => transformerBlock(g, x, { heads, mlpHidden }, scales),
