@@ -17,8 +17,6 @@
 import { patchGrid } from "../lib/models/backbone.ts";
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import type { TensorData } from "../lib/graph/graph.ts";
-import { shapeSize } from "../lib/graph/tensor.ts";
 import { addAdamWMoments } from "../lib/optim/adamw.ts";
 import { type Communicator, worldCommunicator } from "../lib/runtime/mpi.ts";
 import { ResidentState } from "../lib/runtime/resident_state.ts";
@@ -31,6 +29,7 @@ import { stepScalarValues } from "../lib/train/step.ts";
 import { StepRunner } from "../lib/train/step_runner.ts";
 import { benchMasks, IBOT_BENCH } from "./ibot_step.ts";
 import { median } from "./torch_timing.ts";
+import { randomInputs } from "./random_inputs.ts";
 
 const { values } = parseArgs({
   options: {
@@ -69,13 +68,7 @@ async function child(comm: Communicator): Promise<void> {
     log: () => {},
   }, buckets);
   const rng = new Rng(comm.rank);
-  const feeds: Record<string, TensorData> = {};
-  for (const input of split.gradient.inputs) {
-    const n = shapeSize(input.shape);
-    feeds[input.name] = input.dtype === "int64"
-      ? new BigInt64Array(n)
-      : Float32Array.from({ length: n }, () => rng.normal());
-  }
+  const feeds = randomInputs(split.gradient.inputs, rng);
   fillMaskInputs(feeds, masks, slots, grid * grid);
   fillStepDropPath(feeds, config, rng, { rank: comm.rank, worldSize: ranks });
   const labels = new Array(config.batch).fill(0);

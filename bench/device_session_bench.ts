@@ -20,6 +20,7 @@ import { StateStore } from "../lib/runtime/store.ts";
 import { fillMaskInputs } from "../lib/train/batch_inputs.ts";
 import { buildIbotStep, stepScalarValues } from "../lib/train/step.ts";
 import { benchMasks, benchSlots, IBOT_BENCH } from "./ibot_step.ts";
+import { randomInputs } from "./random_inputs.ts";
 
 const steps = Number(Deno.args[0] ?? 6);
 const { slots } = benchSlots();
@@ -29,14 +30,7 @@ const grid = IBOT_BENCH.globalSize / patchGrid(IBOT_BENCH.backbone);
 const store = StateStore.fromParams(built.graph.params, 0);
 addAdamWMoments(store, built.trainable);
 const rng = new Rng(0);
-const batch: Record<string, TensorData> = {};
-for (const input of built.graph.inputs) {
-  if (store.has(input.name)) continue;
-  const n = shapeSize(input.shape);
-  batch[input.name] = input.dtype === "int64"
-    ? new BigInt64Array(n)
-    : Float32Array.from({ length: n }, () => rng.normal());
-}
+const batch = randomInputs(built.graph.inputs, rng, (name) => store.has(name));
 fillMaskInputs(batch, benchMasks(), slots, grid * grid);
 (batch.drop_path_global as Float32Array).fill(1);
 (batch.drop_path_local as Float32Array).fill(1);

@@ -34,8 +34,6 @@
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import type { TensorData } from "../lib/graph/graph.ts";
-import { shapeSize } from "../lib/graph/tensor.ts";
 import { MaskGenerator } from "../lib/data/masking.ts";
 import { addAdamWMoments, expAvgName, expAvgSqName } from "../lib/optim/adamw.ts";
 import { DeviceSession } from "../lib/runtime/device_session.ts";
@@ -50,6 +48,7 @@ import { buildIbotStep, STEP_INPUTS, STEP_OUTPUTS, stepScalarValues } from "../l
 import { IbotTrainer } from "../lib/train/trainer.ts";
 import { recipeArgv, type RecipeOptions } from "./gpu_recipe.ts";
 import { makeJpegFolder } from "./jpeg_folder.ts";
+import { randomInputs } from "./random_inputs.ts";
 
 const { values } = parseArgs({
   options: {
@@ -177,14 +176,7 @@ async function parity(): Promise<void> {
     store.get(expAvgName(name)).forEach((_, i, m) => (m[i] = 3e-3 * rng.normal()));
     store.get(expAvgSqName(name)).forEach((_, i, v) => (v[i] = 1e-5 * rng.uniform()));
   }
-  const feeds: Record<string, TensorData> = {};
-  for (const input of built.graph.inputs) {
-    if (store.has(input.name)) continue;
-    const n = shapeSize(input.shape);
-    feeds[input.name] = input.dtype === "int64"
-      ? new BigInt64Array(n)
-      : Float32Array.from({ length: n }, () => rng.normal());
-  }
+  const feeds = randomInputs(built.graph.inputs, rng, (name) => store.has(name));
   fillMaskInputs(feeds, masks, slots, config.maskGrid * config.maskGrid);
   for (const name of [STEP_INPUTS.dropPathGlobal, STEP_INPUTS.dropPathLocal]) {
     (feeds[name] as Float32Array | undefined)?.fill(1);

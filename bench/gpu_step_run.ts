@@ -33,14 +33,13 @@ import { DeviceSession } from "../lib/runtime/device_session.ts";
 import { ResidentState } from "../lib/runtime/resident_state.ts";
 import { Rng } from "../lib/runtime/rng.ts";
 import { StateStore } from "../lib/runtime/store.ts";
-import { shapeSize } from "../lib/graph/tensor.ts";
-import type { TensorData } from "../lib/graph/graph.ts";
 import { parsePretrainArgs } from "../lib/train/args.ts";
 import { countMasked, fillMaskInputs, fillStepDropPath } from "../lib/train/batch_inputs.ts";
 import { runConfigFromArgs } from "../lib/train/config.ts";
 import { pickSlotBucket, slotBuckets } from "../lib/train/slot_buckets.ts";
 import { buildIbotStep, FOUND_INF, stepScalarValues } from "../lib/train/step.ts";
 import { recipeArgv, type RecipeOptions } from "./gpu_recipe.ts";
+import { randomInputs } from "./random_inputs.ts";
 
 const { values } = parseArgs({
   options: {
@@ -98,14 +97,7 @@ const compileSeconds = (performance.now() - compileStart) / 1000;
 const store = StateStore.fromParams(built.graph.params, 0);
 addAdamWMoments(store, built.trainable);
 const state = await ResidentState.create(store, built.updatedState, { device: args.device });
-const feeds: Record<string, TensorData> = {};
-for (const input of built.graph.inputs) {
-  if (state.has(input.name)) continue;
-  const n = shapeSize(input.shape);
-  feeds[input.name] = input.dtype === "int64"
-    ? new BigInt64Array(n)
-    : Float32Array.from({ length: n }, () => rng.normal());
-}
+const feeds = randomInputs(built.graph.inputs, rng, (name) => state.has(name));
 fillMaskInputs(feeds, masks, slots, maskGrid * maskGrid);
 fillStepDropPath(feeds, stepConfig, rng);
 

@@ -8,7 +8,6 @@
 
 import { patchGrid } from "../lib/models/backbone.ts";
 import type { TensorData } from "../lib/graph/graph.ts";
-import { shapeSize } from "../lib/graph/tensor.ts";
 import { MaskGenerator, type MaskingConfig } from "../lib/data/masking.ts";
 import { addAdamWMoments } from "../lib/optim/adamw.ts";
 import { Rng } from "../lib/runtime/rng.ts";
@@ -17,6 +16,7 @@ import { StateStore } from "../lib/runtime/store.ts";
 import { buildIbotStep, type IbotStepConfig, stepScalarValues } from "../lib/train/step.ts";
 import { countMasked, fillMaskInputs } from "../lib/train/batch_inputs.ts";
 import { pickSlotBucket, slotBuckets } from "../lib/train/slot_buckets.ts";
+import { randomInputs } from "./random_inputs.ts";
 
 /** The benchmark configuration. */
 export const IBOT_BENCH: IbotStepConfig = {
@@ -103,14 +103,8 @@ export async function prepareIbotStep(options: CompileOptions = {}): Promise<Pre
   const store = StateStore.fromParams(built.graph.params, 0);
   addAdamWMoments(store, built.trainable);
   const rng = new Rng(0);
-  const feeds: Record<string, TensorData> = {};
+  const feeds = randomInputs(built.graph.inputs, rng, (name) => store.has(name));
   for (const name of store.names()) feeds[name] = store.get(name);
-  for (const input of built.graph.inputs) {
-    if (store.has(input.name)) continue;
-    const n = shapeSize(input.shape);
-    if (input.dtype === "int64") feeds[input.name] = new BigInt64Array(n);
-    else feeds[input.name] = Float32Array.from({ length: n }, () => rng.normal());
-  }
   fillMaskInputs(feeds, benchMasks(), slots, benchGrid() ** 2);
   (feeds.drop_path_global as Float32Array).fill(1);
   (feeds.drop_path_local as Float32Array).fill(1);

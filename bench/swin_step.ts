@@ -13,7 +13,6 @@
 import { MaskGenerator } from "../lib/data/masking.ts";
 import { SWIN_SIZES } from "../lib/models/swin.ts";
 import type { TensorData } from "../lib/graph/graph.ts";
-import { shapeSize } from "../lib/graph/tensor.ts";
 import { addAdamWMoments } from "../lib/optim/adamw.ts";
 import { DeviceSession } from "../lib/runtime/device_session.ts";
 import { ResidentState } from "../lib/runtime/resident_state.ts";
@@ -22,6 +21,7 @@ import { StateStore } from "../lib/runtime/store.ts";
 import { fillMaskInputs, fillStepDropPath } from "../lib/train/batch_inputs.ts";
 import { buildIbotStep, type IbotStepConfig, stepScalarValues } from "../lib/train/step.ts";
 import { BENCH_MASKING, benchGrid, benchMasks, benchSlots } from "./ibot_step.ts";
+import { randomInputs } from "./random_inputs.ts";
 
 /** The Swin benchmark configuration. */
 export const SWIN_BENCH: IbotStepConfig = {
@@ -67,14 +67,7 @@ export async function prepareResidentStep(
   addAdamWMoments(store, built.trainable);
   const state = await ResidentState.create(store, built.updatedState, { device: "cpu" });
   const rng = new Rng(0);
-  const feeds: Record<string, TensorData> = {};
-  for (const input of built.graph.inputs) {
-    if (state.has(input.name)) continue;
-    const n = shapeSize(input.shape);
-    feeds[input.name] = input.dtype === "int64"
-      ? new BigInt64Array(n)
-      : Float32Array.from({ length: n }, () => rng.normal());
-  }
+  const feeds = randomInputs(built.graph.inputs, rng, (name) => state.has(name));
   fillMaskInputs(feeds, benchMasks(config), slots, benchGrid(config) ** 2);
   fillStepDropPath(feeds, config, rng);
   let step = 0;
