@@ -9,6 +9,7 @@ import { type OptionTable, type OptionValues, parseOptions } from "../lib/cli/op
 
 /** A task's command line: its help and its options (and positional arguments, if it takes any). */
 export interface TaskCommand<T extends OptionTable> extends CommandHelp {
+  /** The task's options by official name, parsed from the command line and listed in its help. */
   readonly options: T;
 }
 

@@ -122,13 +122,7 @@ export class FeatureExtractor {
       progress?.update(labels.length, b.total);
     }
     progress?.finish();
-    const features = new Float32Array(labels.length * dim);
-    let offset = 0;
-    for (const r of rows) {
-      features.set(r, offset);
-      offset += r.length;
-    }
-    return { features, labels: Int32Array.from(labels), dim };
+    return { features: concatenate(rows), labels: Int32Array.from(labels), dim };
   }
 
   /** Releases the compiled graph. */

@@ -49,11 +49,6 @@ const ORT_FUNCTIONS = {
     result: "pointer",
   },
   SetIntraOpNumThreads: { index: 24, parameters: ["pointer", "i32"], result: "pointer" },
-  CreateTensorAsOrtValue: {
-    index: 48,
-    parameters: ["pointer", "buffer", "usize", "i32", "buffer"],
-    result: "pointer",
-  },
   CreateTensorWithDataAsOrtValue: {
     index: 49,
     parameters: ["pointer", "pointer", "usize", "buffer", "usize", "i32", "buffer"],
@@ -68,7 +63,6 @@ const ORT_FUNCTIONS = {
   AllocatorAlloc: { index: 75, parameters: ["pointer", "usize", "buffer"], result: "pointer" },
   AllocatorFree: { index: 76, parameters: ["pointer", "pointer"], result: "pointer" },
   GetAllocatorWithDefaultOptions: { index: 78, parameters: ["buffer"], result: "pointer" },
-  ReleaseEnv: { index: 92, parameters: ["pointer"], result: "void" },
   ReleaseStatus: { index: 93, parameters: ["pointer"], result: "void" },
   ReleaseMemoryInfo: { index: 94, parameters: ["pointer"], result: "void" },
   ReleaseSession: { index: 95, parameters: ["pointer"], result: "void" },
@@ -114,9 +108,10 @@ type OrtFunctions = {
 /** `OrtLoggingLevel`: warnings and errors only. */
 const LOGGING_LEVEL_WARNING = 2;
 
-/** `OrtAllocatorType` and `OrtMemType` of plain device memory. */
-const DEVICE_ALLOCATOR = 0;
-const MEM_TYPE_DEFAULT = 0;
+/** `OrtAllocatorType` of plain (non-arena) device memory, for `OrtMemoryInfo`s. */
+export const DEVICE_ALLOCATOR = 0;
+/** `OrtMemType` of a device's default memory, for `OrtMemoryInfo`s. */
+export const MEM_TYPE_DEFAULT = 0;
 
 /** Path of the onnxruntime core library that onnxruntime-node ships. */
 export function ortCoreLibraryPath(): string {

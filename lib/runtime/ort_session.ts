@@ -6,7 +6,13 @@
  * @module
  */
 
-import { cString, type OrtApi, type OrtHandle } from "./ort_api.ts";
+import {
+  cString,
+  DEVICE_ALLOCATOR,
+  MEM_TYPE_DEFAULT,
+  type OrtApi,
+  type OrtHandle,
+} from "./ort_api.ts";
 import { prepareCuda } from "./cuda_libraries.ts";
 
 /** Where a session runs and its tensors live. */
@@ -43,10 +49,6 @@ export interface OrtSessionOptions extends Placement {
 /** `ExecutionMode` and `GraphOptimizationLevel` values of the C API. */
 const SEQUENTIAL = 0;
 const OPTIMIZATION_LEVEL = { all: 99, disabled: 0 } as const;
-
-/** `OrtAllocatorType` and `OrtMemType` of plain device memory. */
-const DEVICE_ALLOCATOR = 0;
-const MEM_TYPE_DEFAULT = 0;
 
 /** The name of a placement in messages: `cpu` or `cuda:<id>`. */
 export function placementName(placement: Placement): string {
