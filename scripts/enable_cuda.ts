@@ -43,6 +43,16 @@ const PACKAGE_LIBRARY_DIR = "package/Plugins/Linux/x64";
 /** The project's cache of provider libraries, one folder per onnxruntime version. */
 const CACHE_ROOT = fileURLToPath(new URL("../.cuda-providers", import.meta.url));
 
+const USAGE = `usage: deno task enable-cuda [--from PATH]
+
+Installs onnxruntime's CUDA provider libraries beside onnxruntime-node's core library and checks
+that the CUDA libraries they need load.
+
+  --from PATH  take the providers from PATH, a folder holding the two libraries or the .tgz of
+               ${PROVIDER_PACKAGE}@${PROVIDER_PACKAGE_VERSION}, instead of the
+               project's cache or the npm registry
+  --help       print this text`;
+
 /**
  * Throws one sentence unless `dir` holds both provider libraries, built for onnxruntime `version`.
  */
@@ -210,7 +220,13 @@ function isFile(path: string): boolean {
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { from: { type: "string" } } });
+  const { values } = parseArgs({
+    options: { from: { type: "string" }, help: { type: "boolean" } },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
   const version = ort.env.versions.common;
   const coreDir = ortBindingDir();
   console.log(`onnxruntime-node ${version}, core library in ${coreDir}`);

@@ -13,13 +13,15 @@ const LIBRARY_DIR = "package/Plugins/Linux/x64";
 const encoder = new TextEncoder();
 
 /** Runs `deno task enable-cuda` with `args`; returns its exit code and what it printed. */
-async function enableCuda(...args: string[]): Promise<{ code: number; stderr: string }> {
-  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+async function enableCuda(
+  ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `--config=${join(ROOT, "deno.json")}`, "scripts/enable_cuda.ts", ...args],
     cwd: ROOT,
-    stdout: "null",
   }).output();
-  return { code, stderr: new TextDecoder().decode(stderr) };
+  const decoder = new TextDecoder();
+  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
 }
 
 /** A gzip-compressed tar archive of `files`, one of them with its path split into a ustar prefix. */
@@ -54,6 +56,14 @@ function fakePackage(version: string): Promise<Uint8Array<ArrayBuffer>> {
     [`${LIBRARY_DIR}/libonnxruntime_providers_tensorrt.so`]: fakeElf([version]),
   });
 }
+
+Deno.test("enable-cuda --help prints the usage of --from and exits with 0", async () => {
+  const { code, stdout, stderr } = await enableCuda("--help");
+  assert.equal(code, 0);
+  assert.equal(stderr, "");
+  assert.match(stdout, /^usage: deno task enable-cuda \[--from PATH\]\n/);
+  assert.match(stdout, /\n {2}--from PATH {2}take the providers from PATH, a folder/);
+});
 
 Deno.test("enable-cuda --from a path that does not exist is one sentence and exit status 1", async () => {
   const missing = join(Deno.makeTempDirSync(), "absent");
