@@ -1,11 +1,12 @@
 /**
  * `deno task export_onnx`: the teacher or student backbone of a weights file as a standalone ONNX
- * inference model (weights inside) that any onnxruntime runs at any batch and any image size that
- * is a multiple of the patch size. The written model is then checked: onnxruntime runs it on
- * `--device` and its tokens must equal our forward's.
+ * inference model (weights inside) that any onnxruntime runs at any batch: a ViT at any image size
+ * that is a multiple of the patch size, a Swin at one image size (`--image_size`). The written
+ * model is then checked: onnxruntime runs it on `--device` and its tokens must equal our forward's.
  *
  *   deno task export_onnx --pretrained_weights FILE --output OUT.onnx [--checkpoint_key teacher]
- *     [--arch NAME] [--patch_size P] [--with_attention] [--device cpu|cuda]
+ *     [--arch NAME] [--patch_size P] [--window_size W] [--with_attention] [--image_size S]
+ *     [--device cpu|cuda]
  */
 
 import { dirname } from "node:path";
@@ -15,7 +16,7 @@ import {
   DEVICE_OPTIONS,
   openBackboneFile,
 } from "../lib/eval/frozen_backbone.ts";
-import { requireVit } from "../lib/checkpoint/backbone_file.ts";
+import { isSwin } from "../lib/models/backbone.ts";
 import { checkOnnxBackbone, writeOnnxBackbone } from "../lib/eval/onnx_backbone.ts";
 import { type OptionTable, type OptionValues, required } from "../lib/cli/options.ts";
 import { runTask } from "./run_task.ts";
@@ -30,8 +31,15 @@ const OPTIONS = {
   output: { kind: "string", metavar: "file", help: "Required: the .onnx file to write." },
   with_attention: {
     kind: "flag",
-    help: "Also output the last block's attention probabilities, attention [batch, heads, " +
-      "tokens, tokens] (CLS first).",
+    help: "ViT only: also output the last block's attention probabilities, attention [batch, " +
+      "heads, tokens, tokens] (CLS first).",
+  },
+  image_size: {
+    kind: "int",
+    metavar: "pixels",
+    help: "Swin only: the side of the square images the model takes, a multiple of 4 (default: " +
+      "the size its windows are laid out for).",
+    min: 4,
   },
 } as const satisfies OptionTable;
 
@@ -41,19 +49,21 @@ async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
   if (!(await Deno.stat(folder).then((s) => s.isDirectory, () => false))) {
     throw new Error(`the folder ${folder} of --output does not exist`);
   }
-  const loaded = requireVit(
-    await openBackboneFile(values),
-    "deno task export_onnx",
-    "the Swin graph has static shapes, and the exported model takes any batch and image size",
-  );
-  const { embedDim, depth, heads, patchSize, imgSize } = loaded.config;
+  const loaded = await openBackboneFile(values);
   const summary = await writeOnnxBackbone(output, loaded.config, loaded.weights, {
     withAttention: values.with_attention,
+    imageSize: values.image_size,
   });
+  const config = loaded.config;
+  const layout = isSwin(config)
+    ? `width ${config.embedDim}, depths ${config.depths.join(" ")}, heads ` +
+      `${config.heads.join(" ")}, window ${config.windowSize}, windows laid out for ` +
+      `${config.imgSize} px`
+    : `width ${config.embedDim}, depth ${config.depth}, ${config.heads} heads, patch ` +
+      `${config.patchSize}, position embedding for ${config.imgSize} px`;
   console.log(
     `wrote ${output} (${(summary.bytes / 2 ** 20).toFixed(1)} MiB, ${summary.parameters} ` +
-      `weights): ${describeBackbone(loaded)}, width ${embedDim}, depth ${depth}, ${heads} heads, ` +
-      `patch ${patchSize}, position embedding for ${imgSize} px`,
+      `weights): ${describeBackbone(loaded)}, ${layout}`,
   );
   const [input, ...outputs] = summary.signature;
   console.log(`  input   ${input}`);
@@ -74,12 +84,14 @@ async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
 
 await runTask({
   usage: "deno task export_onnx --pretrained_weights FILE --output OUT.onnx [options]",
-  about: `Writes the ViT backbone as a standalone ONNX model with its weights inside. Input: images
-[batch, 3, height, width], RGB in [0, 1] normalised with the ImageNet mean and std; any batch,
-height and width multiples of the patch size (the position embedding is interpolated as in
-training). Outputs after the final norm: cls_token [batch, D] and patch_tokens [batch, patches, D].
-Then onnxruntime runs the written model on --device with random images at the training size, and
-its tokens are compared with our forward's on the CPU; on a mismatch, or when the device cannot
-run it, the file is removed and the task fails.`,
+  about: `Writes the ViT or Swin backbone as a standalone ONNX model with its weights inside. Input:
+images [batch, 3, height, width], RGB in [0, 1] normalised with the ImageNet mean and std; any
+batch. A ViT takes any height and width that are multiples of the patch size (the position
+embedding is interpolated as in training); a Swin takes square images of --image_size pixels
+(its window partition is computed for that size). Outputs after the final norm: cls_token
+[batch, D] (the Swin's average-pooled last-stage token) and patch_tokens [batch, patches, D].
+Then onnxruntime runs the written model on --device with random images at its size (a ViT's
+training size), and its tokens are compared with our forward's on the CPU; on a mismatch, or when
+the device cannot run it, the file is removed and the task fails.`,
   options: OPTIONS,
 }, main);

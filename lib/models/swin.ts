@@ -7,17 +7,19 @@
  * `relative_position_index` are graph constants, not parameters (`relativePositionIndex` of
  * window_attention.ts gives their values, {@link swinStages} each block's window).
  *
- * Shapes are static (training graphs).
+ * The batch may be symbolic (an exported backbone); image and grid sizes are fixed.
  *
  * @module
  */
 
-import type { Graph } from "../graph/graph.ts";
+import { isSymbolic } from "../graph/dim.ts";
+import { type Graph, staticDim } from "../graph/graph.ts";
 import { linear as linearOp } from "../graph/linalg.ts";
 import { add, mul, sub } from "../graph/math.ts";
 import { conv2dPatch } from "../graph/nn.ts";
 import { mean } from "../graph/reduce.ts";
-import { concat, expand, pad, reshape, transpose } from "../graph/shape.ts";
+import { permuteAxis } from "../graph/permute.ts";
+import { concat, expand, reshape, transpose } from "../graph/shape.ts";
 import { sameShape, type Tensor } from "../graph/tensor.ts";
 import { type DropPathScales, dropPathScales, mlp, scaleSamples } from "./block.ts";
 import { layerNorm, TRUNC_NORMAL_002 } from "./layers.ts";
@@ -165,10 +167,11 @@ export function swinStages(config: SwinConfig): SwinStage[] {
 export function swin(g: Graph, config: SwinConfig, inputs: SwinInputs): SwinOutputs {
   const stages = swinStages(config);
   const { images } = inputs;
-  if (images.isSymbolic || images.rank !== 4) {
-    g.fail("swin", `images ${images} must be [B, C, H, W] with fixed sizes`);
+  if (images.rank !== 4 || images.dims.slice(1).some(isSymbolic)) {
+    g.fail("swin", `images ${images} must be [B, C, H, W] with fixed C, H and W`);
   }
-  const [batch, channels] = images.shape;
+  const batch = images.dims[0];
+  const channels = staticDim("swin", images, 1);
   const dim = config.embedDim;
   const mlpRatio = config.mlpRatio ?? 4;
   const rates = inputs.dropPathRates ?? [];
@@ -191,7 +194,7 @@ export function swin(g: Graph, config: SwinConfig, inputs: SwinInputs): SwinOutp
         g.param("bias", [dim], { kind: "torchDefault", fanIn }),
         SWIN_PATCH_SIZE,
       ));
-    let [h, w] = patches.shape.slice(2);
+    let [h, w] = [staticDim("swin", patches, 2), staticDim("swin", patches, 3)];
     const flat = transpose(reshape(patches, [batch, dim, h * w]), [0, 2, 1]);
     let x = layerNorm(g, "patch_embed.norm", flat, EPS);
     if (inputs.mask) {
@@ -259,21 +262,20 @@ function applyMask(
 }
 
 /**
- * One Swin block under the current scope (`norm1`, `attn.*`, `norm2`, `mlp.*`): x [B, h·w, C] →
- * x + W-MSA(LN1(x)), then + MLP(LN2(·)), each branch scaled by its drop-path scales.
+ * One Swin block under the current scope (`norm1`, `attn.*`, `norm2`, `mlp.*`): x [B, h·w, C]
+ * (`grid` = [h, w]) → x + W-MSA(LN1(x)), then + MLP(LN2(·)), each branch scaled by its drop-path
+ * scales.
  */
 function swinBlock(
   g: Graph,
   x: Tensor,
-  [h, w]: readonly number[],
+  grid: readonly number[],
   heads: number,
   layout: WindowLayout,
   mlpHidden: number,
   scales: DropPathScales,
 ): Tensor {
-  const [batch, tokens, dim] = x.shape;
-  const grid = reshape(layerNorm(g, "norm1", x, EPS), [batch, h, w, dim]);
-  const attended = reshape(shiftedWindowAttention(g, grid, heads, layout), [batch, tokens, dim]);
+  const attended = shiftedWindowAttention(g, layerNorm(g, "norm1", x, EPS), grid, heads, layout);
   const y = add(x, scaleSamples(attended, scales.attn));
   return add(y, scaleSamples(mlp(g, layerNorm(g, "norm2", y, EPS), mlpHidden), scales.mlp));
 }
@@ -285,14 +287,30 @@ function swinBlock(
  * [B, ⌈h/2⌉·⌈w/2⌉, 2C].
  */
 function patchMerging(g: Graph, x: Tensor, [h, w]: readonly number[]): Tensor {
-  const [batch, , dim] = x.shape;
+  const batch = x.dims[0];
+  const dim = staticDim("patchMerging", x, 2);
   const reduction = g.scope(
     "reduction",
     () => g.param("weight", [2 * dim, 4 * dim], TRUNC_NORMAL_002),
   );
   const [rows, columns] = [Math.ceil(h / 2), Math.ceil(w / 2)];
-  const grid = pad(reshape(x, [batch, h, w, dim]), [0, 0, 0, 0, 0, h % 2, w % 2, 0]);
-  const quads = transpose(reshape(grid, [batch, rows, 2, columns, 2, dim]), [0, 1, 3, 4, 2, 5]);
-  const merged = reshape(quads, [batch, rows * columns, 4 * dim]);
+  const merged = reshape(permuteAxis(x, mergeIndex(h, w), 1), [batch, rows * columns, 4 * dim]);
   return linearOp(layerNorm(g, "norm", merged, EPS), reduction);
+}
+
+/**
+ * The tokens patch merging concatenates, in order: for each cell of the ⌈h/2⌉×⌈w/2⌉ grid
+ * (row-major), the row-major indices of its (even row, even col), (odd, even), (even, odd) and
+ * (odd, odd) tokens of the h×w grid, −1 where the zero padding of an odd side lies.
+ */
+function mergeIndex(h: number, w: number): number[] {
+  const index: number[] = [];
+  for (let r = 0; r < h; r += 2) {
+    for (let c = 0; c < w; c += 2) {
+      for (const [dr, dc] of [[0, 0], [1, 0], [0, 1], [1, 1]]) {
+        index.push(r + dr < h && c + dc < w ? (r + dr) * w + c + dc : -1);
+      }
+    }
+  }
+  return index;
 }

@@ -4,18 +4,21 @@
  * `SwinTransformerBlock`): the token grid is zero-padded right and bottom to a multiple of the
  * window, cyclically shifted, cut into non-overlapping windows, and each window attends within
  * itself with a learned relative position bias and, when shifted, a mask that keeps regions that
- * were not neighbours apart; then everything is undone in reverse order.
+ * were not neighbours apart; then everything is undone in reverse order. Padding, shift and
+ * partition are computed as one constant gather of the token axis ({@link windowTokenIndex}), and
+ * the way back as its inverse.
  *
- * Shapes are static.
+ * The batch may be symbolic; grid sizes are fixed.
  *
  * @module
  */
 
-import type { Graph } from "../graph/graph.ts";
-import { matmul } from "../graph/linalg.ts";
+import { type Graph, staticDim } from "../graph/graph.ts";
+import { linear as linearOp, matmul } from "../graph/linalg.ts";
 import { add } from "../graph/math.ts";
 import { softmax } from "../graph/nn.ts";
-import { gather, pad, reshape, roll, slice, split, transpose } from "../graph/shape.ts";
+import { permuteAxis } from "../graph/permute.ts";
+import { gather, reshape, split, transpose } from "../graph/shape.ts";
 import type { Tensor } from "../graph/tensor.ts";
 import { linear, TRUNC_NORMAL_002 } from "./layers.ts";
 
@@ -84,100 +87,109 @@ export function shiftedWindowMask(hp: number, wp: number, layout: WindowLayout):
 }
 
 /**
- * Window attention of one Swin block on a token grid x [B, H, W, C] → [B, H, W, C], with
- * parameters `attn.relative_position_bias_table` [(2ws − 1)², heads] (trunc normal 0.02),
- * `attn.qkv` (C → 3C, [q | k | v] head-major) and `attn.proj` (C → C) under the current scope.
- * Any H and W: the grid is zero-padded to multiples of the window and the padding cropped after
- * (padded tokens take part as keys and values, as officially).
+ * Where each token of a block's windows comes from: for the h×w grid zero-padded right and bottom
+ * to hp×wp (multiples of the window) and cyclically shifted up and left by the shift, entry p of
+ * the windows (window-major, windows and their tokens row-major) is the row-major grid index of
+ * its token, or −1 for padding. Returns hp·wp entries; each grid token appears exactly once.
+ */
+export function windowTokenIndex(h: number, w: number, layout: WindowLayout): number[] {
+  const { window, shift } = layout;
+  const [hp, wp] = [Math.ceil(h / window) * window, Math.ceil(w / window) * window];
+  const columns = wp / window;
+  const index = new Array<number>(hp * wp);
+  for (let p = 0; p < hp * wp; p++) {
+    const [cell, t] = [Math.floor(p / (window * window)), p % (window * window)];
+    const row = (Math.floor(cell / columns) * window + Math.floor(t / window) + shift) % hp;
+    const column = ((cell % columns) * window + (t % window) + shift) % wp;
+    index[p] = row < h && column < w ? row * w + column : -1;
+  }
+  return index;
+}
+
+/**
+ * The attention half of one Swin block, named `attn.*` under the current scope: normed tokens
+ * x [B, h·w, C] (row-major grid; B may be symbolic) → [B, h·w, C], with parameters
+ * `attn.relative_position_bias_table` [(2ws − 1)², heads] (trunc normal 0.02), `attn.qkv`
+ * (C → 3C, [q | k | v] head-major) and `attn.proj` (C → C). Computes what the official block
+ * computes (zero-pad right and bottom to multiples of the window, cyclic shift, windows, attention,
+ * and back; padded tokens take part as keys and values), with the projections on the grid's tokens
+ * only: padding, shift, partition and the split into heads are one constant gather of the
+ * projected tokens (a padded token's q, k and v are the qkv bias, the projection of zeros), and
+ * the merge of the heads, the way back and the crop one more.
  */
 export function shiftedWindowAttention(
   g: Graph,
   x: Tensor,
+  [h, w]: readonly number[],
   heads: number,
   layout: WindowLayout,
 ): Tensor {
   const { window, shift } = layout;
-  const [batch, h, w] = x.shape;
   if (!(Number.isInteger(window) && window > 0 && Number.isInteger(shift))) {
     g.fail("shiftedWindowAttention", `window ${window} and shift ${shift} must be integers`);
   }
   if (shift < 0 || shift >= window) {
     g.fail("shiftedWindowAttention", `shift ${shift} must lie in [0, ${window})`);
   }
-  const [hp, wp] = [Math.ceil(h / window) * window, Math.ceil(w / window) * window];
-  let grid = pad(x, [0, 0, 0, 0, 0, hp - h, wp - w, 0]);
-  if (shift > 0) grid = roll(roll(grid, -shift, 1), -shift, 2);
-  const windows = windowAttention(
-    g,
-    partition(grid, window),
-    heads,
-    window,
-    shift > 0 ? shiftMaskConstant(g, hp, wp, layout) : undefined,
-  );
-  grid = unpartition(windows, batch, hp, wp);
-  if (shift > 0) grid = roll(roll(grid, shift, 1), shift, 2);
-  return hp === h && wp === w ? grid : slice(grid, [0, 0], [h, w], [1, 2]);
-}
-
-/**
- * Multi-head attention inside each window, named `attn.*`: windows [B, nW, N, C] (N = ws²) →
- * [B, nW, N, C]. Logits q·kᵀ/√hd plus the relative position bias, plus `mask` [nW, N, N] when
- * given.
- */
-function windowAttention(
-  g: Graph,
-  windows: Tensor,
-  heads: number,
-  window: number,
-  mask: Tensor | undefined,
-): Tensor {
-  const [batch, count, n, dim] = windows.shape;
+  const [batch, tokens] = x.dims;
+  const dim = staticDim("shiftedWindowAttention", x, 2);
+  if (tokens !== h * w) g.fail("shiftedWindowAttention", `${x} is not a ${h}×${w} grid`);
   if (dim % heads !== 0) {
-    g.fail("windowAttention", `width ${dim} is not a multiple of ${heads} heads`);
+    g.fail("shiftedWindowAttention", `width ${dim} is not a multiple of ${heads} heads`);
   }
-  const headDim = dim / heads;
+  const [hp, wp] = [Math.ceil(h / window) * window, Math.ceil(w / window) * window];
+  const [n, headDim] = [window * window, dim / heads];
+  const count = (hp * wp) / n;
+  const index = windowTokenIndex(h, w, layout);
+  // From the projection's [grid token, q|k|v, head] rows to the attention's [q|k|v, window, head,
+  // window token] rows, padding from the bias's [q|k|v, head] rows; and back from the
+  // attention's [window, head, window token] rows to [grid token, head] rows.
+  const headsIn = new Array<number>(3 * count * heads * n);
+  const headsBack = new Array<number>(h * w * heads);
+  index.forEach((token, p) => {
+    const [cell, t] = [Math.floor(p / n), p % n];
+    for (let e = 0; e < heads; e++) {
+      for (let s = 0; s < 3; s++) {
+        const row = s * heads + e;
+        headsIn[((s * count + cell) * heads + e) * n + t] = token < 0
+          ? -1 - row
+          : token * 3 * heads + row;
+      }
+      if (token >= 0) headsBack[token * heads + e] = (cell * heads + e) * n + t;
+    }
+  });
   return g.scope("attn", () => {
     const side = 2 * window - 1;
     const table = g.param("relative_position_bias_table", [side * side, heads], TRUNC_NORMAL_002);
-    const qkv = linear(g, "qkv", reshape(windows, [batch * count * n, dim]), 3 * dim);
-    const perHead = transpose(
-      reshape(qkv, [batch, count, n, 3, heads, headDim]),
-      [3, 0, 1, 4, 2, 5],
-    );
-    const [q, k, v] = split(perHead, [1, 1, 1], 0).map((t) =>
+    const [weight, bias] = g.scope("qkv", () => [
+      g.param("weight", [3 * dim, dim], TRUNC_NORMAL_002),
+      g.param("bias", [3 * dim], { kind: "zeros" }),
+    ]);
+    const qkv = linearOp(x, weight, bias);
+    const rows = reshape(qkv, [batch, tokens * 3 * heads, headDim]);
+    const fill = reshape(bias, [1, 3 * heads, headDim]);
+    const windows = reshape(permuteAxis(rows, headsIn, 1, fill), [
+      batch,
+      3,
+      count,
+      heads,
+      n,
+      headDim,
+    ]);
+    const [q, k, v] = split(windows, [1, 1, 1], 1).map((t) =>
       reshape(t, [batch, count, heads, n, headDim])
     );
     const logits = matmul(q, k, { transB: true, alpha: headDim ** -0.5 });
     const positions = gather(table, g.int64s(relativePositionIndex(window)), 0);
-    const bias = transpose(reshape(positions, [n, n, heads]), [2, 0, 1]);
+    const positionBias = transpose(reshape(positions, [n, n, heads]), [2, 0, 1]);
+    const mask = shift > 0 ? shiftMaskConstant(g, hp, wp, layout) : undefined;
     const probabilities = softmax(
-      add(logits, mask ? add(bias, reshape(mask, [count, 1, n, n])) : bias),
+      add(logits, mask ? add(positionBias, reshape(mask, [count, 1, n, n])) : positionBias),
     );
-    const mixed = transpose(matmul(probabilities, v), [0, 1, 3, 2, 4]);
-    const out = linear(g, "proj", reshape(mixed, [batch * count * n, dim]), dim);
-    return reshape(out, [batch, count, n, dim]);
+    const mixed = reshape(matmul(probabilities, v), [batch, count * heads * n, headDim]);
+    const back = reshape(permuteAxis(mixed, headsBack, 1), [batch, tokens, dim]);
+    return reshape(linear(g, "proj", back, dim), [batch, tokens, dim]);
   });
-}
-
-/** Cuts x [B, Hp, Wp, C] into windows [B, nW, ws², C], windows and tokens row-major. */
-function partition(x: Tensor, window: number): Tensor {
-  const [batch, hp, wp, dim] = x.shape;
-  const [rows, columns] = [hp / window, wp / window];
-  const blocks = reshape(x, [batch, rows, window, columns, window, dim]);
-  return reshape(transpose(blocks, [0, 1, 3, 2, 4, 5]), [
-    batch,
-    rows * columns,
-    window * window,
-    dim,
-  ]);
-}
-
-/** The inverse of {@link partition}: windows [B, nW, ws², C] → grid [B, Hp, Wp, C]. */
-function unpartition(windows: Tensor, batch: number, hp: number, wp: number): Tensor {
-  const [, , n, dim] = windows.shape;
-  const window = Math.sqrt(n);
-  const blocks = reshape(windows, [batch, hp / window, wp / window, window, window, dim]);
-  return reshape(transpose(blocks, [0, 1, 3, 2, 4, 5]), [batch, hp, wp, dim]);
 }
 
 const shiftMasks = new WeakMap<Graph, Map<string, Tensor>>();

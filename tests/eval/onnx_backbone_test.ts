@@ -6,7 +6,11 @@ import * as ortWeb from "onnxruntime-web";
 import { assert, assertClose } from "../assert.ts";
 import { Graph } from "../../lib/graph/graph.ts";
 import { vit, VIT_SIZES } from "../../lib/models/vit.ts";
-import type { VitBackboneConfig as BackboneConfig } from "../../lib/checkpoint/backbone_file.ts";
+import { swin } from "../../lib/models/swin.ts";
+import type {
+  SwinBackboneConfig,
+  VitBackboneConfig as BackboneConfig,
+} from "../../lib/checkpoint/backbone_file.ts";
 import {
   checkOnnxBackbone,
   ONNX_BACKBONE_TOLERANCE,
@@ -390,6 +394,178 @@ Deno.test("tasks/export_onnx.ts: --help and bad arguments", async () => {
     assert.notEqual(unknown.code, 0);
     assert.match(unknown.stderr, /^error: .*--bogus.*\n$/);
     assert.deepEqual([...Deno.readDirSync(dir)], []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/**
+ * A Swin with two stages on a 4×4 patch grid at 16 px: windows of 2 with a shifted second block
+ * in stage 0, one 2×2 window in stage 1; width 16 then 32.
+ */
+const SWIN_SMALL: SwinBackboneConfig = {
+  embedDim: 16,
+  depths: [2, 2],
+  heads: [1, 2],
+  windowSize: 2,
+  imgSize: 16,
+  dropPathRate: 0,
+  mlpRatio: 4,
+};
+
+/** Random Swin weights under `backbone.*`: the official init plus noise. */
+function randomSwinWeights(config: SwinBackboneConfig, seed: number): StateStore {
+  const g = new Graph();
+  swin(g, { ...config, maskedImModeling: false }, {
+    images: g.input("images", "float32", [1, 3, config.imgSize, config.imgSize]),
+  });
+  const store = StateStore.fromParams(g.params, seed);
+  const rng = new Rng(seed + 1);
+  for (const name of store.names()) {
+    const data = store.get(name);
+    for (let i = 0; i < data.length; i++) data[i] += rng.normal(0, 0.3);
+  }
+  return store;
+}
+
+/** Our Swin forward at a fixed batch and size: tokens [B, 1 + N, D]. */
+async function swinForward(
+  config: SwinBackboneConfig,
+  weights: StateStore,
+  images: Float32Array,
+  [batch, size]: readonly number[],
+): Promise<Float32Array> {
+  const g = new Graph("reference");
+  const input = g.input("images", "float32", [batch, 3, size, size]);
+  g.output("tokens", swin(g, { ...config, maskedImModeling: false }, { images: input }).tokens);
+  const initializers = new Map(g.params.map((p) => [p.name, weights.get(p.name)]));
+  const session = await CompiledGraph.create(g, { threads: 1, initializers });
+  try {
+    return Float32Array.from((await session.run({ images })).tokens as Float32Array);
+  } finally {
+    await session.release();
+  }
+}
+
+Deno.test("the ONNX Swin backbone takes any batch at its image size and equals our forward", async () => {
+  const dir = await tempDir();
+  try {
+    const store = randomSwinWeights(SWIN_SMALL, 3);
+    // 16 px: the layout size, no padding; 20 px: a 5×5 grid padded to the windows and merged
+    // with an odd side, then a 3×3 grid padded to 4×4.
+    for (const [size, tokens] of [[16, 4], [20, 9]]) {
+      const path = join(dir, `swin_${size}.onnx`);
+      const summary = await writeOnnxBackbone(path, SWIN_SMALL, backboneWeights(store), {
+        imageSize: size === 16 ? undefined : size,
+      });
+      assert.deepEqual(summary.signature, [
+        `images float32 [batch, 3, ${size}, ${size}]`,
+        "cls_token float32 [batch, 32]",
+        `patch_tokens float32 [batch, ${tokens}, 32]`,
+      ]);
+      const model = fromBinary(ModelProtoSchema, await Deno.readFile(path));
+      assert.deepEqual(model.opsetImport.map((o) => o.domain), [""]);
+      const initializers = new Set(model.graph!.initializer.map((t) => t.name));
+      for (const name of store.names()) assert(initializers.has(name), `${name} is not baked in`);
+      const session = await ort.InferenceSession.create(path, { intraOpNumThreads: 1 });
+      try {
+        const shapes = [...session.inputMetadata, ...session.outputMetadata].map((m) =>
+          m.isTensor ? m.shape : undefined
+        );
+        assert.deepEqual(shapes, [["batch", 3, size, size], ["batch", 32], ["batch", tokens, 32]]);
+        const rng = new Rng(size);
+        for (const batch of [1, 3]) {
+          const what = `${batch}×3×${size}×${size}`;
+          const images = randomImages(rng, batch * 3 * size * size);
+          const ours = splitTokens(
+            await swinForward(SWIN_SMALL, store, images, [batch, size]),
+            batch,
+            32,
+          );
+          const out = await session.run({
+            images: new ort.Tensor("float32", images, [batch, 3, size, size]),
+          });
+          assert.deepEqual(out.patch_tokens.dims, [batch, tokens, 32], what);
+          assertClose(out.cls_token.data as Float32Array, ours.cls, 1e-5, 1e-5, `cls ${what}`);
+          assertClose(out.patch_tokens.data as Float32Array, ours.patches, 1e-5, 1e-5, what);
+        }
+      } finally {
+        await session.release();
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("writeOnnxBackbone refuses options that do not fit the family, in one sentence", async () => {
+  const dir = await tempDir();
+  try {
+    const path = join(dir, "b.onnx");
+    const swinWeights = backboneWeights(randomSwinWeights(SWIN_SMALL, 1));
+    await assert.rejects(
+      writeOnnxBackbone(path, SWIN_SMALL, swinWeights, { withAttention: true }),
+      { message: "the Swin backbone has no single attention map to output (ViT only)" },
+    );
+    await assert.rejects(
+      writeOnnxBackbone(path, SWIN_SMALL, swinWeights, { imageSize: 18 }),
+      { message: "the Swin image size 18 must be a positive multiple of 4" },
+    );
+    await assert.rejects(
+      writeOnnxBackbone(path, SMALL, backboneWeights(randomWeights(SMALL, 1)), { imageSize: 16 }),
+      { message: "the ViT backbone takes any image size; an image size is for the Swin" },
+    );
+    assert.deepEqual([...Deno.readDirSync(dir)], []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("tasks/export_onnx.ts: exports a Swin backbone file at --image_size and checks it", async () => {
+  const dir = await tempDir();
+  try {
+    // A flat file: the architecture comes from the weights, the layout size is 224 (its 2×2
+    // windows fit the official stage grids).
+    const store = randomSwinWeights(SWIN_SMALL, 9);
+    const weightsPath = join(dir, "backbone.safetensors");
+    await saveSafetensors(weightsPath, backboneWeights(store));
+    const output = join(dir, "swin.onnx");
+    const result = await runDenoTask("export_onnx", [
+      "--pretrained_weights",
+      weightsPath,
+      "--output",
+      output,
+      "--image_size",
+      "24",
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    const lines = result.stdout.trimEnd().split("\n");
+    assert.match(lines[0], /^wrote .*swin\.onnx \(\d+\.\d MiB, \d+ weights\): /);
+    assert.match(
+      lines[0],
+      /width 16, depths 2 2, heads 1 2, window 2, windows laid out for 224 px$/,
+    );
+    assert.deepEqual(lines.slice(1, -1), [
+      "  input   images float32 [batch, 3, 24, 24]",
+      "  output  cls_token float32 [batch, 32]",
+      "  output  patch_tokens float32 [batch, 9, 32]",
+    ]);
+    const checked = lines.at(-1)!.match(
+      /^checked on cpu: onnxruntime's tokens for 2×3×24×24 random images differ from our forward's by at most (\S+) \(tokens up to \d+\.\d\)$/,
+    );
+    assert(checked, lines.at(-1));
+    assert(Number(checked[1]) < 1e-5, `the check found a difference of ${checked[1]}`);
+
+    const layout224 = { ...SWIN_SMALL, imgSize: 224 };
+    const images = randomImages(new Rng(4), 2 * 3 * 24 * 24);
+    const session = await ort.InferenceSession.create(output, { intraOpNumThreads: 1 });
+    try {
+      const out = await session.run({ images: new ort.Tensor("float32", images, [2, 3, 24, 24]) });
+      const ours = splitTokens(await swinForward(layout224, store, images, [2, 24]), 2, 32);
+      assertClose(out.patch_tokens.data as Float32Array, ours.patches, 1e-5, 1e-5, "patches");
+    } finally {
+      await session.release();
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

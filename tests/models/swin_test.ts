@@ -14,7 +14,11 @@ import {
   swinDropPathRates,
   swinStages,
 } from "../../lib/models/swin.ts";
-import { relativePositionIndex, shiftedWindowMask } from "../../lib/models/window_attention.ts";
+import {
+  relativePositionIndex,
+  shiftedWindowMask,
+  windowTokenIndex,
+} from "../../lib/models/window_attention.ts";
 import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
 import { CompiledGraph } from "../../lib/runtime/session.ts";
@@ -114,6 +118,17 @@ Deno.test("the relative position index and the shift mask of a 2×2 window on a 
     () => shiftedWindowMask(5, 4, { window: 2, shift: 1 }),
     /the grid 5×4 is not a multiple of the window 2/,
   );
+});
+
+Deno.test("the windows of a 3×3 grid with window 2 and shift 1: padded to 4×4, shifted, cut", () => {
+  // Window-major, tokens row-major; −1 where the padding (row 3 or column 3) lands.
+  assert.deepEqual(windowTokenIndex(3, 3, { window: 2, shift: 1 }), [
+    ...[4, 5, 7, 8],
+    ...[-1, 3, -1, 6],
+    ...[-1, -1, 1, 2],
+    ...[-1, -1, -1, 0],
+  ]);
+  assert.deepEqual(windowTokenIndex(2, 4, { window: 2, shift: 0 }), [0, 1, 4, 5, 2, 3, 6, 7]);
 });
 
 Deno.test("bad inputs are refused with one sentence", () => {
