@@ -2,7 +2,8 @@
  * `deno task correspondence`: sparse patch correspondences (official
  * `analysis/correspondence/visualize_correspondence.py`) between two augmented views of one image
  * (instance mode, with the match accuracy against the crop boxes) or two images of one class
- * (class mode), drawn as red lines between the views side by side.
+ * (class mode), drawn as red lines between the views side by side. A Swin's patches are its
+ * last-stage tokens, 32 pixels a side.
  *
  *   deno task correspondence --pretrained_weights out/pretrain/checkpoint.safetensors \
  *     --sample_type instance
@@ -16,8 +17,9 @@ import {
   drawCorrespondences,
   instanceBatches,
 } from "../lib/analysis/correspondence.ts";
-import { BackboneRunner } from "../lib/analysis/backbone_runner.ts";
+import { BackboneRunner, checkTokenMultiple } from "../lib/analysis/backbone_runner.ts";
 import { readableScale, savePng } from "../lib/analysis/picture.ts";
+import { patchGrid } from "../lib/models/backbone.ts";
 import { openSource, resolveDataPath } from "../lib/data/source.ts";
 import {
   BACKBONE_FILE_OPTIONS,
@@ -28,7 +30,6 @@ import {
   imageSizeOption,
   openBackboneFile,
 } from "../lib/eval/frozen_backbone.ts";
-import { requireVit } from "../lib/checkpoint/backbone_file.ts";
 import { Progress } from "../lib/runtime/progress.ts";
 import { Rng } from "../lib/runtime/rng.ts";
 import type { OptionTable, OptionValues } from "../lib/cli/options.ts";
@@ -96,13 +97,10 @@ async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
   } = values;
   const numPairs = values.num_pairs ?? showNums;
 
-  const loaded = requireVit(
-    await openBackboneFile(values),
-    "deno task correspondence",
-    "it matches a ViT's patch tokens, one per patch of the image",
-  );
-  const { patchSize } = loaded.config;
+  const loaded = await openBackboneFile(values);
   const size = imageSizeOption(values.image_size, loaded);
+  checkTokenMultiple(size, loaded.config);
+  const patchSize = patchGrid(loaded.config);
   const grid = size / patchSize;
   if (topk > grid * grid) {
     throw new Error(`--topk ${topk} exceeds the ${grid * grid} patches of a ${size}-pixel view`);
@@ -182,5 +180,6 @@ await runTask({
   options: OPTIONS,
   epilogue:
     `Writes {output_path}/{sample_type}_corresp{n}_cls{label}.png: view 1 and view 2 side by side,
-lines from the view-1 patches the model's CLS token attends to most to their best matches.`,
+lines from the view-1 patches the model's CLS token attends to most (a Swin: the last-stage tokens
+most similar to their average) to their best matches.`,
 }, main);

@@ -8,12 +8,13 @@
  * one grid picture each, `{output_dir}/c{type}_cid{prototype}_top{topk}.png` (PNG where the
  * official writes JPEG). Images are resized (shorter side to `image_size // 7 * 8`) and
  * centre-cropped as the official does; neighbourhoods reaching past the picture are padded black.
+ * A Swin's patches are its last-stage tokens (32 pixels a side), its CLS their average.
  *
  *   deno task patterns --pretrained_weights out/pretrain/checkpoint.safetensors [--type cls]
  */
 
 import { join, resolve } from "node:path";
-import { BackboneRunner } from "../lib/analysis/backbone_runner.ts";
+import { BackboneRunner, checkTokenMultiple } from "../lib/analysis/backbone_runner.ts";
 import {
   buildMemoryBank,
   cachedMemoryBank,
@@ -35,7 +36,7 @@ import {
   imageSizeOption,
   openBackboneFile,
 } from "../lib/eval/frozen_backbone.ts";
-import { requireVit } from "../lib/checkpoint/backbone_file.ts";
+import { patchGrid } from "../lib/models/backbone.ts";
 import type { OptionTable, OptionValues } from "../lib/cli/options.ts";
 import { runTask } from "./run_task.ts";
 
@@ -105,19 +106,16 @@ async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
     patch_window: window,
     panel_size: panelSize,
   } = values;
-  const loaded = requireVit(
-    await openBackboneFile(values),
-    "deno task patterns",
-    "it reads a ViT's patch tokens, one per patch of the image",
-  );
+  const loaded = await openBackboneFile(values);
   if (loaded.head.size === 0) {
     throw new Error(
       `${loaded.path} holds no head weights; semantic patterns need a full checkpoint ` +
         `(our training .safetensors, or an official .pth with teacher and student)`,
     );
   }
-  const patchSize = loaded.config.patchSize;
+  const patchSize = patchGrid(loaded.config);
   const size = imageSizeOption(values.image_size, loaded);
+  checkTokenMultiple(size, loaded.config);
   const dataPath = dataPathOption(values.data_path, loaded);
   const source = await openSource(await resolveDataPath(dataPath, split));
   const outputDir = values.output_dir;

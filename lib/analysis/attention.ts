@@ -184,8 +184,9 @@ export interface AttentionOptions {
 }
 
 /**
- * Runs the backbone on one picture (resized and cropped by {@link preparePicture}, then
- * normalised) and returns its per-head CLS attention maps and threshold masks.
+ * Runs the backbone, a ViT, on one picture (resized and cropped by {@link preparePicture}, then
+ * normalised) and returns its per-head CLS attention maps and threshold masks; a Swin, which has
+ * no CLS token, is one sentence.
  */
 export async function attentionMaps(
   runner: BackboneRunner,
@@ -196,8 +197,15 @@ export async function attentionMaps(
   const seen = await preparePicture(picture, patchSize, options.imageSize);
   const input = normalize(seen.data, seen.width, seen.height);
   const run = await runner.run(input, 1, seen.height, seen.width);
-  const heads = runner.loaded.config.heads;
-  const maps = clsAttention(run.attention, heads, 1 + run.grid[0] * run.grid[1], run.grid);
+  if (!run.attention) {
+    throw new Error(
+      `attention maps need a ViT: ${runner.loaded.path} holds a Swin, which has no CLS token ` +
+        `and attends within windows`,
+    );
+  }
+  const tokens = 1 + run.grid[0] * run.grid[1];
+  const heads = run.attention.length / (tokens * tokens);
+  const maps = clsAttention(run.attention, heads, tokens, run.grid);
   const masks = thresholdMasks(maps, heads, options.threshold ?? DEFAULT_THRESHOLD);
   return { picture: seen, input, patchSize, heads, grid: run.grid, maps, masks };
 }

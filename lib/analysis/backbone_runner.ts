@@ -1,36 +1,44 @@
 /**
  * Runs a loaded backbone (and optionally its iBOT head) on batches of images of any size that is a
- * multiple of the patch size, for the analyses: final-normed tokens, the last block's attention,
- * and the head's prototype logits. One compiled graph is kept per (batch, height, width).
+ * multiple of the pixels each patch token covers, for the analyses: final-normed tokens, the
+ * ViT's last-block attention, and the head's prototype logits. A ViT's patch tokens are its
+ * patches; a Swin's are its last-stage tokens (32 pixels a side), after the average-pooled token
+ * the head uses as CLS, as in pre-training. One compiled graph is kept per (batch, height, width).
  *
  * @module
  */
 
 import { Graph } from "../graph/graph.ts";
 import { reshape, slice } from "../graph/shape.ts";
+import type { Tensor } from "../graph/tensor.ts";
 import { clsLastLayer, headBottleneck, type HeadConfig, patchLastLayer } from "../models/head.ts";
+import {
+  type BackboneConfig,
+  backboneTokens,
+  backboneWidth,
+  isSwin,
+  patchGrid,
+} from "../models/backbone.ts";
 import { vit } from "../models/vit.ts";
 import type { NamedTensor } from "../runtime/named_tensor.ts";
 import { CompiledGraph, type ExecutionProvider } from "../runtime/session.ts";
-import {
-  backboneStore,
-  type LoadedBackbone,
-  type LoadedVit,
-  requireVit,
-} from "../checkpoint/backbone_file.ts";
+import { backboneStore, type LoadedBackbone } from "../checkpoint/backbone_file.ts";
 import type { StateStore } from "../runtime/store.ts";
 
 /** What one run returns; arrays are row-major copies owned by the caller. */
 export interface BackboneRun {
-  /** Final-normed tokens [B, 1 + N, D], CLS first. */
+  /**
+   * Final-normed tokens [B, 1 + N, D], the head's CLS first (the ViT's CLS token, the Swin's
+   * average of its N last-stage tokens).
+   */
   readonly tokens: Float32Array;
-  /** The last block's attention probabilities [B, heads, 1 + N, 1 + N]. */
-  readonly attention: Float32Array;
+  /** A ViT's last-block attention probabilities [B, heads, 1 + N, 1 + N]; none for a Swin. */
+  readonly attention?: Float32Array;
   /** CLS prototype logits [B, K] (with a head). */
   readonly clsLogits?: Float32Array;
   /** Patch prototype logits [B, N, Kp] (with a head). */
   readonly patchLogits?: Float32Array;
-  /** Patch grid rows h = H / p and columns w = W / p (N = h·w). */
+  /** Patch grid rows h = H / p and columns w = W / p (N = h·w, p the runner's patch size). */
   readonly grid: readonly [number, number];
 }
 
@@ -48,6 +56,18 @@ export interface BackboneRunnerOptions {
 }
 
 const PREFIX = "model";
+
+/**
+ * Throws one sentence unless `--image_size` `size` is a whole number of patch tokens (of
+ * {@link patchGrid} pixels: the ViT's patch, the Swin's last-stage stride 32).
+ */
+export function checkTokenMultiple(size: number, config: BackboneConfig): void {
+  const p = patchGrid(config);
+  if (size % p !== 0) {
+    const what = isSwin(config) ? "last-stage token of the Swin" : "patch";
+    throw new Error(`--image_size ${size} is not a multiple of ${p}, the pixels of one ${what}`);
+  }
+}
 
 /** The head's shape read from its weights (keys without `head.`), or one sentence. */
 export function headConfigFromWeights(path: string, head: Map<string, NamedTensor>): HeadConfig {
@@ -74,7 +94,7 @@ export class BackboneRunner {
 
   private constructor(
     /** The backbone being run. */
-    readonly loaded: LoadedVit,
+    readonly loaded: LoadedBackbone,
     /** The head's shape when the head runs. */
     readonly head: HeadConfig | undefined,
     /** onnxruntime intra-op threads. */
@@ -95,23 +115,27 @@ export class BackboneRunner {
   }
 
   /**
-   * A runner over `loaded`, a ViT (its graphs read the CLS token and the last block's attention);
-   * with `withHead`, the file's head weights must be present.
+   * A runner over `loaded`, a ViT or a Swin; with `withHead`, the file's head weights must be
+   * present.
    */
   static create(loaded: LoadedBackbone, options: BackboneRunnerOptions = {}): BackboneRunner {
-    const vit = requireVit(loaded, "the backbone runner", "it runs the ViT's graphs");
-    const head = options.withHead ? headConfigFromWeights(vit.path, vit.head) : undefined;
-    return new BackboneRunner(vit, head, options.threads, options.device ?? "cpu");
+    const head = options.withHead ? headConfigFromWeights(loaded.path, loaded.head) : undefined;
+    return new BackboneRunner(loaded, head, options.threads, options.device ?? "cpu");
   }
 
-  /** Patch size in pixels. */
+  /** Pixels each patch token covers on each side: the ViT's patch, the Swin's 32. */
   get patchSize(): number {
-    return this.loaded.config.patchSize;
+    return patchGrid(this.loaded.config);
+  }
+
+  /** Width D of the tokens. */
+  get width(): number {
+    return backboneWidth(this.loaded.config);
   }
 
   /**
    * Runs `images` [batch, 3, height, width] (normalised) through the network. Height and width
-   * must be multiples of the patch size.
+   * must be multiples of {@link patchSize}.
    */
   async run(
     images: Float32Array,
@@ -122,7 +146,8 @@ export class BackboneRunner {
     const p = this.patchSize;
     if (height % p !== 0 || width % p !== 0) {
       throw new Error(
-        `an image of ${width}×${height} pixels is not a multiple of the patch size ${p}`,
+        `an image of ${width}×${height} pixels is not a multiple of ${p}, the pixels of a ` +
+          `patch token`,
       );
     }
     if (images.length !== batch * 3 * height * width) {
@@ -135,7 +160,7 @@ export class BackboneRunner {
     const copy = (name: string) => Float32Array.from(out[name] as Float32Array);
     return {
       tokens: copy("tokens"),
-      attention: copy("attention"),
+      attention: isSwin(this.loaded.config) ? undefined : copy("attention"),
       clsLogits: this.head ? copy("cls_logits") : undefined,
       patchLogits: this.head ? copy("patch_logits") : undefined,
       grid: [height / p, width / p],
@@ -166,14 +191,21 @@ export class BackboneRunner {
   #build(batch: number, height: number, width: number): Graph {
     const g = new Graph("ibot_analysis");
     const images = g.input("images", "float32", [batch, 3, height, width]);
+    const config = this.loaded.config;
     g.scope(PREFIX, () => {
-      const out = vit(g, { ...this.loaded.config, maskedImModeling: false }, { images });
-      g.output("tokens", out.tokens);
-      g.output("attention", out.lastAttention);
+      let tokens: Tensor;
+      if (isSwin(config)) {
+        tokens = backboneTokens(g, config, false, { images });
+      } else {
+        const out = vit(g, { ...config, maskedImModeling: false }, { images });
+        g.output("attention", out.lastAttention);
+        tokens = out.tokens;
+      }
+      g.output("tokens", tokens);
       if (this.head) {
-        const n = out.tokens.shape[1];
-        const cls = reshape(slice(out.tokens, [0], [1], [1]), [batch, out.tokens.shape[2]]);
-        const patches = slice(out.tokens, [1], [n], [1]);
+        const [, n, dim] = tokens.shape;
+        const cls = reshape(slice(tokens, [0], [1], [1]), [batch, dim]);
+        const patches = slice(tokens, [1], [n], [1]);
         g.output("cls_logits", clsLastLayer(g, this.head, headBottleneck(g, this.head, cls)));
         g.output(
           "patch_logits",

@@ -12,13 +12,16 @@
  * - Class mode: two images of one class ({@link classBatches}, {@link resizeView}).
  *
  * Unlike the official script, which downloads a DINO ViT-B/8 only to choose the patches to draw,
- * the patches are chosen by the evaluated model's own last-block CLS attention on view 1
- * ({@link meanClsAttention}). Patch indices are row-major over a square `grid` × `grid` patch grid.
+ * the patches are chosen by the evaluated model itself on view 1: a ViT's last-block CLS
+ * attention ({@link meanClsAttention}); a Swin, which has no CLS token, by each last-stage token's
+ * dot product with their average, the token its head uses as CLS ({@link pooledSimilarity}).
+ * A Swin's patches are its last-stage tokens, 32 pixels a side. Patch indices are row-major over
+ * a square `grid` × `grid` patch grid.
  *
  * ```ts
  * // One image's tokens [1 + N, D] and attention [heads, 1 + N, 1 + N] from a BackboneRunner run.
  * const pair = correspondPair({
- *   tokens1, tokens2, attention1, grid: 4, dim: 96, heads: 3, topk: 5,
+ *   tokens1, tokens2, scores1: meanClsAttention(attention, 3, 17), grid: 4, dim: 96, topk: 5,
  * });
  * const to = pair.chosen.map((p) => pair.matches.index[p]);
  * const picture = drawCorrespondences(view1, view2, pair.chosen, to, 4, 8); // 8-pixel patches,
@@ -40,7 +43,7 @@ import {
   normalize,
 } from "../data/augment.ts";
 import type { RawImage } from "../data/source.ts";
-import type { BackboneRunner } from "./backbone_runner.ts";
+import type { BackboneRun, BackboneRunner } from "./backbone_runner.ts";
 import type { Rng } from "../runtime/rng.ts";
 import { drawLine, RED } from "./draw.ts";
 import { enlargePicture, READABLE_PANEL_SIZE, readableScale, sideBySide } from "./picture.ts";
@@ -238,6 +241,20 @@ export function meanClsAttention(
   return out;
 }
 
+/**
+ * Each patch token's dot product with the average-pooled token a Swin's head uses as CLS: from
+ * one image's tokens [1 + N, dim] (the pooled token first), N values.
+ */
+export function pooledSimilarity(tokens: Float32Array, patches: number, dim: number): Float32Array {
+  const out = new Float32Array(patches);
+  for (let p = 0; p < patches; p++) {
+    let dot = 0;
+    for (let d = 0; d < dim; d++) dot += tokens[d] * tokens[(1 + p) * dim + d];
+    out[p] = dot;
+  }
+  return out;
+}
+
 /** The indices of the `k` largest `scores`, largest first (the lower index first on ties). */
 export function topPatches(scores: ArrayLike<number>, k: number): number[] {
   const order = Array.from({ length: scores.length }, (_, i) => i);
@@ -251,21 +268,22 @@ export interface PairInput {
   readonly tokens1: Float32Array;
   /** View 2's final-normed tokens [1 + N, dim], CLS first. */
   readonly tokens2: Float32Array;
-  /** View 1's last-block attention [heads, 1 + N, 1 + N]. */
-  readonly attention1: Float32Array;
+  /**
+   * How much the model attends to each of view 1's N patches, which ranks them for drawing
+   * ({@link meanClsAttention} or {@link pooledSimilarity}).
+   */
+  readonly scores1: Float32Array;
   /** Patches per side (N = grid²). */
   readonly grid: number;
   /** Token width. */
   readonly dim: number;
-  /** Attention heads. */
-  readonly heads: number;
   /** How many view-1 patches to choose for drawing. */
   readonly topk: number;
   /** Instance mode: the two views' boxes, for the overlap, the truth and the accuracy. */
   readonly instance?: {
     readonly box1: ViewBox;
     readonly box2: ViewBox;
-    /** Patch size in pixels. */
+    /** Pixels a patch token covers on each side. */
     readonly patchSize: number;
     /** View side in pixels. */
     readonly imageSize: number;
@@ -289,16 +307,16 @@ export interface PairResult {
 }
 
 /**
- * Matches the patches of one pair and chooses the patches to draw: the `topk` largest CLS
- * attentions of view 1, times the overlap mask in instance mode (as the official script weights
- * its reference attention).
+ * Matches the patches of one pair and chooses the patches to draw: the `topk` largest scores of
+ * view 1, times the overlap mask in instance mode (as the official script weights its reference
+ * attention).
  */
 export function correspondPair(input: PairInput): PairResult {
-  const { grid, dim, heads } = input;
+  const { grid, dim } = input;
   const n = grid * grid;
   const patches = (tokens: Float32Array) => tokens.subarray(dim, (1 + n) * dim);
   const matches = matchPatches(patches(input.tokens1), patches(input.tokens2), n, n, dim);
-  const scores = meanClsAttention(input.attention1, heads, 1 + n);
+  const scores = Float32Array.from(input.scores1);
   if (!input.instance) return { matches, chosen: topPatches(scores, input.topk) };
   const { box1, box2, patchSize, imageSize, radius } = input.instance;
   const centres1 = patchCentres(box1, grid);
@@ -428,7 +446,7 @@ function shuffle<T>(items: T[], rng: Rng): void {
 export interface CorrespondenceOptions {
   /** `instance`: two augmented views of each image; `class`: image i with image (i + 1) mod B. */
   readonly sampleType: "instance" | "class";
-  /** View side in pixels (a multiple of the patch size). */
+  /** View side in pixels (a multiple of the runner's patch size). */
   readonly size: number;
   /** View-1 patches to choose for drawing. */
   readonly topk: number;
@@ -460,7 +478,7 @@ export async function correspondBatch(
   options: CorrespondenceOptions,
 ): Promise<CorrespondenceBatch> {
   const { sampleType, size, topk, radius, rng } = options;
-  const { patchSize, heads, embedDim: dim } = runner.loaded.config;
+  const { patchSize, width: dim } = runner;
   const grid = size / patchSize;
   const views1: Uint8Array[] = [];
   const views2: Uint8Array[] = [];
@@ -483,7 +501,6 @@ export async function correspondBatch(
     ? await runner.run(normalizedBatch(views2, size), batch, size, size)
     : undefined;
   const tokensPerImage = (1 + grid * grid) * dim;
-  const attentionPerImage = heads * (1 + grid * grid) ** 2;
   const pairs: PairResult[] = [];
   let correct = 0;
   let overlapping = 0;
@@ -495,10 +512,9 @@ export async function correspondBatch(
         partner * tokensPerImage,
         (partner + 1) * tokensPerImage,
       ),
-      attention1: run1.attention.subarray(b * attentionPerImage, (b + 1) * attentionPerImage),
+      scores1: patchScores(run1, b, batch, dim),
       grid,
       dim,
-      heads,
       topk,
       instance: sampleType === "instance"
         ? { box1: boxes[b][0], box2: boxes[b][1], patchSize, imageSize: size, radius }
@@ -514,6 +530,19 @@ export async function correspondBatch(
     pairs,
     count: sampleType === "instance" ? { correct, overlapping } : undefined,
   };
+}
+
+/**
+ * Image `b`'s scores of its patches in a run of `batch` images: a ViT's mean CLS attention, a
+ * Swin's similarity to its pooled token.
+ */
+function patchScores(run: BackboneRun, b: number, batch: number, dim: number): Float32Array {
+  const tokens = run.tokens.length / (batch * dim);
+  const own = run.tokens.subarray(b * tokens * dim, (b + 1) * tokens * dim);
+  if (!run.attention) return pooledSimilarity(own, tokens - 1, dim);
+  const perImage = run.attention.length / batch;
+  const heads = perImage / (tokens * tokens);
+  return meanClsAttention(run.attention.subarray(b * perImage, (b + 1) * perImage), heads, tokens);
 }
 
 /** HWC RGB views of `size` × `size` as one normalised [B, 3, size, size] batch. */

@@ -4,7 +4,8 @@
  * memory bank records, per patch or image, the max logit and the argmax prototype, and counts
  * each prototype's population. For the most populated prototypes, the best-scoring patch
  * neighbourhoods (or whole images) are pasted into a square grid picture, unsupervised "part
- * discovery" (patch) or clustering (cls).
+ * discovery" (patch) or clustering (cls). A Swin's patches are its last-stage tokens (32 pixels a
+ * side) and its CLS the average of them, as its head sees them in pre-training.
  *
  * Every step is a function of its own so that a notebook can compose them:
  *
@@ -143,7 +144,7 @@ export async function loadPatternImage(
 export interface MemoryBankOptions {
   /** Assign patch tokens or CLS tokens. */
   readonly type: PatternType;
-  /** Side of the (square) evaluation crop in pixels, a multiple of the patch size. */
+  /** Side of the (square) evaluation crop in pixels, a multiple of the runner's patch size. */
   readonly imageSize: number;
   /** Images per forward pass (default 32); the last batch is padded with black images. */
   readonly batchSize?: number;
@@ -167,7 +168,9 @@ export async function buildMemoryBank(
   if (!runner.head) throw new Error("the memory bank needs a runner created with withHead: true");
   const p = runner.patchSize;
   if (size % p !== 0) {
-    throw new Error(`the image size ${size} is not a multiple of the patch size ${p}`);
+    throw new Error(
+      `the image size ${size} is not a multiple of ${p}, the pixels of a patch token`,
+    );
   }
   const grid: [number, number] = type === "patch" ? [size / p, size / p] : [1, 1];
   const perImage = grid[0] * grid[1];
@@ -427,7 +430,7 @@ export function patternGrid(cells: readonly RawImage[], topk: number, unit: numb
 
 /** Options of {@link patternCells} and {@link patternPicture}. */
 export interface PatternOptions {
-  /** Patch size in pixels. */
+  /** Pixels a patch token covers on each side (the runner's patch size). */
   readonly patchSize: number;
   /** Cells wanted (official 196; 36 gives a 6 × 6 grid). */
   readonly topk?: number;

@@ -12,6 +12,7 @@ import {
   meanClsAttention,
   overlapMask,
   patchCentres,
+  pooledSimilarity,
   topPatches,
   viewBox,
 } from "../../lib/analysis/correspondence.ts";
@@ -121,6 +122,12 @@ Deno.test("meanClsAttention averages the CLS row over heads; topPatches orders t
   assert.deepEqual(topPatches([1, 3, 3, 0], 3), [1, 2, 0]);
 });
 
+Deno.test("pooledSimilarity: each patch token's dot product with the pooled token", () => {
+  // dim 2: pooled (1, 2), patches (3, 0), (-1, 1), (0.5, 0.5).
+  const tokens = Float32Array.from([1, 2, 3, 0, -1, 1, 0.5, 0.5]);
+  assertClose(pooledSimilarity(tokens, 3, 2), [3, 1, 1.5]);
+});
+
 Deno.test("drawLine sets exactly the Bresenham pixels, endpoints included, clipped", () => {
   const picture = blankPicture(10, 6);
   drawLine(picture, 1, 1, 8, 4);
@@ -215,15 +222,14 @@ Deno.test("an image and its exact copy correspond by the identity with 100% accu
   try {
     const run = await runner.run(batch, 2, 16, 16);
     const perImage = 17 * 16;
-    const attention1 = run.attention.subarray(0, 2 * 17 * 17);
+    const scores = meanClsAttention(run.attention!.subarray(0, 2 * 17 * 17), 2, 17);
     const same = viewBox(box, 16, 16, false);
     const pair = correspondPair({
       tokens1: run.tokens.subarray(0, perImage),
       tokens2: run.tokens.subarray(perImage, 2 * perImage),
-      attention1,
+      scores1: scores,
       grid: 4,
       dim: 16,
-      heads: 2,
       topk: 5,
       instance: { box1: same, box2: same, patchSize: 4, imageSize: 16, radius: 0 },
     });
@@ -238,7 +244,6 @@ Deno.test("an image and its exact copy correspond by the identity with 100% accu
       x.subarray(16 * p, 16 * p + 16).reduce((a, v) => a + v * v, 0)
     );
     assertClose(pair.matches.value, norms, 1e-5);
-    const scores = meanClsAttention(attention1, 2, 17);
     assert.deepEqual(pair.chosen, [...identity].sort((a, b) => scores[b] - scores[a]).slice(0, 5));
   } finally {
     await runner.close();

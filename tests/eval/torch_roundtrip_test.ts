@@ -59,7 +59,7 @@ async function assertSameForward(
           torchOutputs.get(`${key}.${name}.${i}`)!.data as Float32Array;
         assertCloseToScale(out.tokens, expect("tokens"), `${path} ${key} tokens ${h}×${w}`);
         if (key === "teacher") {
-          assertCloseToScale(out.attention, expect("attention"), `${path} attention ${h}×${w}`);
+          assertCloseToScale(out.attention!, expect("attention"), `${path} attention ${h}×${w}`);
         }
       }
     } finally {
