@@ -27,10 +27,10 @@ import { parseArgs } from "node:util";
 import {
   CUDA_LIBRARIES,
   CUDA_PROVIDER_LIBRARIES,
-  cudaProviderVersion,
   findCudaLibraries,
   missingCudaSentence,
   prepareCuda,
+  providerFolderProblem,
 } from "../lib/runtime/cuda_libraries.ts";
 import { ortBindingDir } from "../lib/runtime/session.ts";
 
@@ -57,16 +57,14 @@ that the CUDA libraries they need load.
  * Throws one sentence unless `dir` holds both provider libraries, built for onnxruntime `version`.
  */
 export function checkProviderFolder(dir: string, version: string): void {
-  const absent = CUDA_PROVIDER_LIBRARIES.filter((f) => !isFile(join(dir, f)));
-  if (absent.length > 0) {
-    throw new Error(`${dir} holds no ${absent.join(" and ")}.`);
+  const problem = providerFolderProblem(dir, version);
+  if (problem && "absent" in problem) {
+    throw new Error(`${dir} holds no ${problem.absent.join(" and ")}.`);
   }
-  const provider = join(dir, CUDA_PROVIDER_LIBRARIES[0]);
-  const found = cudaProviderVersion(provider);
-  if (found !== version) {
+  if (problem) {
     throw new Error(
-      `${provider} is onnxruntime ${found}'s CUDA provider, but onnxruntime-node is ${version} ` +
-        `and the two must be the same version.`,
+      `${problem.provider} is onnxruntime ${problem.version}'s CUDA provider, but ` +
+        `onnxruntime-node is ${version} and the two must be the same version.`,
     );
   }
 }
@@ -208,14 +206,6 @@ function removeIfPresent(path: string): void {
     Deno.removeSync(path, { recursive: true });
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
-  }
-}
-
-function isFile(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
   }
 }
 

@@ -131,6 +131,26 @@ export function cudaProviderVersion(path: string): string {
   return [...versions][0];
 }
 
+/** What is wrong with a folder of CUDA provider libraries ({@link providerFolderProblem}). */
+export type ProviderProblem =
+  /** The provider libraries the folder lacks. */
+  | { readonly absent: readonly string[] }
+  /** The folder's CUDA provider and the onnxruntime version it was built for. */
+  | { readonly provider: string; readonly version: string };
+
+/**
+ * Whether `dir` holds both {@link CUDA_PROVIDER_LIBRARIES}, built for onnxruntime `version`:
+ * undefined when it does, else the libraries it lacks or the other version its CUDA provider is
+ * of. Throws as {@link cudaProviderVersion} when the provider tells no version.
+ */
+export function providerFolderProblem(dir: string, version: string): ProviderProblem | undefined {
+  const absent = CUDA_PROVIDER_LIBRARIES.filter((f) => !isFile(join(dir, f)));
+  if (absent.length > 0) return { absent };
+  const provider = join(dir, CUDA_PROVIDER_LIBRARIES[0]);
+  const found = cudaProviderVersion(provider);
+  return found === version ? undefined : { provider, version: found };
+}
+
 /**
  * Makes the CUDA execution provider usable for the onnxruntime core library in `coreDir`, whose
  * version is `coreVersion`: checks that both provider libraries lie beside it and are of that
@@ -142,19 +162,18 @@ export function prepareCuda(
   coreVersion: string,
   searchDirs: readonly string[] = cudaSearchDirs(),
 ): void {
-  const absent = CUDA_PROVIDER_LIBRARIES.filter((f) => !isFile(join(coreDir, f)));
-  if (absent.length > 0) {
+  const problem = providerFolderProblem(coreDir, coreVersion);
+  if (problem && "absent" in problem) {
     throw new Error(
-      `The CUDA execution provider needs ${absent.join(" and ")} beside onnxruntime's core ` +
-        `library in ${coreDir}: install them with "deno task enable-cuda".`,
+      `The CUDA execution provider needs ${problem.absent.join(" and ")} beside onnxruntime's ` +
+        `core library in ${coreDir}: install them with "deno task enable-cuda".`,
     );
   }
-  const provider = join(coreDir, CUDA_PROVIDER_LIBRARIES[0]);
-  const version = cudaProviderVersion(provider);
-  if (version !== coreVersion) {
+  if (problem) {
     throw new Error(
-      `${provider} is onnxruntime ${version}'s CUDA provider but the core library is onnxruntime ` +
-        `${coreVersion}: install the matching one with "deno task enable-cuda".`,
+      `${problem.provider} is onnxruntime ${problem.version}'s CUDA provider but the core ` +
+        `library is onnxruntime ${coreVersion}: install the matching one with ` +
+        `"deno task enable-cuda".`,
     );
   }
   const search = findCudaLibraries(searchDirs);

@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "reference"))
 import ibot_torch  # noqa: E402
+import ibot_common  # noqa: E402
 
 BATCH, GLOBAL_CROPS, LOCAL_CROPS, GLOBAL_SIZE, LOCAL_SIZE, PATCH, OUT_DIM = 2, 2, 2, 16, 8, 4, 32
 MOMENTUM = 0.99
@@ -125,11 +126,11 @@ def largest(tensors):
 
 def main():
     calls, norms = [], []
-    ibot_torch.clip_gradients = recording(calls, "clip", ibot_torch.clip_gradients, norms)
-    ibot_torch.cancel_gradients_last_layer = recording(
-        calls, "cancel", ibot_torch.cancel_gradients_last_layer
+    ibot_common.clip_gradients = recording(calls, "clip", ibot_common.clip_gradients, norms)
+    ibot_common.cancel_gradients_last_layer = recording(
+        calls, "cancel", ibot_common.cancel_gradients_last_layer
     )
-    ibot_torch.ema_update = recording(calls, "ema", ibot_torch.ema_update)
+    ibot_common.ema_update = recording(calls, "ema", ibot_common.ema_update)
 
     _, plain = run(None, [])
     calls.clear()

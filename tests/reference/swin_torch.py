@@ -3,7 +3,8 @@
 Written from the project's specification of the official code (ibot-reference.md §2.2, §8.3,
 §10 items 1 and 14) and the official models file's behaviour, not copied from it. Covers the Swin
 backbone as iBOT pre-training builds it, the student and teacher around it (the head, wrapper,
-loss and training iteration are `ibot_torch.py`'s), and official-layout checkpoints.
+loss, training iteration and checkpoint layout are `ibot_common.py`'s), and official-layout
+checkpoints.
 
 Sizes (`SWIN_ARCHS`): the official swin_tiny/small/base/large, and `swin_mini` for tests on a
 CPU: embed_dim 32, depths (1, 1, 2, 1), heads (1, 2, 4, 8) (head dim 32 in every stage, as the
@@ -41,7 +42,7 @@ Command-line modes (tensors in safetensors files; `depths` and `heads` are int64
         `window_size`, `img_size`, `images` (B, 3, H, W), optionally `mask` (B, h*w) as float 0/1
         at the final-stage grid, `local_images` (B', 3, H', W'), float64 `drop_path_rate` with
         `drop_path.0.global` (blocks, 2, B) and `drop_path.0.local` (blocks, 2, B'), the
-        per-sample drop-path factors (0 or 1/keep, see ibot_torch `GivenDropPath`). Writes
+        per-sample drop-path factors (0 or 1/keep, see ibot_common `GivenDropPath`). Writes
         `tokens` (B, 1+L, D), the (masked) forward of `images`, and `local_tokens`, the unmasked
         forward of `local_images`, in float64.
 
@@ -90,18 +91,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import safetensors_io
-from ibot_torch import (
+from ibot_common import (
     DropPath,
     Mlp,
-    MultiCropWrapper,
-    count_params,
-    get_params_groups,
+    adamw_with_state,
+    checkpoint_head_options,
+    checkpoint_read_outputs,
     give_drop_path,
-    iBOTHead,
+    init_weights,
     load_parameters,
-    optimizer_outputs,
+    print_keys,
     run_train_steps,
+    save_full_checkpoint,
     scalar,
+    student_and_teacher,
     trunc_normal_,
 )
 
@@ -348,22 +351,11 @@ class SwinTransformer(nn.Module):
         self.norm = nn.LayerNorm(self.num_features, eps=1e-6)
         self.avgpool = nn.AdaptiveAvgPool1d(1)
         self.head = nn.Identity()
-        self.apply(self._init_weights)
+        self.apply(init_weights)
         # Created after `apply`, zeros, and only with masked image modelling (§10 item 1).
         self.masked_im_modeling = masked_im_modeling
         if masked_im_modeling:
             self.masked_embed = nn.Parameter(torch.zeros(1, embed_dim))
-
-    @staticmethod
-    def _init_weights(m):
-        """Linear: trunc-normal(0.02) weight, zero bias; LayerNorm: 1 and 0; conv untouched."""
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def all_blocks(self):
         """Every block in forward order (stage by stage)."""
@@ -425,52 +417,23 @@ def swin(size, window_size=7, **kwargs):
 
 
 def build_swin_models(
-    size="swin_tiny",
-    window_size=7,
-    img_size=224,
-    out_dim=8192,
-    patch_out_dim=8192,
-    shared_head=False,
-    shared_head_teacher=True,
-    norm_last_layer=True,
-    use_masked_im_modeling=True,
-    head_hidden=2048,
-    head_bottleneck=256,
+    size="swin_tiny", window_size=7, img_size=224, use_masked_im_modeling=True, **heads
 ):
-    """Student and teacher with Swin backbones as in §5.1 (no DDP, no BatchNorm).
+    """Student and teacher with Swin backbones and the iBOT heads `heads` (the keyword arguments
+    of `ibot_common.student_and_teacher`: out_dim, patch_out_dim, shared_head, ...).
 
-    The student backbone keeps its factory drop-path rate (`--drop_path` does not reach it); the
-    teacher's is 0. The heads take num_features; the teacher is loaded from the student's state
-    dict with strict=False and frozen, as `ibot_torch.build_models`.
+    The student backbone keeps its factory drop-path rate (`--drop_path` does not reach it) and
+    has the mask token (`use_masked_im_modeling`); the teacher's rate is 0.
     """
-    widths = dict(hidden=head_hidden, bottleneck=head_bottleneck)
-    student_backbone = swin(
-        size,
-        window_size,
-        img_size=img_size,
-        return_all_tokens=True,
-        masked_im_modeling=use_masked_im_modeling,
-    )
-    dim = student_backbone.num_features
-    student = MultiCropWrapper(
-        student_backbone,
-        iBOTHead(
-            dim,
-            out_dim,
-            patch_out_dim,
-            shared_head=shared_head,
-            norm_last_layer=norm_last_layer,
-            **widths,
-        ),
-    )
-    teacher = MultiCropWrapper(
-        swin(size, window_size, img_size=img_size, drop_path_rate=0.0, return_all_tokens=True),
-        iBOTHead(dim, out_dim, patch_out_dim, shared_head=shared_head_teacher, **widths),
-    )
-    teacher.load_state_dict(student.state_dict(), strict=False)
-    for p in teacher.parameters():
-        p.requires_grad = False
-    return student, teacher
+
+    def backbone(student):
+        if student:
+            options = dict(masked_im_modeling=use_masked_im_modeling)
+        else:
+            options = dict(drop_path_rate=0.0)
+        return swin(size, window_size, img_size=img_size, return_all_tokens=True, **options)
+
+    return student_and_teacher(backbone, **heads)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -480,18 +443,16 @@ def build_swin_models(
 
 def run_keys(arch, window, out_dim, shared):
     """`keys ARCH WINDOW OUT_DIM SHARED`: see the module docstring."""
-    student, teacher = build_swin_models(
-        arch, window, 224, out_dim, out_dim, shared_head=shared, shared_head_teacher=True
+    print_keys(
+        *build_swin_models(
+            arch,
+            window,
+            out_dim=out_dim,
+            patch_out_dim=out_dim,
+            shared_head=shared,
+            shared_head_teacher=True,
+        )
     )
-    for title, model in (("student", student), ("teacher", teacher)):
-        print(f"# {title}")
-        for name, tensor in model.state_dict().items():
-            print(f"{name} [{','.join(str(d) for d in tensor.shape)}]")
-    print(f"# params student.backbone {count_params(student.backbone, {'masked_embed'})}")
-    print(f"# params student.backbone.masked_embed {student.backbone.masked_embed.numel()}")
-    print(f"# params student.head {count_params(student.head)}")
-    print(f"# params teacher.backbone {count_params(teacher.backbone)}")
-    print(f"# params teacher.head {count_params(teacher.head)}")
 
 
 def run_layout(arch, window, sizes):
@@ -638,16 +599,7 @@ def head_args(data):
 def checkpoint_models(args):
     """Student and teacher built from a checkpoint's `args` Namespace (eval mode, float32)."""
     student, teacher = build_swin_models(
-        args.arch,
-        args.window_size,
-        224,
-        args.out_dim,
-        args.patch_out_dim,
-        shared_head=args.shared_head,
-        shared_head_teacher=args.shared_head_teacher,
-        norm_last_layer=getattr(args, "norm_last_layer", True),
-        head_hidden=getattr(args, "head_hidden_dim", 2048),
-        head_bottleneck=getattr(args, "head_bottleneck_dim", 256),
+        args.arch, args.window_size, 224, **checkpoint_head_options(args)
     )
     return student.eval(), teacher.eval()
 
@@ -667,29 +619,14 @@ def run_checkpoint_write(arch, window, path, source):
     student, teacher = checkpoint_models(args)
     load_parameters(student, data, "student")
     load_parameters(teacher, data, "teacher")
-    optimizer = torch.optim.AdamW(get_params_groups(student))
-    for name, param in student.named_parameters():
-        if f"exp_avg.student.{name}" in data:
-            optimizer.state[param] = {
-                "step": torch.tensor(float(scalar(data, "optimizer_step"))),
-                "exp_avg": torch.from_numpy(data[f"exp_avg.student.{name}"]),
-                "exp_avg_sq": torch.from_numpy(data[f"exp_avg_sq.student.{name}"]),
-            }
+    optimizer = adamw_with_state(student, data)
     out_dim, patch_out_dim = args.out_dim, args.patch_out_dim
     centers = OrderedDict(
         center=torch.from_numpy(data.get("center", np.zeros((1, out_dim), np.float32))),
         center2=torch.from_numpy(data.get("center2", np.zeros((1, 1, patch_out_dim), np.float32))),
     )
-    checkpoint = {
-        "student": OrderedDict(("module." + k, v) for k, v in student.state_dict().items()),
-        "teacher": teacher.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "epoch": int(scalar(data, "epoch")) if "epoch" in data else 1,
-        "args": args,
-        "ibot_loss": centers,
-        "fp16_scaler": None,
-    }
-    torch.save(checkpoint, path)
+    epoch = int(scalar(data, "epoch")) if "epoch" in data else 1
+    save_full_checkpoint(path, student, teacher, optimizer, epoch, args, centers)
 
 
 def tokens_of(backbone, source, prefix):
@@ -706,17 +643,13 @@ def tokens_of(backbone, source, prefix):
 
 def run_checkpoint_read(path, source, target):
     """`checkpoint-read PTH IN OUT`: see the module docstring."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    student, teacher = checkpoint_models(checkpoint["args"])
-    prefix = "module."
-    student_state = {k[len(prefix) :]: v for k, v in checkpoint["student"].items()}
-    student.load_state_dict(student_state, strict=True)
-    teacher.load_state_dict(checkpoint["teacher"], strict=True)
-    result = tokens_of(teacher.backbone, source, "teacher.")
-    result.update(tokens_of(student.backbone, source, "student."))
-    if checkpoint.get("optimizer"):
-        result.update(optimizer_outputs(student, checkpoint["optimizer"]))
-    safetensors_io.save(target, result)
+
+    def outputs(student, teacher):
+        result = tokens_of(teacher.backbone, source, "teacher.")
+        result.update(tokens_of(student.backbone, source, "student."))
+        return result
+
+    safetensors_io.save(target, checkpoint_read_outputs(path, checkpoint_models, outputs))
 
 
 def run_backbone_read(arch, window, path, source, target):

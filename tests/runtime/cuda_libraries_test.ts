@@ -8,6 +8,7 @@ import {
   ldCacheDirs,
   missingCudaSentence,
   prepareCuda,
+  providerFolderProblem,
 } from "../../lib/runtime/cuda_libraries.ts";
 import { fakeCudaProvider, fakeElf, writeFakeProviders } from "./fake_cuda_provider.ts";
 
@@ -191,6 +192,24 @@ Deno.test("LD_LIBRARY_PATH is searched first and pip's nvidia packages of python
     else Deno.env.set("LD_LIBRARY_PATH", saved.ld);
     Deno.removeSync(root, { recursive: true });
   }
+});
+
+Deno.test("providerFolderProblem names the absent providers, then another version", () => {
+  const dir = Deno.makeTempDirSync();
+  assert.deepEqual(providerFolderProblem(dir, "1.29.0"), {
+    absent: ["libonnxruntime_providers_cuda.so", "libonnxruntime_providers_shared.so"],
+  });
+  Deno.writeFileSync(join(dir, "libonnxruntime_providers_cuda.so"), fakeCudaProvider("1.28.0"));
+  assert.deepEqual(providerFolderProblem(dir, "1.29.0"), {
+    absent: ["libonnxruntime_providers_shared.so"],
+  });
+  writeFakeProviders(dir, "1.28.0");
+  assert.deepEqual(providerFolderProblem(dir, "1.29.0"), {
+    provider: join(dir, "libonnxruntime_providers_cuda.so"),
+    version: "1.28.0",
+  });
+  assert.equal(providerFolderProblem(dir, "1.28.0"), undefined);
+  Deno.removeSync(dir, { recursive: true });
 });
 
 Deno.test("prepareCuda refuses missing providers, another version, missing CUDA libraries", () => {
