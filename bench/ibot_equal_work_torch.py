@@ -10,6 +10,9 @@
   of all patch logits); its last layer runs on the CLS token, on the slots, and on the mean
   bottleneck vector of each crop row, whose logits are the mean patch logits because the layer is
   linear.
+- A Swin backbone's attention runs its qkv and proj Linear layers on the real tokens only, as
+  `lib/models/window_attention.ts` does (`swin_torch.real_token_projections`); the official code
+  also projects the zero padding that rounds each stage's grid up to a multiple of the window.
 - S is one of our step's slot buckets (`slot_buckets` and `pick_slot_bucket`, the rule of
   `lib/train/slot_buckets.ts`), so that both sides run the head on as many slots.
 
@@ -24,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import ibot_torch
+import swin_torch
 
 SLOT_BUCKET_COUNT = 8
 SLOT_BUCKET_GRANULE = 8
@@ -150,7 +154,7 @@ def equal_work_step(
     mask = torch.cat([m.flatten(1) for m in masks[:g]]).bool()
     indices, weights = slot_table(mask, slots or max(1, int(mask.sum())))
 
-    with autocast():
+    with autocast(), swin_torch.real_token_projections(student, teacher):
         with torch.no_grad():
             head = teacher.head
             bottleneck = F.normalize(head.mlp(teacher.backbone(crops)), dim=-1)

@@ -4,7 +4,8 @@ Written from the project's specification of the official code (ibot-reference.md
 §10 items 1 and 14) and the official models file's behaviour, not copied from it. Covers the Swin
 backbone as iBOT pre-training builds it, the student and teacher around it (the head, wrapper,
 loss, training iteration and checkpoint layout are `ibot_common.py`'s), and official-layout
-checkpoints.
+checkpoints. `real_token_projections` switches the blocks to the same result with the project's
+work (the attention's projections on the real tokens only), for the equal-work benchmark.
 
 Sizes (`SWIN_ARCHS`): the official swin_tiny/small/base/large, and `swin_mini` for tests on a
 CPU: embed_dim 32, depths (1, 1, 2, 1), heads (1, 2, 4, 8) (head dim 32 in every stage, as the
@@ -79,6 +80,7 @@ Command-line modes (tensors in safetensors files; `depths` and `heads` are int64
 """
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -177,9 +179,15 @@ class WindowAttention(nn.Module):
         trunc_normal_(self.relative_position_bias_table)
 
     def forward(self, x, mask=None):
-        b_, n, c = x.shape
-        qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        mixed, attn = self.attend(self.qkv(x), mask)
+        return self.proj(mixed), attn
+
+    def attend(self, qkv, mask=None):
+        """The attention from projected windows qkv (B*nW, w^2, 3c) and the mask: the heads'
+        outputs (B*nW, w^2, c) before `proj`, and the probabilities."""
+        b_, n, c3 = qkv.shape
+        c = c3 // 3
+        q, k, v = qkv.reshape(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         attn = (q * self.scale) @ k.transpose(-2, -1)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         attn = attn + bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
@@ -188,8 +196,7 @@ class WindowAttention(nn.Module):
             attn = attn.view(b_ // windows, windows, self.num_heads, n, n)
             attn = (attn + mask.unsqueeze(1).unsqueeze(0)).view(-1, self.num_heads, n, n)
         attn = attn.softmax(dim=-1)
-        x = (attn @ v).transpose(1, 2).reshape(b_, n, c)
-        return self.proj(x), attn
+        return (attn @ v).transpose(1, 2).reshape(b_, n, c), attn
 
 
 class SwinTransformerBlock(nn.Module):
@@ -198,6 +205,11 @@ class SwinTransformerBlock(nn.Module):
     The effective window and shift are fixed at construction: when the stage's resolution (from
     img_size) is at most the window, the window becomes the resolution and the shift 0.
     The forward takes (B, L, C) with L a square and returns (B, L, C) and the attention.
+
+    With the attribute `real_token_projections` set (False by default, the official computation;
+    the context manager of that name sets it), the attention's qkv and proj run on the L real tokens only:
+    the padded positions' q, k and v are the qkv bias (what the official qkv makes of their zeros)
+    and the padded outputs are cropped before proj instead of after. The result is the same.
     """
 
     def __init__(
@@ -214,6 +226,7 @@ class SwinTransformerBlock(nn.Module):
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.real_token_projections = False
 
     def forward(self, x):
         b, length, c = x.shape
@@ -222,20 +235,61 @@ class SwinTransformerBlock(nn.Module):
         shortcut = x
         x = self.norm1(x).view(b, side, side, c)
         pad = (ws - side % ws) % ws
-        x = F.pad(x, (0, 0, 0, pad, 0, pad))  # zeros right and bottom
         padded = side + pad
         mask = None
         if shift > 0:
-            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
             mask = shift_attention_mask(side, side, ws, shift).to(x.device)
-        out, attn = self.attn(window_partition(x, ws), mask)
+        if self.real_token_projections:
+            qkv = self.attn.qkv(x)
+            bias = self.attn.qkv.bias
+            fill = qkv.new_zeros(3 * c) if bias is None else bias.to(qkv.dtype)
+            windows = self.windows(pad_with(qkv, pad, fill))
+            out, attn = self.attn.attend(windows, mask)
+        else:
+            x = F.pad(x, (0, 0, 0, pad, 0, pad))  # zeros right and bottom
+            out, attn = self.attn(self.windows(x), mask)
         x = window_reverse(out, ws, padded, padded)
         if shift > 0:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
         x = x[:, :side, :side, :].reshape(b, length, c)
+        if self.real_token_projections:
+            x = self.attn.proj(x)
         x = shortcut + self.drop_path(x)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x, attn
+
+    def windows(self, grid):
+        """The padded grid (B, H, W, C) cyclically shifted up and left by the shift and cut into
+        windows (B*nW, w^2, C)."""
+        if self.shift > 0:
+            grid = torch.roll(grid, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        return window_partition(grid, self.window)
+
+
+def pad_with(grid, pad, fill):
+    """grid (B, S, S, C) with `pad` rows and columns of `fill` (C,) added right and bottom ->
+    (B, S + pad, S + pad, C)."""
+    if pad == 0:
+        return grid
+    b, side, _, c = grid.shape
+    grid = torch.cat([grid, fill.expand(b, side, pad, c)], dim=2)
+    return torch.cat([grid, fill.expand(b, pad, side + pad, c)], dim=1)
+
+
+@contextlib.contextmanager
+def real_token_projections(*models):
+    """Inside the `with` statement, every Swin block of `models` (modules) runs its attention's
+    qkv and proj on the real tokens only (see `SwinTransformerBlock`), the work of the project's
+    graph for the equal-work benchmark; after it, the official computation again. The backward
+    pass of a forward run inside does the same work."""
+    blocks = [m for model in models for m in model.modules() if isinstance(m, SwinTransformerBlock)]
+    for block in blocks:
+        block.real_token_projections = True
+    try:
+        yield
+    finally:
+        for block in blocks:
+            block.real_token_projections = False
 
 
 class PatchMerging(nn.Module):
