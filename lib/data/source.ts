@@ -15,6 +15,7 @@
 import { join } from "node:path";
 import { openIdxSource } from "./idx.ts";
 import { openImageFolder } from "./image_folder.ts";
+import { openSubset } from "./subset.ts";
 
 /** A decoded image: `data` is HWC RGB uint8, `height · width · 3` bytes, row-major. */
 export interface RawImage {
@@ -29,11 +30,12 @@ export interface RawImage {
 /**
  * Where images come from, as plain JSON (it crosses to workers by `postMessage`):
  * `idx` is a pair of IDX files (images N×H×W uint8, labels N uint8); `folder` is an ImageFolder
- * root (one sub-folder per class).
+ * root (one sub-folder per class). With `subset`, a subset file (one image name a line, see
+ * `subset.ts`), only the images it names are kept, in dataset order, with all the classes.
  */
 export type SourceSpec =
-  | { kind: "idx"; images: string; labels: string }
-  | { kind: "folder"; root: string };
+  | { kind: "idx"; images: string; labels: string; subset?: string }
+  | { kind: "folder"; root: string; subset?: string };
 
 /** An indexed, labelled collection of images. */
 export interface ImageSource {
@@ -47,8 +49,12 @@ export interface ImageSource {
   load(i: number): Promise<RawImage>;
 }
 
-/** Opens the source a spec describes (reads IDX files, or lists an ImageFolder tree). */
+/**
+ * Opens the source a spec describes (reads IDX files, or lists an ImageFolder tree), restricted
+ * to the images of its subset file when it names one.
+ */
 export async function openSource(spec: SourceSpec): Promise<ImageSource> {
+  if (spec.subset !== undefined) return await openSubset(spec, spec.subset);
   switch (spec.kind) {
     case "idx":
       return await openIdxSource(spec.images, spec.labels);
@@ -62,9 +68,13 @@ export async function openSource(spec: SourceSpec): Promise<ImageSource> {
   }
 }
 
-/** A source for messages: the images file of an IDX pair, or `the ImageFolder <root>`. */
+/**
+ * A source for messages: the images file of an IDX pair, or `the ImageFolder <root>`, followed by
+ * ` (subset <file>)` when it has one.
+ */
 export function describeSource(spec: SourceSpec): string {
-  return spec.kind === "idx" ? spec.images : `the ImageFolder ${spec.root}`;
+  const base = spec.kind === "idx" ? spec.images : `the ImageFolder ${spec.root}`;
+  return spec.subset === undefined ? base : `${base} (subset ${spec.subset})`;
 }
 
 /** The split names accepted by {@link resolveDataPath}. */
@@ -85,9 +95,19 @@ const EXPECTED = "a folder of class sub-folders (ImageFolder) or of MNIST-style 
  * - otherwise, for the train split, a folder with sub-folders is itself the ImageFolder root.
  *
  * A missing path, a file, an empty folder or any other layout throws one sentence naming the path
- * and what was expected.
+ * and what was expected. With `subset` (a subset file), the spec keeps only the images it names.
  */
-export async function resolveDataPath(path: string, split: Split = "train"): Promise<SourceSpec> {
+export async function resolveDataPath(
+  path: string,
+  split: Split = "train",
+  subset?: string,
+): Promise<SourceSpec> {
+  const spec = await resolveSplit(path, split);
+  return subset === undefined ? spec : { ...spec, subset };
+}
+
+/** {@link resolveDataPath} without a subset. */
+async function resolveSplit(path: string, split: Split): Promise<SourceSpec> {
   let info: Deno.FileInfo;
   try {
     info = await Deno.stat(path);

@@ -18,6 +18,7 @@ import type { LoadedBackbone } from "../checkpoint/backbone_file.ts";
 import type { StateStore } from "../runtime/store.ts";
 import type { FeatureOptions } from "./knn_eval.ts";
 import { type OptionTable, type OptionValues, required } from "../cli/options.ts";
+import { readSubsetFile } from "../data/subset.ts";
 
 /** Options naming a weights file and its backbone; every evaluation and analysis task has them. */
 export const BACKBONE_FILE_OPTIONS = {
@@ -92,6 +93,12 @@ export const FROZEN_BACKBONE_OPTIONS = {
     default: 0,
   },
   num_workers: { kind: "int", help: "Data-loading workers (default: cores − 1).", min: 1 },
+  train_subset: {
+    kind: "string",
+    metavar: "file",
+    help: "Use only the train images this subset file names (one a line, as the SimCLRv2 1% and " +
+      "10% files; data/fashion-mnist/subsets has the bundled data's).",
+  },
 } as const satisfies OptionTable;
 
 /** The values of {@link FROZEN_BACKBONE_OPTIONS}. */
@@ -119,11 +126,13 @@ export interface FrozenBackbone {
   readonly dataPath: string;
   /** Architecture, scope, crop size and feature variant for the extraction. */
   readonly features: FeatureOptions;
+  /** `--train_subset`: the subset file that restricts the train split, if any. */
+  readonly trainSubset?: string;
 }
 
 /**
  * Loads the backbone and checks the options against it (`nLastBlocks` ≥ 1 CLS tokens of the last
- * blocks); a mismatch gets one sentence.
+ * blocks) and the `--train_subset` file, if any, for being readable; a problem gets one sentence.
  */
 export async function openFrozenBackbone(
   values: FrozenBackboneValues,
@@ -136,6 +145,7 @@ export async function openFrozenBackbone(
   }
   const dataPath = dataPathOption(values.data_path, loaded);
   const size = imageSizeOption(values.image_size, loaded);
+  if (values.train_subset !== undefined) await readSubsetFile(values.train_subset);
   const prefix = "model";
   return {
     loaded,
@@ -150,6 +160,7 @@ export async function openFrozenBackbone(
       workers: values.num_workers,
       device: values.device,
     },
+    trainSubset: values.train_subset,
   };
 }
 

@@ -2,7 +2,9 @@ import { join } from "node:path";
 import { assert } from "../assert.ts";
 import { VENDORED, withTempDir } from "./fixtures.ts";
 import { writeIdx } from "../../lib/data/idx.ts";
-import { openSource, resolveDataPath } from "../../lib/data/source.ts";
+import { evalBatches } from "../../lib/data/loader.ts";
+import { writeSubsetFile } from "../../lib/data/subset.ts";
+import { describeSource, openSource, resolveDataPath } from "../../lib/data/source.ts";
 
 Deno.test("resolveDataPath finds the vendored Fashion-MNIST splits", async () => {
   const train = await resolveDataPath(VENDORED);
@@ -96,6 +98,29 @@ Deno.test("resolveDataPath: bad paths give one sentence naming the path", async 
     await assert.rejects(
       resolveDataPath(root),
       /has train-images-idx3-ubyte\.gz but no train-labels-idx1-ubyte\[\.gz\] beside it/,
+    );
+  });
+});
+
+Deno.test("resolveDataPath with a subset file: the workers see the subset, messages name it", async () => {
+  await withTempDir(async (dir) => {
+    const spec = await resolveDataPath(VENDORED, "test");
+    const subset = join(dir, "few.txt");
+    await writeSubsetFile(subset, ["t10k-000007", "t10k-001500", "t10k-000002"]);
+    const subsetSpec = await resolveDataPath(VENDORED, "test", subset);
+    assert.deepEqual(subsetSpec, { ...spec, subset });
+    const whole = await openSource(spec);
+    const labels: number[] = [];
+    const totals = new Set<number>();
+    for await (const batch of evalBatches(subsetSpec, 28, 2, 1)) {
+      labels.push(...batch.labels.subarray(0, batch.count));
+      totals.add(batch.total);
+    }
+    assert.deepEqual(labels, [2, 7, 1500].map((i) => whole.label(i)));
+    assert.deepEqual([...totals], [3]);
+    assert.equal(
+      describeSource({ ...spec, subset }),
+      `${join(VENDORED, "t10k-images-idx3-ubyte.gz")} (subset ${subset})`,
     );
   });
 });
