@@ -1,50 +1,36 @@
 /**
  * Weighted k-nearest-neighbour classification of frozen features, as in iBOT's
- * `evaluation/eval_knn.py` (`knn_classifier`, inherited from DINO), computed on the host in plain
- * TypeScript.
+ * `evaluation/eval_knn.py` (`knn_classifier`, inherited from DINO), run as graphs by onnxruntime
+ * on all cores (or on CUDA).
  *
  * Every test feature votes with its k most similar train features (cosine similarity s_j of
  * L2-normalised rows): class c scores Σ_j exp(s_j / T)·[y_j = c], classes are ranked by score, and
  * top-1 / top-5 accuracy is reported in percent.
  *
+ * The test rows are taken a chunk at a time and the train bank a block at a time (either may be
+ * in memory or in a file on disk, see {@link FeatureBank}): each (chunk, block) step runs the
+ * similarity MatMul, a TopK within the block and a TopK merge into the chunk's running nearest
+ * neighbours (`buildKnnBlockGraph`); after the last block the vote graph ranks the true class at
+ * every k (`buildKnnVoteGraph`). Memory is bounded by chunk × block similarities plus one chunk
+ * and one block of features, whatever the sizes of the splits (only the labels, 4 bytes a row,
+ * are held whole).
+ *
  * Deterministic tie rules (PyTorch leaves them unspecified): among train rows with equal
  * similarity the lower row index is the nearer neighbour, and among classes with equal score the
  * lower class index ranks first. The second rule matters for classes that got no vote at all:
  * they all score 0 and fill the ranking after the voted classes in class-index order, so a target
- * class without votes can still count for top-5, as it does in the official `probs.sort`.
+ * class without votes can still count for top-5, as it does in the official `probs.sort`. The
+ * class rule is computed exactly on every device; the row rule holds on the CPU, whose TopK keeps
+ * the lower index first among equal values, but onnxruntime's CUDA TopK does not promise that
+ * order, so there equal similarities at the k-th place may be broken the other way. Weights and
+ * scores are float32 and summed neighbour by neighbour, as in the official float32 vote.
  *
  * @module
  */
 
-/** Norm floor of `torch.nn.functional.normalize`: rows are divided by max(‖x‖, eps). */
-const NORM_EPS = 1e-12;
-/** Test rows scored together; the similarity buffer holds this many rows of train similarities. */
-const TEST_CHUNK = 32;
-/** Test rows per dot-product micro-kernel step; TEST_CHUNK is a multiple of it. */
-const KERNEL_ROWS = 4;
-/** Train rows per block, reused by every test row of a chunk while they are in cache. */
-const TRAIN_BLOCK = 256;
-
-/**
- * L2-normalises each row of a row-major (rows, dim) matrix **in place** and returns the same
- * array, like `F.normalize(x, dim=1, p=2)`: every row is divided by max(‖row‖₂, 1e-12), so
- * all-zero rows stay zero.
- *
- * @param features row-major matrix of shape (rows, dim); its length must be a multiple of `dim`.
- * @param dim the row length (feature dimension).
- * @returns `features` itself, now with unit-norm (or zero) rows.
- */
-export function l2NormalizeRows(features: Float32Array, dim: number): Float32Array {
-  const rows = rowCount(features, dim, "features");
-  for (let r = 0; r < rows; r++) {
-    const start = r * dim;
-    let sumSq = 0;
-    for (let d = 0; d < dim; d++) sumSq += features[start + d] * features[start + d];
-    const denominator = Math.max(Math.sqrt(sumSq), NORM_EPS);
-    for (let d = 0; d < dim; d++) features[start + d] /= denominator;
-  }
-  return features;
-}
+import { CompiledGraph, type ExecutionProvider } from "../runtime/session.ts";
+import type { FeatureBank } from "./feature_bank.ts";
+import { buildKnnBlockGraph, buildKnnVoteGraph, KNN_BLOCK_IO, KNN_VOTE_IO } from "./knn_graphs.ts";
 
 /** Accuracy of the k-NN classifier for one k. */
 export interface KnnResult {
@@ -56,224 +42,166 @@ export interface KnnResult {
   top5: number;
 }
 
+/** Options of {@link knnClassify}. */
+export interface KnnOptions {
+  /** Neighbour counts to evaluate (default 10 20 100 200); k > train rows is clamped. */
+  readonly ks?: readonly number[];
+  /** T of the vote weights exp(s / T), positive (default 0.07, the official one). */
+  readonly temperature?: number;
+  /** Number of classes (default: one more than the largest label of either bank). */
+  readonly numClasses?: number;
+  /** Test rows per run (default 512): memory grows with chunk × block. */
+  readonly chunkSize?: number;
+  /** Train rows per run (default 65536). */
+  readonly blockSize?: number;
+  /** onnxruntime intra-op threads (default: every core). */
+  readonly threads?: number;
+  /** Where the graphs run (default `cpu`). */
+  readonly device?: ExecutionProvider;
+  /** Called after each chunk of test rows with the test rows done and the total. */
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+/** Default test rows per run. */
+export const DEFAULT_KNN_CHUNK = 512;
 /**
- * Weighted k-NN accuracy of test features against train features (iBOT `knn_classifier`).
+ * Default train rows per run. Long blocks pay off: onnxruntime's TopK costs a fixed amount per row
+ * besides its cost per entry (k = 200 of 65 536 entries took about half the time per entry of
+ * k = 200 of 16 384), so the same similarities in fewer, longer rows are selected faster.
+ */
+export const DEFAULT_KNN_BLOCK = 65536;
+
+/**
+ * Weighted k-NN accuracy of `test`'s rows against `train`'s (iBOT `knn_classifier`), both banks
+ * holding L2-normalised rows. The nearest neighbours are found once for the largest k and each
+ * smaller k uses a prefix of them; a test row counts for top-1 when its label ranks first and for
+ * top-5 when it ranks within the first five (with fewer than five classes, always). The tie rules
+ * are in the module documentation.
  *
- * For every test row: cosine similarities to all train rows (plain dot products, since the rows
- * are expected to be L2-normalised already, see {@link l2NormalizeRows}); the top-k neighbours are
- * picked once for the largest k, and each smaller k uses a prefix of them; class c scores
- * Σ_j exp(s_j / temperature)·[y_j = c]; the test row counts for top-1 when its label ranks first
- * and for top-5 when it ranks within the first five. With fewer than five classes every class is
- * within the first five, so top-5 is 100%. The tie rules are in the module documentation.
- *
- * Cost: nTest·nTrain·dim multiply-adds on one thread, plus an O(nTrain) selection per test row.
- *
- * @param train row-major train features, shape (nTrain, dim), L2-normalised rows.
- * @param trainLabels class of each train row, shape (nTrain), each in [0, numClasses).
- * @param test row-major test features, shape (nTest, dim), L2-normalised rows.
- * @param testLabels class of each test row, shape (nTest), each in [0, numClasses).
- * @param dim feature dimension.
- * @param numClasses number of classes.
- * @param ks neighbour counts to evaluate (positive integers); k > nTrain is clamped to nTrain.
- * @param temperature T of the vote weights exp(s / T), positive (the official default 0.07).
- * @param onProgress called after each chunk of test rows with the test rows done and nTest.
  * @returns one result per entry of `ks`, in the same order.
  */
-export function knnClassify(
-  train: Float32Array,
-  trainLabels: Int32Array,
-  test: Float32Array,
-  testLabels: Int32Array,
-  dim: number,
-  numClasses: number,
-  ks: readonly number[] = [10, 20, 100, 200],
-  temperature = 0.07,
-  onProgress?: (done: number, total: number) => void,
-): KnnResult[] {
-  const nTrain = rowCount(train, dim, "train");
-  const nTest = rowCount(test, dim, "test");
+export async function knnClassify(
+  train: FeatureBank,
+  test: FeatureBank,
+  options: KnnOptions = {},
+): Promise<KnnResult[]> {
+  const { ks = [10, 20, 100, 200], temperature = 0.07 } = options;
+  const nTrain = train.rows;
+  const nTest = test.rows;
+  const dim = train.dim;
   if (nTrain === 0 || nTest === 0) {
-    throw new Error(`knnClassify needs train and test rows, got ${nTrain} and ${nTest}`);
+    throw new Error(`k-NN needs train and test rows, got ${nTrain} and ${nTest}`);
   }
-  if (!Number.isInteger(numClasses) || numClasses < 1) {
-    throw new Error(`numClasses must be a positive integer, got ${numClasses}`);
+  if (test.dim !== dim) {
+    throw new Error(`the test features have width ${test.dim}, the train features ${dim}`);
   }
-  checkLabels(trainLabels, nTrain, numClasses, "trainLabels");
-  checkLabels(testLabels, nTest, numClasses, "testLabels");
   for (const k of ks) {
     if (!Number.isInteger(k) || k < 1) {
       throw new Error(`every k must be a positive integer, got ${k}`);
     }
   }
   if (!(temperature > 0)) throw new Error(`temperature must be positive, got ${temperature}`);
+  const numClasses = options.numClasses ?? 1 + Math.max(maxOf(train.labels), maxOf(test.labels));
+  if (!Number.isInteger(numClasses) || numClasses < 1) {
+    throw new Error(`numClasses must be a positive integer, got ${numClasses}`);
+  }
+  checkLabels(train.labels, numClasses, "train");
+  checkLabels(test.labels, numClasses, "test");
+  const chunk = Math.min(positive(options.chunkSize ?? DEFAULT_KNN_CHUNK, "chunkSize"), nTest);
+  const block = Math.min(positive(options.blockSize ?? DEFAULT_KNN_BLOCK, "blockSize"), nTrain);
   if (ks.length === 0) return [];
 
-  // The distinct neighbour counts actually used, ascending: the votes are checked at each one.
+  // The distinct neighbour counts actually used, ascending: the votes are ranked at each one.
   const checkpoints = [...new Set(ks.map((k) => Math.min(k, nTrain)))].sort((a, b) => a - b);
-  const kMax = checkpoints[checkpoints.length - 1];
+  const k = checkpoints[checkpoints.length - 1];
+  const compile = { threads: options.threads, executionProviders: [options.device ?? "cpu"] };
+  // Full blocks, and the last, shorter block when the bank does not divide into blocks.
+  const blockGraph = await CompiledGraph.create(
+    buildKnnBlockGraph({ chunk, block, dim, k }),
+    compile,
+  );
+  const tail = nTrain % block;
+  const tailGraph = tail === 0
+    ? blockGraph
+    : await CompiledGraph.create(buildKnnBlockGraph({ chunk, block: tail, dim, k }), compile);
+  const voteGraph = await CompiledGraph.create(
+    buildKnnVoteGraph({ chunk, k, numClasses, checkpoints, temperature }),
+    compile,
+  );
   const top1Hits = new Array<number>(checkpoints.length).fill(0);
   const top5Hits = new Array<number>(checkpoints.length).fill(0);
-
-  const chunk = new Float32Array(TEST_CHUNK * dim);
-  const similarities = new Float32Array(TEST_CHUNK * nTrain);
-  const neighbourSims = new Float32Array(kMax);
-  const neighbourRows = new Int32Array(kMax);
-  const scores = new Float64Array(numClasses);
-
-  for (let first = 0; first < nTest; first += TEST_CHUNK) {
-    const rows = Math.min(TEST_CHUNK, nTest - first);
-    chunk.fill(0);
-    chunk.set(test.subarray(first * dim, (first + rows) * dim));
-    chunkSimilarities(chunk, train, nTrain, dim, similarities);
-
-    for (let r = 0; r < rows; r++) {
-      const row = similarities.subarray(r * nTrain, (r + 1) * nTrain);
-      selectTopK(row, kMax, neighbourSims, neighbourRows);
-      const target = testLabels[first + r];
-      scores.fill(0);
-      let next = 0;
-      for (let n = 0; n < kMax; n++) {
-        scores[trainLabels[neighbourRows[n]]] += Math.exp(neighbourSims[n] / temperature);
-        if (n + 1 === checkpoints[next]) {
-          const rank = classRank(scores, target);
-          if (rank === 0) top1Hits[next]++;
-          if (rank < 5) top5Hits[next]++;
-          next++;
+  try {
+    const testRows = new Float32Array(chunk * dim);
+    const trainRows = new Float32Array(block * dim);
+    const trainLabels = new BigInt64Array(block);
+    const bestSims = new Float32Array(chunk * k);
+    const bestLabels = new BigInt64Array(chunk * k);
+    const targets = new BigInt64Array(chunk);
+    for (let first = 0; first < nTest; first += chunk) {
+      const rows = Math.min(chunk, nTest - first);
+      testRows.fill(0);
+      await test.read(first, rows, testRows);
+      bestSims.fill(-Infinity);
+      bestLabels.fill(0n);
+      for (let start = 0; start < nTrain; start += block) {
+        const count = Math.min(block, nTrain - start);
+        await train.read(start, count, trainRows);
+        for (let j = 0; j < count; j++) trainLabels[j] = BigInt(train.labels[start + j]);
+        const out = await (count === block ? blockGraph : tailGraph).run({
+          [KNN_BLOCK_IO.test]: testRows,
+          [KNN_BLOCK_IO.train]: trainRows.subarray(0, count * dim),
+          [KNN_BLOCK_IO.trainLabels]: trainLabels.subarray(0, count),
+          [KNN_BLOCK_IO.bestSims]: bestSims,
+          [KNN_BLOCK_IO.bestLabels]: bestLabels,
+        });
+        bestSims.set(out[KNN_BLOCK_IO.nextSims] as Float32Array);
+        bestLabels.set(out[KNN_BLOCK_IO.nextLabels] as BigInt64Array);
+      }
+      targets.fill(0n);
+      for (let r = 0; r < rows; r++) targets[r] = BigInt(test.labels[first + r]);
+      const { [KNN_VOTE_IO.ranks]: ranks } = await voteGraph.run({
+        [KNN_VOTE_IO.sims]: bestSims,
+        [KNN_VOTE_IO.labels]: bestLabels,
+        [KNN_VOTE_IO.targets]: targets,
+      });
+      for (let r = 0; r < rows; r++) {
+        for (let c = 0; c < checkpoints.length; c++) {
+          const rank = ranks[r * checkpoints.length + c] as number;
+          if (rank === 0) top1Hits[c]++;
+          if (rank < 5) top5Hits[c]++;
         }
       }
+      options.onProgress?.(first + rows, nTest);
     }
-    onProgress?.(first + rows, nTest);
+  } finally {
+    await blockGraph.release();
+    if (tailGraph !== blockGraph) await tailGraph.release();
+    await voteGraph.release();
   }
-
   return ks.map((k) => {
     const c = checkpoints.indexOf(Math.min(k, nTrain));
     return { k, top1: (top1Hits[c] * 100) / nTest, top5: (top5Hits[c] * 100) / nTest };
   });
 }
 
-/** Number of rows of a row-major matrix, checking that its length is a multiple of `dim`. */
-function rowCount(matrix: Float32Array, dim: number, what: string): number {
-  if (!Number.isInteger(dim) || dim < 1) {
-    throw new Error(`dim must be a positive integer, got ${dim}`);
-  }
-  if (matrix.length % dim !== 0) {
-    throw new Error(`${what} has ${matrix.length} values, not a multiple of dim ${dim}`);
-  }
-  return matrix.length / dim;
+function maxOf(labels: Int32Array): number {
+  let max = 0;
+  for (const label of labels) max = Math.max(max, label);
+  return max;
 }
 
-/** Checks that there is one label per row and that every label is a class index. */
-function checkLabels(labels: Int32Array, rows: number, numClasses: number, what: string): void {
-  if (labels.length !== rows) {
-    throw new Error(`${what} has ${labels.length} labels for ${rows} rows`);
-  }
+/** Checks that every label is a class index. */
+function checkLabels(labels: Int32Array, numClasses: number, what: string): void {
   for (const label of labels) {
     if (label < 0 || label >= numClasses) {
-      throw new Error(`${what} holds class ${label}, outside [0, ${numClasses})`);
+      throw new Error(`the ${what} labels hold class ${label}, outside [0, ${numClasses})`);
     }
   }
 }
 
-/**
- * Dot products of the TEST_CHUNK rows of `chunk` (zero rows past the real ones) with every train
- * row, into `out` (TEST_CHUNK, nTrain). The train rows are walked in blocks that stay in cache
- * while all chunk rows use them, and each step multiplies KERNEL_ROWS test rows by one train row
- * so that every loaded train value serves several accumulators.
- */
-function chunkSimilarities(
-  chunk: Float32Array,
-  train: Float32Array,
-  nTrain: number,
-  dim: number,
-  out: Float32Array,
-): void {
-  for (let blockStart = 0; blockStart < nTrain; blockStart += TRAIN_BLOCK) {
-    const blockEnd = Math.min(blockStart + TRAIN_BLOCK, nTrain);
-    for (let r = 0; r < TEST_CHUNK; r += KERNEL_ROWS) {
-      const a0 = r * dim;
-      const a1 = a0 + dim;
-      const a2 = a1 + dim;
-      const a3 = a2 + dim;
-      for (let j = blockStart; j < blockEnd; j++) {
-        const b = j * dim;
-        let s0 = 0;
-        let s1 = 0;
-        let s2 = 0;
-        let s3 = 0;
-        for (let d = 0; d < dim; d++) {
-          const x = train[b + d];
-          s0 += chunk[a0 + d] * x;
-          s1 += chunk[a1 + d] * x;
-          s2 += chunk[a2 + d] * x;
-          s3 += chunk[a3 + d] * x;
-        }
-        out[r * nTrain + j] = s0;
-        out[(r + 1) * nTrain + j] = s1;
-        out[(r + 2) * nTrain + j] = s2;
-        out[(r + 3) * nTrain + j] = s3;
-      }
-    }
+function positive(value: number, name: string): number {
+  if (!Number.isInteger(value) || value < 1) {
+    throw new Error(`${name} must be a positive integer, got ${value}`);
   }
-}
-
-/**
- * Writes the k largest entries of `row` and their indices into `sims` and `indices`, nearest
- * first (ties: lower index first). Uses a size-k heap whose root is the worst kept neighbour, so a
- * scan costs O(n) plus O(log k) per replacement; a final heap sort orders the k kept entries.
- */
-function selectTopK(row: Float32Array, k: number, sims: Float32Array, indices: Int32Array): void {
-  for (let i = 0; i < k; i++) {
-    sims[i] = row[i];
-    indices[i] = i;
-  }
-  for (let i = (k >> 1) - 1; i >= 0; i--) siftDown(sims, indices, i, k);
-  // Later rows lose ties against kept ones, so only a strictly larger similarity gets in.
-  for (let i = k; i < row.length; i++) {
-    if (row[i] > sims[0]) {
-      sims[0] = row[i];
-      indices[0] = i;
-      siftDown(sims, indices, 0, k);
-    }
-  }
-  for (let end = k - 1; end > 0; end--) {
-    swap(sims, indices, 0, end);
-    siftDown(sims, indices, 0, end);
-  }
-}
-
-/** Whether heap entry a is a worse neighbour than entry b (smaller similarity, or equal and later). */
-function worse(sims: Float32Array, indices: Int32Array, a: number, b: number): boolean {
-  return sims[a] < sims[b] || (sims[a] === sims[b] && indices[a] > indices[b]);
-}
-
-/** Restores the worst-at-root heap order below `pos` within the first `size` entries. */
-function siftDown(sims: Float32Array, indices: Int32Array, pos: number, size: number): void {
-  for (;;) {
-    const left = 2 * pos + 1;
-    if (left >= size) return;
-    const right = left + 1;
-    const child = right < size && worse(sims, indices, right, left) ? right : left;
-    if (!worse(sims, indices, child, pos)) return;
-    swap(sims, indices, pos, child);
-    pos = child;
-  }
-}
-
-function swap(sims: Float32Array, indices: Int32Array, a: number, b: number): void {
-  const s = sims[a];
-  sims[a] = sims[b];
-  sims[b] = s;
-  const i = indices[a];
-  indices[a] = indices[b];
-  indices[b] = i;
-}
-
-/** 0-based rank of `target` when classes are sorted by score, descending, lower index first on ties. */
-function classRank(scores: Float64Array, target: number): number {
-  const own = scores[target];
-  let rank = 0;
-  for (let c = 0; c < scores.length; c++) {
-    if (scores[c] > own || (scores[c] === own && c < target)) rank++;
-  }
-  return rank;
+  return value;
 }

@@ -1,6 +1,9 @@
 /**
  * k-NN evaluation of a backbone held in a state store (§6.1): features of the train and test
- * splits through the evaluation transform, L2-normalised, classified by weighted k-NN.
+ * splits through the evaluation transform, L2-normalised, classified by weighted k-NN. The
+ * features stay in memory, or, with a features folder, are streamed to feature files as they are
+ * extracted (the official `--dump_features`) and classified from there a block at a time; a
+ * folder written before can be classified again without the backbone (`--load_features`).
  *
  * @module
  */
@@ -13,7 +16,10 @@ import { Progress, type ProgressWriter } from "../runtime/progress.ts";
 import type { StateStore } from "../runtime/store.ts";
 import type { Communicator } from "../runtime/mpi.ts";
 import { buildFeatureGraph, FEATURE_IO } from "../models/features.ts";
-import { knnClassify, type KnnResult, l2NormalizeRows } from "./knn.ts";
+import { join } from "node:path";
+import { type FeatureBank, l2NormalizeRows, memoryBank } from "./feature_bank.ts";
+import { FeatureFile, FeatureFileWriter } from "./feature_file.ts";
+import { knnClassify, type KnnOptions, type KnnResult } from "./knn.ts";
 
 /** Options of {@link extractFeatures} and {@link evaluateKnn}. */
 export interface FeatureOptions {
@@ -111,18 +117,38 @@ export class FeatureExtractor {
     batches: AsyncIterable<EvalBatch>,
     progress?: Progress,
   ): Promise<ExtractedFeatures> {
-    const { dim } = this;
     const rows: Float32Array[] = [];
     const labels: number[] = [];
+    await this.stream(batches, (features, batchLabels) => {
+      rows.push(features);
+      labels.push(...batchLabels);
+      return Promise.resolve();
+    }, progress);
+    return { features: concatenate(rows), labels: Int32Array.from(labels), dim: this.dim };
+  }
+
+  /**
+   * Hands the features [count, dim] (not normalised, a fresh array) and labels [count] of each
+   * batch's real rows to `take`, in order, as they are computed, with the number of images the
+   * whole iteration delivers; nothing is kept. `progress`, when given, counts the images and is
+   * finished at the end.
+   */
+  async stream(
+    batches: AsyncIterable<EvalBatch>,
+    take: (features: Float32Array, labels: Int32Array, total: number) => Promise<void>,
+    progress?: Progress,
+  ): Promise<void> {
+    const { dim } = this;
+    let done = 0;
     for await (const b of batches) {
       this.#feeds[FEATURE_IO.images] = b.images;
       const out = await this.#session.run(this.#feeds);
-      rows.push((out[FEATURE_IO.features] as Float32Array).slice(0, b.count * dim));
-      for (let i = 0; i < b.count; i++) labels.push(b.labels[i]);
-      progress?.update(labels.length, b.total);
+      const features = (out[FEATURE_IO.features] as Float32Array).slice(0, b.count * dim);
+      await take(features, b.labels.slice(0, b.count), b.total);
+      done += b.count;
+      progress?.update(done, b.total);
     }
     progress?.finish();
-    return { features: concatenate(rows), labels: Int32Array.from(labels), dim };
   }
 
   /** Releases the compiled graph. */
@@ -174,16 +200,25 @@ function concatenate(parts: readonly Float32Array[]): Float32Array {
   return all;
 }
 
-/** Features and labels of the train and test splits of `dataPath`. */
+/** Which images of the splits to use. */
+export interface SplitOptions {
+  /** A subset file (one image name a line) that restricts the train split (`--train_subset`). */
+  readonly trainSubset?: string;
+}
+
+/**
+ * Features and labels of the train and test splits of `dataPath` (the train split restricted to
+ * `options.trainSubset` when given).
+ */
 export async function extractTrainAndTest(
   store: StateStore,
   dataPath: string,
-  options: FeatureOptions,
+  options: FeatureOptions & SplitOptions,
 ): Promise<{ train: ExtractedFeatures; test: ExtractedFeatures }> {
   return {
     train: await extractFeatures(
       store,
-      await resolveDataPath(dataPath, "train"),
+      await resolveDataPath(dataPath, "train", options.trainSubset),
       options,
       "train features",
     ),
@@ -196,31 +231,123 @@ export async function extractTrainAndTest(
   };
 }
 
+/**
+ * Streams the features of every image of a source, L2-normalised, into a new feature file at
+ * `path` (see `feature_file.ts`) as they are extracted, holding one batch at a time; progress
+ * lines, when `options.progress` is given, start with `label`. One process only: under a
+ * data-parallel job the features are gathered in memory by {@link extractFeatures}.
+ */
+export async function extractFeaturesToFile(
+  store: StateStore,
+  source: SourceSpec,
+  options: FeatureOptions,
+  path: string,
+  label = "features",
+): Promise<void> {
+  if ((options.communicator?.size ?? 1) > 1) {
+    throw new Error("features are streamed to a file by one process only, not under mpirun");
+  }
+  const extractor = await FeatureExtractor.create(store, options);
+  let writer: FeatureFileWriter | undefined;
+  try {
+    await extractor.stream(
+      evalBatches(source, options.size, extractor.batch, options.workers),
+      async (features, labels, total) => {
+        writer ??= await FeatureFileWriter.create(path, total, extractor.dim);
+        await writer.append(features, labels);
+      },
+      new Progress({ label, write: options.progress }),
+    );
+  } catch (error) {
+    writer?.abandon();
+    throw error;
+  } finally {
+    await extractor.close();
+  }
+  if (!writer) throw new Error(`${label}: the source has no images`);
+  await writer.close();
+}
+
+/** The file names of a features folder, after the official `trainfeat.pth` and `testfeat.pth`. */
+export const FEATURE_FILES = {
+  /** L2-normalised features and labels of the train split. */
+  train: "trainfeat.safetensors",
+  /** L2-normalised features and labels of the test split. */
+  test: "testfeat.safetensors",
+} as const;
+
+/** Options of {@link evaluateKnn}. */
+export interface KnnEvalOptions
+  extends FeatureOptions, SplitOptions, Omit<KnnOptions, "device" | "threads"> {
+  /**
+   * A folder (created if missing) where the train and test features are streamed to
+   * {@link FEATURE_FILES} as they are extracted and classified from, a block at a time: the
+   * official `--dump_features`, for splits larger than memory. Default: features in memory.
+   */
+  readonly dumpFeatures?: string;
+}
+
 /** Weighted k-NN top-1/top-5 of a backbone on `dataPath`'s train and test splits. */
 export async function evaluateKnn(
   store: StateStore,
   dataPath: string,
-  options: FeatureOptions & { readonly ks?: readonly number[]; readonly temperature?: number },
+  options: KnnEvalOptions,
 ): Promise<KnnResult[]> {
-  const { train, test } = await extractTrainAndTest(store, dataPath, options);
-  l2NormalizeRows(train.features, train.dim);
-  l2NormalizeRows(test.features, test.dim);
-  let classes = 0;
-  for (const labels of [train.labels, test.labels]) {
-    for (const label of labels) classes = Math.max(classes, label + 1);
+  if (options.dumpFeatures === undefined) {
+    const { train, test } = await extractTrainAndTest(store, dataPath, options);
+    return await classifyBanks(
+      memoryBank(l2NormalizeRows(train.features, train.dim), train.labels, train.dim),
+      memoryBank(l2NormalizeRows(test.features, test.dim), test.labels, test.dim),
+      options,
+    );
   }
+  await Deno.mkdir(options.dumpFeatures, { recursive: true });
+  for (const split of ["train", "test"] as const) {
+    const subset = split === "train" ? options.trainSubset : undefined;
+    await extractFeaturesToFile(
+      store,
+      await resolveDataPath(dataPath, split, subset),
+      options,
+      join(options.dumpFeatures, FEATURE_FILES[split]),
+      `${split} features`,
+    );
+  }
+  return await evaluateKnnOnFiles(options.dumpFeatures, options);
+}
+
+/**
+ * Weighted k-NN top-1/top-5 of the features a folder holds ({@link FEATURE_FILES}, as
+ * {@link evaluateKnn} with `dumpFeatures` writes them): the official `--load_features`, read a
+ * block at a time. Feature options other than `device`, `threads` and `progress` are unused.
+ */
+export async function evaluateKnnOnFiles(
+  folder: string,
+  options: Omit<KnnOptions, "onProgress"> & Pick<FeatureOptions, "progress">,
+): Promise<KnnResult[]> {
+  const train = await FeatureFile.open(join(folder, FEATURE_FILES.train));
+  try {
+    const test = await FeatureFile.open(join(folder, FEATURE_FILES.test));
+    try {
+      return await classifyBanks(train, test, options);
+    } finally {
+      test.close();
+    }
+  } finally {
+    train.close();
+  }
+}
+
+/** k-NN of two banks with a progress line per few seconds. */
+async function classifyBanks(
+  train: FeatureBank,
+  test: FeatureBank,
+  options: Omit<KnnOptions, "onProgress"> & Pick<FeatureOptions, "progress">,
+): Promise<KnnResult[]> {
   const progress = new Progress({ label: "k-NN", unit: "test images", write: options.progress });
-  const results = knnClassify(
-    train.features,
-    train.labels,
-    test.features,
-    test.labels,
-    train.dim,
-    classes,
-    options.ks,
-    options.temperature,
-    (done, total) => progress.update(done, total),
-  );
+  const results = await knnClassify(train, test, {
+    ...options,
+    onProgress: (done, total) => progress.update(done, total),
+  });
   progress.finish();
   return results;
 }

@@ -1,6 +1,28 @@
 import { assert, assertClose } from "../assert.ts";
-import { knnClassify, type KnnResult, l2NormalizeRows } from "../../lib/eval/knn.ts";
+import { knnClassify, type KnnOptions, type KnnResult } from "../../lib/eval/knn.ts";
+import { l2NormalizeRows, memoryBank } from "../../lib/eval/feature_bank.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
+import { knnClassifyJs } from "./knn_js.ts";
+
+/** k-NN on the runtime over in-memory rows, with the old positional arguments. */
+function classify(
+  train: Float32Array,
+  trainLabels: Int32Array,
+  test: Float32Array,
+  testLabels: Int32Array,
+  dim: number,
+  numClasses: number,
+  ks?: readonly number[],
+  temperature?: number,
+  options: KnnOptions = {},
+): Promise<KnnResult[]> {
+  return knnClassify(memoryBank(train, trainLabels, dim), memoryBank(test, testLabels, dim), {
+    ...options,
+    ks,
+    temperature,
+    numClasses,
+  });
+}
 
 // Six unit vectors in 2-D. Against the query (1, 0) their similarities are
 // 1, 0.8, 0.6, 0, −0.6, −1 and their classes 0, 1, 1, 2, 2, 2.
@@ -9,8 +31,8 @@ const HAND_LABELS = new Int32Array([0, 1, 1, 2, 2, 2]);
 const QUERY = new Float32Array([1, 0]);
 
 /** k-NN result for the single test row `QUERY` labelled `label`. */
-function classifyQuery(label: number, k: number, temperature: number, numClasses: number) {
-  const [result] = knnClassify(
+async function classifyQuery(label: number, k: number, temperature: number, numClasses: number) {
+  const [result] = await classify(
     HAND_TRAIN,
     HAND_LABELS,
     QUERY,
@@ -24,34 +46,34 @@ function classifyQuery(label: number, k: number, temperature: number, numClasses
 }
 
 /** Checks top-1/top-5 of the query for every possible label against the expected class ranking. */
-function assertRanking(k: number, temperature: number, ranking: number[]): void {
+async function assertRanking(k: number, temperature: number, ranking: number[]): Promise<void> {
   for (let label = 0; label < ranking.length; label++) {
     const rank = ranking.indexOf(label);
-    const result = classifyQuery(label, k, temperature, ranking.length);
+    const result = await classifyQuery(label, k, temperature, ranking.length);
     const what = `k=${k} T=${temperature} label ${label}`;
     assert.equal(result.top1, rank === 0 ? 100 : 0, `${what}: top1`);
     assert.equal(result.top5, rank < 5 ? 100 : 0, `${what}: top5`);
   }
 }
 
-Deno.test("knnClassify: k = 1 follows the single nearest neighbour", () => {
+Deno.test("knnClassify: k = 1 follows the single nearest neighbour", async () => {
   // Classes 3–6 have no train rows: they score 0 and rank after the voted classes by index.
-  assertRanking(1, 0.07, [0, 1, 2, 3, 4, 5, 6]);
+  await assertRanking(1, 0.07, [0, 1, 2, 3, 4, 5, 6]);
 });
 
-Deno.test("knnClassify: k = 3 weights the votes by exp(s / T)", () => {
+Deno.test("knnClassify: k = 3 weights the votes by exp(s / T)", async () => {
   // Class 0 scores e^(1/T), class 1 scores e^(0.8/T) + e^(0.6/T). With x = e^(0.2/T), class 0
   // wins exactly when x² > x + 1, i.e. x > golden ratio, i.e. T < 0.2 / ln(1.618…) ≈ 0.4156.
-  assertRanking(3, 0.07, [0, 1, 2, 3, 4, 5, 6]);
-  assertRanking(3, 0.41, [0, 1, 2, 3, 4, 5, 6]);
-  assertRanking(3, 0.42, [1, 0, 2, 3, 4, 5, 6]);
+  await assertRanking(3, 0.07, [0, 1, 2, 3, 4, 5, 6]);
+  await assertRanking(3, 0.41, [0, 1, 2, 3, 4, 5, 6]);
+  await assertRanking(3, 0.42, [1, 0, 2, 3, 4, 5, 6]);
   // k = 4 adds the similarity-0 neighbour of class 2 with weight e^0 = 1.
-  assertRanking(4, 1, [1, 0, 2, 3, 4, 5, 6]);
+  await assertRanking(4, 1, [1, 0, 2, 3, 4, 5, 6]);
 });
 
-Deno.test("knnClassify: accuracies are percentages over all test rows", () => {
+Deno.test("knnClassify: accuracies are percentages over all test rows", async () => {
   // Three copies of the query labelled 0, 1 and 2; at T = 1 and k = 3 class 1 wins.
-  const results = knnClassify(
+  const results = await classify(
     HAND_TRAIN,
     HAND_LABELS,
     new Float32Array([1, 0, 1, 0, 1, 0]),
@@ -68,55 +90,85 @@ Deno.test("knnClassify: accuracies are percentages over all test rows", () => {
   ]);
 });
 
-Deno.test("knnClassify: ties go to the lower train row, then to the lower class", () => {
-  // All three train rows have the same similarity 1/√2 to the query.
-  const train = new Float32Array([0, 1, 1, 0, 0, 1]);
-  const trainLabels = new Int32Array([2, 1, 0]);
+Deno.test("knnClassify: ties go to the lower train row, then to the lower class", async () => {
+  // All five train rows have the same similarity 1/√2 to the query.
+  const train = new Float32Array([0, 1, 1, 0, 0, 1, 1, 0, 0, 1]);
+  const trainLabels = new Int32Array([2, 1, 0, 0, 0]);
   const query = l2NormalizeRows(new Float32Array([1, 1]), 2);
-  // One call for all k, so the smaller k use prefixes of the same ordered neighbour list.
-  const winners = [-1, -1, -1];
-  for (let label = 0; label < 3; label++) {
-    const results = knnClassify(train, trainLabels, query, new Int32Array([label]), 2, 3, [
-      1,
-      2,
-      3,
-    ]);
-    results.forEach((result, i) => {
-      if (result.top1 === 100) winners[i] = label;
-    });
+  // Blocks of 1 and 2 rows put tied rows in different blocks: the merge must keep the earlier.
+  for (const blockSize of [1, 2, 5]) {
+    // One call for all k, so the smaller k use prefixes of the same ordered neighbour list.
+    const winners = [-1, -1, -1];
+    for (let label = 0; label < 3; label++) {
+      const results = await classify(
+        train,
+        trainLabels,
+        query,
+        new Int32Array([label]),
+        2,
+        3,
+        [1, 2, 3],
+        0.07,
+        { blockSize },
+      );
+      results.forEach((result, i) => {
+        if (result.top1 === 100) winners[i] = label;
+      });
+    }
+    const what = `blocks of ${blockSize}`;
+    assert.equal(winners[0], 2, `${what}: k=1 takes train row 0`);
+    assert.equal(winners[1], 1, `${what}: k=2: classes 2 and 1 tie, the lower class ranks first`);
+    assert.equal(winners[2], 0, `${what}: k=3: all three classes tie`);
   }
-  assert.equal(winners[0], 2, "k=1 takes train row 0");
-  assert.equal(winners[1], 1, "k=2: classes 2 and 1 tie, the lower class ranks first");
-  assert.equal(winners[2], 0, "k=3: all three classes tie");
 });
 
-Deno.test("knnClassify: k above the number of train rows is clamped, order of ks is kept", () => {
+Deno.test("knnClassify: k above the number of train rows is clamped, order of ks is kept", async () => {
   const test = new Float32Array([1, 0, 0, 1, -1, 0]);
   const testLabels = new Int32Array([0, 2, 2]);
-  const clamped = knnClassify(HAND_TRAIN, HAND_LABELS, test, testLabels, 2, 3, [200, 6, 1, 200]);
+  const clamped = await classify(HAND_TRAIN, HAND_LABELS, test, testLabels, 2, 3, [
+    200,
+    6,
+    1,
+    200,
+  ]);
   assert.deepEqual(clamped.map((r) => r.k), [200, 6, 1, 200]);
   assert.deepEqual(clamped[0], { ...clamped[1], k: 200 });
   assert.deepEqual(clamped[3], clamped[0]);
   assert.deepEqual(clamped[2], { k: 1, top1: 100, top5: 100 });
 });
 
-Deno.test("knnClassify: rejects inconsistent inputs", () => {
+Deno.test("knnClassify: rejects inconsistent inputs", async () => {
   const test = new Float32Array([1, 0]);
   assert.throws(
-    () => knnClassify(HAND_TRAIN, HAND_LABELS, test, new Int32Array([0, 1]), 2, 3),
-    /testLabels has 2 labels for 1 rows/,
+    () => classify(HAND_TRAIN, HAND_LABELS, test, new Int32Array([0, 1]), 2, 3),
+    /2 labels were given for 1 rows/,
   );
-  assert.throws(
-    () => knnClassify(HAND_TRAIN, HAND_LABELS, test, new Int32Array([3]), 2, 3),
-    /testLabels holds class 3, outside \[0, 3\)/,
+  await assert.rejects(
+    () => classify(HAND_TRAIN, HAND_LABELS, test, new Int32Array([3]), 2, 3),
+    /the test labels hold class 3, outside \[0, 3\)/,
   );
-  assert.throws(
-    () => knnClassify(HAND_TRAIN, HAND_LABELS, test, new Int32Array([0]), 2, 3, [0]),
+  await assert.rejects(
+    () => classify(HAND_TRAIN, HAND_LABELS, test, new Int32Array([0]), 2, 3, [0]),
     /every k must be a positive integer, got 0/,
   );
+  await assert.rejects(
+    () =>
+      classify(HAND_TRAIN, HAND_LABELS, test, new Int32Array([0]), 2, 3, [1], 0.1, {
+        chunkSize: 0,
+      }),
+    /chunkSize must be a positive integer, got 0/,
+  );
   assert.throws(
-    () => knnClassify(HAND_TRAIN, HAND_LABELS, new Float32Array(3), new Int32Array([0]), 2, 3),
-    /test has 3 values, not a multiple of dim 2/,
+    () => classify(HAND_TRAIN, HAND_LABELS, new Float32Array(3), new Int32Array([0]), 2, 3),
+    /features has 3 values, not a multiple of dim 2/,
+  );
+  await assert.rejects(
+    () =>
+      knnClassify(
+        memoryBank(HAND_TRAIN, HAND_LABELS, 2),
+        memoryBank(new Float32Array(3), new Int32Array([0]), 3),
+      ),
+    /the test features have width 3, the train features 2/,
   );
 });
 
@@ -178,7 +230,7 @@ for (
     { nTrain: 700, nTest: 130, temperature: 0.5 },
   ]
 ) {
-  Deno.test(`knnClassify matches a brute-force k-NN (${nTrain} × ${nTest}, T=${temperature})`, () => {
+  Deno.test(`knnClassify matches a brute-force k-NN and the JS classifier (${nTrain} × ${nTest}, T=${temperature})`, async () => {
     const dim = 16;
     const numClasses = 10;
     const ks = [10, 20, 100, 200];
@@ -196,13 +248,26 @@ for (
       ks,
       temperature,
     ] as const;
-    const actual = knnClassify(...args);
     const expected = bruteForceKnn(...args);
-    assert.deepEqual(actual.map((r) => r.k), ks);
+    assert.deepEqual(knnClassifyJs(...args), expected, "the JS classifier");
     for (const field of ["top1", "top5"] as const) {
       const values = expected.map((r) => r[field]);
-      assertClose(actual.map((r) => r[field]), values, 0, 1e-9, field);
       assert(values.some((v) => v > 0 && v < 100), `${field}: the data should not be trivial`);
+    }
+    // One chunk and one block; small chunks and blocks (blocks smaller than k, ragged ends).
+    for (const sizes of [{}, { chunkSize: 16, blockSize: 64 }, { chunkSize: 7, blockSize: 300 }]) {
+      const actual = await classify(...args, sizes);
+      assert.deepEqual(actual.map((r) => r.k), ks);
+      for (const field of ["top1", "top5"] as const) {
+        const values = expected.map((r) => r[field]);
+        assertClose(
+          actual.map((r) => r[field]),
+          values,
+          0,
+          1e-9,
+          `${field} ${JSON.stringify(sizes)}`,
+        );
+      }
     }
   });
 }
@@ -215,24 +280,23 @@ Deno.test("l2NormalizeRows divides each row by max(norm, 1e-12) in place", () =>
   assert.throws(() => l2NormalizeRows(new Float32Array(5), 2), /not a multiple of dim 2/);
 });
 
-Deno.test("knnClassify reports the test rows done after each chunk of 32", () => {
+Deno.test("knnClassify reports the test rows done after each chunk", async () => {
   const dim = 4;
   const rng = new Rng(3);
   const centres = new Float32Array(3 * dim).map(() => rng.normal());
   const train = clusteredData(rng, 90, dim, centres);
   const test = clusteredData(rng, 70, dim, centres);
-  const calls: [number, number][] = [];
-  const args = [
-    train.features,
-    train.labels,
-    test.features,
-    test.labels,
-    dim,
-    3,
-    [5],
-    0.1,
+  const banks = [
+    memoryBank(train.features, train.labels, dim),
+    memoryBank(test.features, test.labels, dim),
   ] as const;
-  const withProgress = knnClassify(...args, (done, total) => calls.push([done, total]));
+  const calls: [number, number][] = [];
+  const withProgress = await knnClassify(...banks, {
+    ks: [5],
+    temperature: 0.1,
+    chunkSize: 32,
+    onProgress: (done, total) => calls.push([done, total]),
+  });
   assert.deepEqual(calls, [[32, 70], [64, 70], [70, 70]]);
-  assert.deepEqual(withProgress, knnClassify(...args));
+  assert.deepEqual(withProgress, await knnClassify(...banks, { ks: [5], temperature: 0.1 }));
 });
