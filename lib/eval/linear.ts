@@ -1,11 +1,13 @@
 /**
  * Linear probing on frozen features (§6.2): a sweep of linear classifiers (one per learning rate,
- * as `eval_linear_multi.py` does) trained in plain TypeScript. Every classifier is
+ * as `eval_linear_multi.py` does) trained by graphs on the runtime. Every classifier is
  * `Linear(dim, numClasses)` with weight ~ N(0, 0.01) and bias 0, trained with SGD (momentum 0.9,
  * PyTorch semantics), cross-entropy loss and a per-epoch cosine annealing of the lr to 0
  * (`CosineAnnealingLR(T_max = epochs, eta_min = 0)`). All classifiers see the same shuffled
  * mini-batches, so a classifier's result does not depend on which other learning rates are swept
- * with it.
+ * with it. The forward pass, our autodiff's backward pass and the SGD update of the whole sweep
+ * are one graph (`linear_graph.ts`), run by onnxruntime in float32 on the CPU or CUDA with the
+ * classifiers resident on the device.
  *
  * {@link LinearProbeSweep} holds the classifiers and trains them one epoch at a time on whatever
  * features it is given; two drivers share it:
@@ -18,7 +20,17 @@
  * @module
  */
 
+import { DeviceSession } from "../runtime/device_session.ts";
+import type { Device } from "../runtime/ort_session.ts";
+import { ResidentState } from "../runtime/resident_state.ts";
 import { Rng } from "../runtime/rng.ts";
+import { StateStore } from "../runtime/store.ts";
+import {
+  buildLinearEvalGraph,
+  buildLinearStepGraph,
+  LINEAR_IO,
+  LINEAR_STATE,
+} from "./linear_graph.ts";
 
 /** Cached features [n, dim] (row-major) and their labels [n]. */
 export interface LabelledFeatures {
@@ -66,6 +78,10 @@ export interface LinearProbeOptions {
   readonly seed?: number;
   /** Validate every `valFreq` epochs (default 1); the last epoch is always validated. */
   readonly valFreq?: number;
+  /** Where the graphs run (default `cpu`); `cuda` keeps the classifiers on GPU 0. */
+  readonly device?: Device;
+  /** onnxruntime intra-op threads on the CPU (default: every core). */
+  readonly threads?: number;
   /** Called after each validation with the epoch (1-based) and the per-lr results so far. */
   readonly onEpoch?: (epoch: number, results: readonly LinearProbeResult[]) => void;
 }
@@ -124,33 +140,6 @@ export function cosineLr(baseLr: number, epoch: number, epochs: number): number 
   return baseLr * 0.5 * (1 + Math.cos(Math.PI * epoch / epochs));
 }
 
-/** Top-1 and top-5 (percent) of `rows` [n, classes] of logits; ties rank the lower class first. */
-function accuracy(
-  logits: Float64Array,
-  labels: Int32Array,
-  classes: number,
-  offset: number,
-  stride: number,
-): { top1: number; top5: number } {
-  const n = labels.length;
-  if (n === 0) return { top1: 0, top5: 0 };
-  let top1 = 0;
-  let top5 = 0;
-  for (let i = 0; i < n; i++) {
-    const base = i * stride + offset;
-    const y = labels[i];
-    const target = logits[base + y];
-    let rank = 0;
-    for (let c = 0; c < classes; c++) {
-      const v = logits[base + c];
-      if (v > target || (v === target && c < y)) rank++;
-    }
-    if (rank === 0) top1++;
-    if (rank < 5) top5++;
-  }
-  return { top1: 100 * top1 / n, top5: 100 * top5 / n };
-}
-
 /** Checks the sweep options; returns them with their defaults. */
 function sweepSettings(dim: number, numClasses: number, options: LinearProbeOptions) {
   const settings = {
@@ -181,12 +170,23 @@ function sweepSettings(dim: number, numClasses: number, options: LinearProbeOpti
   return settings;
 }
 
+/** Rows of a validation chunk: at most 2^24 logits per run, and at most 1024 rows. */
+function evalChunkRows(rowsLC: number): number {
+  return Math.max(1, Math.min(1024, Math.floor(2 ** 24 / rowsLC)));
+}
+
 /**
- * The sweep of linear classifiers trained one epoch at a time: {@link LinearProbeSweep.trainEpoch}
- * takes one epoch of SGD on whatever features it is given (the same cached features every epoch,
- * or freshly augmented ones), {@link LinearProbeSweep.validate} scores every classifier and keeps
- * each one's best epoch. One seeded generator draws the initial weights, then each epoch's batch
- * order, so the same seed and the same features give the same classifiers.
+ * The sweep of linear classifiers trained one epoch at a time on the runtime:
+ * {@link LinearProbeSweep.trainEpoch} takes one epoch of SGD on whatever features it is given
+ * (the same cached features every epoch, or freshly augmented ones),
+ * {@link LinearProbeSweep.validate} scores every classifier and keeps each one's best epoch. One
+ * seeded generator draws the initial weights, then each epoch's batch order, so the same seed and
+ * the same features give the same classifiers.
+ *
+ * Each step runs the graph of `linear_graph.ts` (forward, our autodiff's backward and the SGD
+ * update of every classifier at once) in float32 through onnxruntime, with the stacked weights
+ * and momentum buffers resident on the device between steps; only the mini-batch goes in and the
+ * losses come out. Call {@link LinearProbeSweep.close} when done.
  */
 export class LinearProbeSweep {
   /** Feature width. */
@@ -200,16 +200,11 @@ export class LinearProbeSweep {
   readonly #settings: ReturnType<typeof sweepSettings>;
   readonly #onEpoch: LinearProbeOptions["onEpoch"];
   readonly #rng: Rng;
-  // The arithmetic is in float64 (the initial weights are float32 draws); the sweep's classifiers
-  // are stacked as rows l·C + c of one [L·C, dim] matrix.
-  readonly #weight: Float64Array;
-  readonly #bias: Float64Array;
-  readonly #bufW: Float64Array;
-  readonly #bufB: Float64Array;
-  readonly #gradW: Float64Array;
-  readonly #gradB: Float64Array;
-  readonly #logits: Float64Array;
-  readonly #xb: Float64Array;
+  readonly #store: StateStore;
+  readonly #state: ResidentState;
+  readonly #step: DeviceSession;
+  readonly #eval: DeviceSession;
+  readonly #evalRows: number;
   readonly #best: LinearProbeResult[];
   readonly #bestW: Float32Array[];
   readonly #bestB: Float32Array[];
@@ -218,35 +213,84 @@ export class LinearProbeSweep {
   #lossRows = 0;
   #epoch = 0;
 
-  /** Draws the initial classifiers (all equal: weight ~ N(0, 0.01) from `seed`, bias 0). */
-  constructor(dim: number, numClasses: number, options: LinearProbeOptions = {}) {
-    this.#settings = sweepSettings(dim, numClasses, options);
+  private constructor(
+    dim: number,
+    numClasses: number,
+    options: LinearProbeOptions,
+    settings: ReturnType<typeof sweepSettings>,
+    rng: Rng,
+    init: Float32Array,
+    store: StateStore,
+    runtime: { state: ResidentState; step: DeviceSession; eval: DeviceSession; evalRows: number },
+  ) {
     this.dim = dim;
     this.numClasses = numClasses;
-    this.epochs = this.#settings.epochs;
-    this.lrs = this.#settings.lrs;
+    this.#settings = settings;
+    this.epochs = settings.epochs;
+    this.lrs = settings.lrs;
     this.#onEpoch = options.onEpoch;
-    const { batchSize, lrs } = this.#settings;
-    const L = lrs.length;
-    const C = numClasses;
-    const rowsLC = L * C;
-    this.#rng = new Rng(options.seed ?? 0);
+    this.#rng = rng;
+    this.#store = store;
+    this.#state = runtime.state;
+    this.#step = runtime.step;
+    this.#eval = runtime.eval;
+    this.#evalRows = runtime.evalRows;
+    this.#best = settings.lrs.map((lr) => ({ lr, top1: -1, top5: 0, bestEpoch: 0 }));
+    this.#bestW = settings.lrs.map(() => init.slice());
+    this.#bestB = settings.lrs.map(() => new Float32Array(numClasses));
+    this.#lossSum = new Float64Array(settings.lrs.length);
+  }
+
+  /**
+   * Draws the initial classifiers (all equal: weight ~ N(0, 0.01) from `seed`, bias 0), compiles
+   * the step and evaluation graphs and places the state on `options.device`.
+   */
+  static async create(
+    dim: number,
+    numClasses: number,
+    options: LinearProbeOptions = {},
+  ): Promise<LinearProbeSweep> {
+    const settings = sweepSettings(dim, numClasses, options);
+    const L = settings.lrs.length;
+    const rowsLC = L * numClasses;
+    const rng = new Rng(options.seed ?? 0);
     // Every classifier starts from the same draw, so its result does not depend on the sweep.
-    const init = new Float32Array(C * dim);
-    for (let i = 0; i < init.length; i++) init[i] = this.#rng.normal(0, 0.01);
-    this.#weight = new Float64Array(rowsLC * dim);
-    for (let l = 0; l < L; l++) this.#weight.set(init, l * C * dim);
-    this.#bias = new Float64Array(rowsLC);
-    this.#bufW = new Float64Array(rowsLC * dim);
-    this.#bufB = new Float64Array(rowsLC);
-    this.#gradW = new Float64Array(rowsLC * dim);
-    this.#gradB = new Float64Array(rowsLC);
-    this.#logits = new Float64Array(batchSize * rowsLC);
-    this.#xb = new Float64Array(batchSize * dim);
-    this.#best = lrs.map((lr) => ({ lr, top1: -1, top5: 0, bestEpoch: 0 }));
-    this.#bestW = lrs.map(() => init.slice());
-    this.#bestB = lrs.map(() => new Float32Array(C));
-    this.#lossSum = new Float64Array(L);
+    const init = new Float32Array(numClasses * dim);
+    for (let i = 0; i < init.length; i++) init[i] = rng.normal(0, 0.01);
+    const store = new StateStore();
+    const weight = new Float32Array(rowsLC * dim);
+    for (let l = 0; l < L; l++) weight.set(init, l * numClasses * dim);
+    store.set(LINEAR_STATE.weight, weight, [rowsLC, dim]);
+    store.set(LINEAR_STATE.bias, new Float32Array(rowsLC), [rowsLC]);
+    store.set(LINEAR_STATE.weightMomentum, new Float32Array(rowsLC * dim), [rowsLC, dim]);
+    store.set(LINEAR_STATE.biasMomentum, new Float32Array(rowsLC), [rowsLC]);
+    const placement = { device: options.device ?? "cpu" } as const;
+    const compile = { ...placement, threads: options.threads };
+    const shape = { dim, classes: numClasses, sweep: L };
+    const evalRows = evalChunkRows(rowsLC);
+    const state = await ResidentState.create(store, Object.values(LINEAR_STATE), placement);
+    try {
+      const step = await DeviceSession.create(
+        buildLinearStepGraph({ ...shape, rows: settings.batchSize }, settings),
+        compile,
+      );
+      const evaluation = await DeviceSession.create(
+        buildLinearEvalGraph({ ...shape, rows: evalRows }),
+        compile,
+      ).catch((error) => {
+        step.release();
+        throw error;
+      });
+      return new LinearProbeSweep(dim, numClasses, options, settings, rng, init, store, {
+        state,
+        step,
+        eval: evaluation,
+        evalRows,
+      });
+    } catch (error) {
+      state.release();
+      throw error;
+    }
   }
 
   /** Epochs trained so far. */
@@ -264,68 +308,52 @@ export class LinearProbeSweep {
    * One epoch of SGD for every classifier on `train`, shuffled into mini-batches, at this epoch's
    * cosine lr. Returns the mean cross-entropy over the rows, per lr.
    */
-  trainEpoch(train: LabelledFeatures): number[] {
+  async trainEpoch(train: LabelledFeatures): Promise<number[]> {
     if (this.#epoch >= this.epochs) throw new Error(`all ${this.epochs} epochs are trained`);
     const { dim, numClasses: C } = this;
-    const { batchSize, momentum, weightDecay: wd, lrs } = this.#settings;
+    const { batchSize, lrs } = this.#settings;
     const n = checkData("train", train, dim, C);
     if (n === 0) throw new Error("train has no rows");
     const L = lrs.length;
-    const rowsLC = L * C;
-    const weight = this.#weight, bias = this.#bias, bufW = this.#bufW, bufB = this.#bufB;
-    const logits = this.#logits, xb = this.#xb, lossSum = this.#lossSum;
-    const rng = this.#rng;
     // The permutation carries over from epoch to epoch (reshuffled each time), as one list would.
     if (this.#order.length !== n) this.#order = Int32Array.from({ length: n }, (_, i) => i);
     const order = this.#order;
     for (let i = n - 1; i > 0; i--) {
-      const j = rng.int(i + 1);
+      const j = this.#rng.int(i + 1);
       const t = order[i];
       order[i] = order[j];
       order[j] = t;
     }
-    const x = train.features;
+    const lr = new Float32Array(L * C);
+    for (let l = 0; l < L; l++) {
+      lr.fill(cosineLr(lrs[l] * batchSize / 256, this.#epoch, this.epochs), l * C, (l + 1) * C);
+    }
+    const features = new Float32Array(batchSize * dim);
+    const labels = new BigInt64Array(batchSize);
+    const rowWeights = new Float32Array(batchSize);
+    const feeds = {
+      [LINEAR_IO.features]: features,
+      [LINEAR_IO.labels]: labels,
+      [LINEAR_IO.rowWeights]: rowWeights,
+      [LINEAR_IO.lr]: lr,
+    };
+    const lossSum = this.#lossSum;
     lossSum.fill(0);
     for (let start = 0; start < n; start += batchSize) {
       const count = Math.min(batchSize, n - start);
       for (let b = 0; b < count; b++) {
-        const xo = order[start + b] * dim;
-        for (let d = 0; d < dim; d++) xb[b * dim + d] = x[xo + d];
+        const row = order[start + b];
+        features.set(train.features.subarray(row * dim, (row + 1) * dim), b * dim);
+        labels[b] = BigInt(train.labels[row]);
       }
-      forward(xb, count, dim, weight, bias, rowsLC, logits);
-      // Softmax − one-hot, divided by the batch (mean cross-entropy), in place.
-      for (let b = 0; b < count; b++) {
-        const y = train.labels[order[start + b]];
-        for (let l = 0; l < L; l++) {
-          const o = b * rowsLC + l * C;
-          let max = -Infinity;
-          for (let c = 0; c < C; c++) if (logits[o + c] > max) max = logits[o + c];
-          let z = 0;
-          for (let c = 0; c < C; c++) z += Math.exp(logits[o + c] - max);
-          lossSum[l] += Math.log(z) + max - logits[o + y];
-          for (let c = 0; c < C; c++) {
-            logits[o + c] = (Math.exp(logits[o + c] - max) / z - (c === y ? 1 : 0)) / count;
-          }
-        }
-      }
-      backward(xb, count, dim, logits, rowsLC, this.#gradW, this.#gradB);
-      // SGD (PyTorch): g += wd·p; buf = g on the first step, else m·buf + g; p −= lr·buf.
-      const keep = this.#epoch === 0 && start === 0 ? 0 : momentum;
-      const gradW = this.#gradW, gradB = this.#gradB;
-      for (let l = 0; l < L; l++) {
-        const lr = cosineLr(lrs[l] * batchSize / 256, this.#epoch, this.epochs);
-        const w0 = l * C * dim;
-        for (let i = w0; i < w0 + C * dim; i++) {
-          const buf = keep * bufW[i] + (gradW[i] + wd * weight[i]);
-          bufW[i] = buf;
-          weight[i] -= lr * buf;
-        }
-        for (let i = l * C; i < (l + 1) * C; i++) {
-          const buf = keep * bufB[i] + (gradB[i] + wd * bias[i]);
-          bufB[i] = buf;
-          bias[i] -= lr * buf;
-        }
-      }
+      features.fill(0, count * dim);
+      labels.fill(0n, count);
+      rowWeights.fill(1 / count, 0, count);
+      rowWeights.fill(0, count);
+      const out = await this.#step.run(feeds, this.#state);
+      this.#state.swap();
+      const loss = out[LINEAR_IO.loss] as Float32Array;
+      for (let l = 0; l < L; l++) lossSum[l] += loss[l] * count;
     }
     this.#epoch++;
     this.#lossRows = n;
@@ -336,27 +364,64 @@ export class LinearProbeSweep {
    * Scores every classifier on `test`, keeps each one's best top-1 (with its parameters, tagged
    * with the epochs trained so far), calls `onEpoch` and returns the best results so far.
    */
-  validate(test: LabelledFeatures): LinearProbeResult[] {
+  async validate(test: LabelledFeatures): Promise<LinearProbeResult[]> {
     const { dim, numClasses: C } = this;
     const nTest = checkData("test", test, dim, C);
     const L = this.lrs.length;
-    const rowsLC = L * C;
-    const testLogits = predictAll(test.features, nTest, dim, this.#weight, this.#bias, rowsLC);
-    for (let l = 0; l < L; l++) {
-      const acc = accuracy(testLogits, test.labels, C, l * C, rowsLC);
-      if (acc.top1 > this.#best[l].top1) {
-        this.#best[l] = { lr: this.lrs[l], top1: acc.top1, top5: acc.top5, bestEpoch: this.#epoch };
-        this.#bestW[l].set(this.#weight.subarray(l * C * dim, (l + 1) * C * dim));
-        this.#bestB[l].set(this.#bias.subarray(l * C, (l + 1) * C));
+    const rows = this.#evalRows;
+    const features = new Float32Array(rows * dim);
+    const labels = new BigInt64Array(rows);
+    const rowWeights = new Float32Array(rows);
+    const feeds = {
+      [LINEAR_IO.features]: features,
+      [LINEAR_IO.labels]: labels,
+      [LINEAR_IO.rowWeights]: rowWeights,
+    };
+    const top1 = new Float64Array(L);
+    const top5 = new Float64Array(L);
+    for (let start = 0; start < nTest; start += rows) {
+      const count = Math.min(rows, nTest - start);
+      features.set(test.features.subarray(start * dim, (start + count) * dim));
+      features.fill(0, count * dim);
+      for (let i = 0; i < rows; i++) labels[i] = i < count ? BigInt(test.labels[start + i]) : 0n;
+      rowWeights.fill(1, 0, count);
+      rowWeights.fill(0, count);
+      const out = await this.#eval.run(feeds, this.#state);
+      const hits1 = out[LINEAR_IO.top1] as Float32Array;
+      const hits5 = out[LINEAR_IO.top5] as Float32Array;
+      for (let l = 0; l < L; l++) {
+        top1[l] += hits1[l];
+        top5[l] += hits5[l];
       }
+    }
+    const percent = (hits: number) => nTest === 0 ? 0 : 100 * hits / nTest;
+    const improved = this.lrs.map((_, l) => percent(top1[l]) > this.#best[l].top1);
+    if (improved.some((better) => better)) {
+      await this.#download();
+      const weight = this.#store.get(LINEAR_STATE.weight);
+      const bias = this.#store.get(LINEAR_STATE.bias);
+      this.lrs.forEach((lr, l) => {
+        if (!improved[l]) return;
+        this.#best[l] = {
+          lr,
+          top1: percent(top1[l]),
+          top5: percent(top5[l]),
+          bestEpoch: this.#epoch,
+        };
+        this.#bestW[l].set(weight.subarray(l * C * dim, (l + 1) * C * dim));
+        this.#bestB[l].set(bias.subarray(l * C, (l + 1) * C));
+      });
     }
     this.#onEpoch?.(this.#epoch, this.#best.slice());
     return this.#best.slice();
   }
 
   /** The results so far: per-lr bests, the overall best classifier, the current parameters. */
-  report(): LinearProbeReport {
+  async report(): Promise<LinearProbeReport> {
     const { dim, numClasses: C } = this;
+    await this.#download();
+    const weight = this.#store.get(LINEAR_STATE.weight);
+    const bias = this.#store.get(LINEAR_STATE.bias);
     const best = this.#best.slice();
     let bestIndex = 0;
     for (let l = 1; l < best.length; l++) if (best[l].top1 > best[bestIndex].top1) bestIndex = l;
@@ -368,11 +433,40 @@ export class LinearProbeSweep {
         bias: this.#bestB[bestIndex].slice(),
       },
       final: this.lrs.map((_, l) => ({
-        weight: Float32Array.from(this.#weight.subarray(l * C * dim, (l + 1) * C * dim)),
-        bias: Float32Array.from(this.#bias.subarray(l * C, (l + 1) * C)),
+        weight: weight.slice(l * C * dim, (l + 1) * C * dim),
+        bias: bias.slice(l * C, (l + 1) * C),
       })),
       finalLoss: Array.from(this.#lossSum, (sum) => this.#lossRows > 0 ? sum / this.#lossRows : 0),
     };
+  }
+
+  /** Releases the compiled graphs and the device state. */
+  close(): void {
+    this.#step.release();
+    this.#eval.release();
+    this.#state.release();
+  }
+
+  /** Copies the current weights and biases from the device into the host store. */
+  async #download(): Promise<void> {
+    await this.#state.download(this.#store, [LINEAR_STATE.weight, LINEAR_STATE.bias]);
+  }
+}
+
+/** Trains `sweep` to its last epoch on `trainFeatures(e)` for epoch e, then reports and closes. */
+async function runSweep(
+  sweep: LinearProbeSweep,
+  trainFeatures: (epoch: number) => Promise<LabelledFeatures> | LabelledFeatures,
+  test: LabelledFeatures,
+): Promise<LinearProbeReport> {
+  try {
+    while (sweep.epoch < sweep.epochs) {
+      await sweep.trainEpoch(await trainFeatures(sweep.epoch));
+      if (sweep.validationDue) await sweep.validate(test);
+    }
+    return await sweep.report();
+  } finally {
+    sweep.close();
   }
 }
 
@@ -380,21 +474,17 @@ export class LinearProbeSweep {
  * Trains one linear classifier per base lr on the same mini-batches of `train` and validates them
  * on `test`, all epochs on the same cached features. Labels are integers in [0, numClasses).
  */
-export function trainLinearProbes(
+export async function trainLinearProbes(
   train: LabelledFeatures,
   test: LabelledFeatures,
   dim: number,
   numClasses: number,
   options: LinearProbeOptions = {},
-): LinearProbeReport {
-  const sweep = new LinearProbeSweep(dim, numClasses, options);
+): Promise<LinearProbeReport> {
+  sweepSettings(dim, numClasses, options);
   checkData("train", train, dim, numClasses);
   checkData("test", test, dim, numClasses);
-  while (sweep.epoch < sweep.epochs) {
-    sweep.trainEpoch(train);
-    if (sweep.validationDue) sweep.validate(test);
-  }
-  return sweep.report();
+  return await runSweep(await LinearProbeSweep.create(dim, numClasses, options), () => train, test);
 }
 
 /**
@@ -409,114 +499,13 @@ export async function trainLinearProbesPerEpoch(
   numClasses: number,
   options: LinearProbeOptions = {},
 ): Promise<LinearProbeReport> {
-  const sweep = new LinearProbeSweep(dim, numClasses, options);
+  sweepSettings(dim, numClasses, options);
   checkData("test", test, dim, numClasses);
-  while (sweep.epoch < sweep.epochs) {
-    sweep.trainEpoch(await trainFeatures(sweep.epoch));
-    if (sweep.validationDue) sweep.validate(test);
-  }
-  return sweep.report();
-}
-
-/**
- * out[b, r] = xs_b · W_r + bias_r for `n` rows of `xs` [n, dim] and stacked weights [rows, dim];
- * four weight rows at a time, so every feature value is loaded once per four dot products.
- */
-function forward(
-  xs: Float64Array,
-  n: number,
-  dim: number,
-  weight: Float64Array,
-  bias: Float64Array,
-  rows: number,
-  out: Float64Array,
-): void {
-  const rows4 = rows - (rows % 4);
-  for (let b = 0; b < n; b++) {
-    const xo = b * dim;
-    const oo = b * rows;
-    let r = 0;
-    for (; r < rows4; r += 4) {
-      const w0 = r * dim, w1 = w0 + dim, w2 = w1 + dim, w3 = w2 + dim;
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      for (let d = 0; d < dim; d++) {
-        const v = xs[xo + d];
-        s0 += v * weight[w0 + d];
-        s1 += v * weight[w1 + d];
-        s2 += v * weight[w2 + d];
-        s3 += v * weight[w3 + d];
-      }
-      out[oo + r] = s0 + bias[r];
-      out[oo + r + 1] = s1 + bias[r + 1];
-      out[oo + r + 2] = s2 + bias[r + 2];
-      out[oo + r + 3] = s3 + bias[r + 3];
-    }
-    for (; r < rows; r++) {
-      const wo = r * dim;
-      let s = 0;
-      for (let d = 0; d < dim; d++) s += xs[xo + d] * weight[wo + d];
-      out[oo + r] = s + bias[r];
-    }
-  }
-}
-
-/**
- * gradW[r] = Σ_b g[b, r] · xs_b and gradB[r] = Σ_b g[b, r] (overwritten), four batch rows at a
- * time, so every gradient value is loaded and stored once per four samples.
- */
-function backward(
-  xs: Float64Array,
-  n: number,
-  dim: number,
-  g: Float64Array,
-  rows: number,
-  gradW: Float64Array,
-  gradB: Float64Array,
-): void {
-  gradW.fill(0);
-  gradB.fill(0);
-  const n4 = n - (n % 4);
-  for (let r = 0; r < rows; r++) {
-    const wo = r * dim;
-    let b = 0;
-    let gb = 0;
-    for (; b < n4; b += 4) {
-      const g0 = g[b * rows + r], g1 = g[(b + 1) * rows + r];
-      const g2 = g[(b + 2) * rows + r], g3 = g[(b + 3) * rows + r];
-      gb += g0 + g1 + g2 + g3;
-      const x0 = b * dim, x1 = x0 + dim, x2 = x1 + dim, x3 = x2 + dim;
-      for (let d = 0; d < dim; d++) {
-        gradW[wo + d] += g0 * xs[x0 + d] + g1 * xs[x1 + d] + g2 * xs[x2 + d] + g3 * xs[x3 + d];
-      }
-    }
-    for (; b < n; b++) {
-      const gv = g[b * rows + r];
-      gb += gv;
-      const xo = b * dim;
-      for (let d = 0; d < dim; d++) gradW[wo + d] += gv * xs[xo + d];
-    }
-    gradB[r] = gb;
-  }
-}
-
-/** Logits [n, rows] of `features` [n, dim] under stacked weights [rows, dim] and biases [rows]. */
-function predictAll(
-  features: Float32Array,
-  n: number,
-  dim: number,
-  weight: Float64Array,
-  bias: Float64Array,
-  rows: number,
-): Float64Array {
-  const out = new Float64Array(n * rows);
-  const chunk = 256;
-  const xs = new Float64Array(chunk * dim);
-  for (let start = 0; start < n; start += chunk) {
-    const count = Math.min(chunk, n - start);
-    xs.set(features.subarray(start * dim, (start + count) * dim));
-    forward(xs, count, dim, weight, bias, rows, out.subarray(start * rows));
-  }
-  return out;
+  return await runSweep(
+    await LinearProbeSweep.create(dim, numClasses, options),
+    trainFeatures,
+    test,
+  );
 }
 
 /** Logits [n, numClasses] of a trained classifier on features [n, dim]. */
@@ -525,14 +514,16 @@ export function linearPredict(
   features: Float32Array,
   dim: number,
 ): Float32Array {
-  const classes = classifier.bias.length;
-  const logits = predictAll(
-    features,
-    features.length / dim,
-    dim,
-    Float64Array.from(classifier.weight),
-    Float64Array.from(classifier.bias),
-    classes,
-  );
-  return Float32Array.from(logits);
+  const { weight, bias } = classifier;
+  const classes = bias.length;
+  const n = features.length / dim;
+  const logits = new Float32Array(n * classes);
+  for (let i = 0; i < n; i++) {
+    for (let c = 0; c < classes; c++) {
+      let s = bias[c];
+      for (let d = 0; d < dim; d++) s += features[i * dim + d] * weight[c * dim + d];
+      logits[i * classes + c] = s;
+    }
+  }
+  return logits;
 }

@@ -40,6 +40,11 @@ function classCount(...splits: ExtractedFeatures[]): number {
   return max + 1;
 }
 
+/** The classifiers run where the backbone does, on as many threads. */
+function runtimeOptions(frozen: FrozenBackbone): LinearProbeOptions {
+  return { device: frozen.features.device, threads: frozen.features.threads };
+}
+
 /** The fast path: train and test features extracted once, every epoch on the same features. */
 export async function linearProbeCached(
   frozen: FrozenBackbone,
@@ -48,6 +53,7 @@ export async function linearProbeCached(
 ): Promise<LinearProbe> {
   const { train, test } = await extractTrainAndTest(frozen.store, frozen.dataPath, {
     ...frozen.features,
+    trainSubset: frozen.trainSubset,
     progress: log,
   });
   const classes = classCount(train, test);
@@ -59,7 +65,8 @@ export async function linearProbeCached(
   );
   const epochs = options.epochs ?? 100;
   const progress = new Progress({ label: "linear classifiers", unit: "epochs", write: log });
-  const report = trainLinearProbes(train, test, train.dim, classes, {
+  const report = await trainLinearProbes(train, test, train.dim, classes, {
+    ...runtimeOptions(frozen),
     ...options,
     onEpoch: (epoch, results) => {
       options.onEpoch?.(epoch, results);
@@ -77,7 +84,7 @@ export async function linearProbeAugmented(
   log: ProbeLog = () => {},
 ): Promise<LinearProbe> {
   const { size, workers } = frozen.features;
-  const trainSpec = await resolveDataPath(frozen.dataPath, "train");
+  const trainSpec = await resolveDataPath(frozen.dataPath, "train", frozen.trainSubset);
   const testSpec = await resolveDataPath(frozen.dataPath, "test");
   const extractor = await FeatureExtractor.create(frozen.store, frozen.features);
   try {
@@ -110,6 +117,7 @@ export async function linearProbeAugmented(
       extractor.dim,
       classes,
       {
+        ...runtimeOptions(frozen),
         ...options,
         onEpoch: (epoch, results) => {
           options.onEpoch?.(epoch, results);
