@@ -8,8 +8,11 @@
 
 /** Clustering agreement between predicted cluster ids and true labels. */
 export interface ClusterMetrics {
+  /** Normalised mutual information (arithmetic-mean normalisation), 0–1. */
   readonly nmi: number;
+  /** Adjusted Rand index, 1 for identical partitions, about 0 for chance. */
   readonly ari: number;
+  /** Fowlkes–Mallows score, 0–1. */
   readonly fscore: number;
 }
 
