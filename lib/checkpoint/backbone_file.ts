@@ -16,7 +16,12 @@ import { relativePositionIndex } from "../models/window_attention.ts";
 import type { NamedTensor } from "../runtime/named_tensor.ts";
 import { StateStore } from "../runtime/store.ts";
 import { formatShape } from "../graph/tensor.ts";
-import { checkBackboneKeys, readCheckpointFile, splitStateDict } from "./weights_file.ts";
+import {
+  checkBackboneKeys,
+  type CheckpointFileEntry,
+  readCheckpointFile,
+  splitStateDict,
+} from "./weights_file.ts";
 import { biasTableWindow, POSITION_INDEX_SUFFIX } from "./official_checkpoint.ts";
 import { Graph } from "../graph/graph.ts";
 
@@ -96,8 +101,18 @@ export async function loadBackbone(
   path: string,
   options: BackboneFileOptions = {},
 ): Promise<LoadedBackbone> {
-  const requested = options.key ?? "teacher";
-  const file = await readCheckpointFile(path, requested);
+  return backboneFromEntry(path, await readCheckpointFile(path, options.key ?? "teacher"), options);
+}
+
+/**
+ * {@link loadBackbone} on a state dict already read (`file`, named `path` in messages): the same
+ * architecture inference and name-by-name, shape-by-shape checks.
+ */
+export function backboneFromEntry(
+  path: string,
+  file: CheckpointFileEntry,
+  options: BackboneFileOptions = {},
+): LoadedBackbone {
   const { backbone, head } = splitStateDict(file.dict);
   if (backbone.size === 0) throw new Error(`${path} holds no backbone weights under "${file.key}"`);
   const weights = new Map([...backbone].filter(([name]) => !name.endsWith(POSITION_INDEX_SUFFIX)));
