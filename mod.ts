@@ -37,6 +37,8 @@ export {
 export { grad } from "./lib/graph/grad.ts";
 export * from "./lib/graph/math.ts";
 export * from "./lib/graph/shape.ts";
+export * from "./lib/graph/permute.ts";
+export * from "./lib/graph/scatter.ts";
 export * from "./lib/graph/reduce.ts";
 export * from "./lib/graph/linalg.ts";
 export * from "./lib/graph/nn.ts";
@@ -66,7 +68,11 @@ export {
 export { ResidentState } from "./lib/runtime/resident_state.ts";
 export type { OrtSessionOptions } from "./lib/runtime/ort_session.ts";
 export type { OrtHandle } from "./lib/runtime/ort_api.ts";
-export { prepareCuda } from "./lib/runtime/cuda_libraries.ts";
+export {
+  prepareCuda,
+  providerFolderProblem,
+  type ProviderProblem,
+} from "./lib/runtime/cuda_libraries.ts";
 export {
   anyRank,
   type BroadcastData,
@@ -167,6 +173,7 @@ export {
 export * from "./lib/cli/options.ts";
 export { type EpochMeterState, type StatName } from "./lib/train/epoch_meter.ts";
 export { type RunConfig } from "./lib/train/config.ts";
+export { type ClusterMetrics, clusterMetrics } from "./lib/train/cluster_metrics.ts";
 export {
   loadTrainingCheckpoint,
   saveTrainingCheckpoint,
@@ -177,11 +184,24 @@ export {
 export { buildFeatureGraph, type FeatureConfig } from "./lib/models/features.ts";
 export {
   evaluateKnn,
+  evaluateKnnOnFiles,
   type ExtractedFeatures,
   extractFeatures,
+  extractFeaturesToFile,
+  FEATURE_FILES,
   type FeatureOptions,
+  type KnnEvalOptions,
+  type SplitOptions,
 } from "./lib/eval/knn_eval.ts";
-export { knnClassify, type KnnResult } from "./lib/eval/knn.ts";
+export {
+  DEFAULT_KNN_BLOCK,
+  DEFAULT_KNN_CHUNK,
+  knnClassify,
+  type KnnOptions,
+  type KnnResult,
+} from "./lib/eval/knn.ts";
+export { type FeatureBank, l2NormalizeRows, memoryBank } from "./lib/eval/feature_bank.ts";
+export { FeatureFile, FeatureFileWriter } from "./lib/eval/feature_file.ts";
 export { type PthValue, readPth, stateDictFromPth, writePth } from "./lib/checkpoint/pth.ts";
 export { PyDict, PyNamespace, PyTuple } from "./lib/checkpoint/pickle.ts";
 export {
@@ -222,6 +242,7 @@ export {
   relativePositionIndex,
   shiftedWindowMask,
   type WindowLayout,
+  windowTokenIndex,
 } from "./lib/models/window_attention.ts";
 export { extractBackbone, toOfficialCheckpoint } from "./lib/checkpoint/official_checkpoint.ts";
 export { checkBackboneKeys, loadBackboneWeights } from "./lib/checkpoint/weights_file.ts";
@@ -229,6 +250,7 @@ export {
   type BackboneRun,
   BackboneRunner,
   type BackboneRunnerOptions,
+  checkTokenMultiple,
   headConfigFromWeights,
 } from "./lib/analysis/backbone_runner.ts";
 export {
@@ -311,3 +333,123 @@ export {
   type ProbeLog,
 } from "./lib/eval/linear_eval.ts";
 export { type FrozenBackbone } from "./lib/eval/frozen_backbone.ts";
+export {
+  type FinetuneBatch,
+  finetuneBatches,
+  type FinetuneBatchOptions,
+  finetuneEvalBatches,
+  type FinetuneEvalOptions,
+  finetuneItersPerEpoch,
+} from "./lib/data/finetune_loader.ts";
+export {
+  defaultFinetuneTransform,
+  finetuneEvalTransform,
+  finetuneTrainTransform,
+  type FinetuneTransformConfig,
+} from "./lib/data/finetune_transform.ts";
+export {
+  type CutmixBox,
+  type MixedBatch,
+  Mixup,
+  type MixupDraw,
+  type MixupOptions,
+  smoothedOneHot,
+} from "./lib/data/mixup.ts";
+export {
+  applyRandAugment,
+  drawRandAugment,
+  parseRandAugment,
+  type RandAugmentConfig,
+  type RandAugmentOpName,
+  type RandAugmentStep,
+  type Resample,
+} from "./lib/data/rand_augment.ts";
+export {
+  applyRandomErasing,
+  drawRandomErasing,
+  type RandomErasingOptions,
+  type RandomErasingPlan,
+} from "./lib/data/random_erasing.ts";
+export {
+  balancedSubset,
+  idxImageName,
+  type NamedSource,
+  openNamedSource,
+  openSubset,
+  readSubsetFile,
+  selectByName,
+  subsetView,
+  writeSubsetFile,
+} from "./lib/data/subset.ts";
+export {
+  fitLogisticRegression,
+  type LogisticRegressionFit,
+  type LogisticRegressionOptions,
+  type LogisticRegressionReport,
+  type LogisticRegressionResult,
+  logisticRegressionSweep,
+  OFFICIAL_LAMBDAS,
+} from "./lib/eval/logistic_regression.ts";
+export {
+  type Assignment,
+  type ClusterMatching,
+  hungarianAccuracy,
+  linearSumAssignment,
+  matchClusters,
+} from "./lib/eval/hungarian.ts";
+export {
+  assignClusters,
+  buildClusterGraph,
+  clsHeadConfig,
+  CLUSTER_IO,
+  type ClusterAssignment,
+  prototypeCountWarning,
+  scoreClusters,
+  type UnsupClsOptions,
+  type UnsupClsResult,
+} from "./lib/eval/unsup_cls.ts";
+export {
+  type EvalStats,
+  finetune,
+  type FinetuneCheckpoint,
+  type FinetuneConfig,
+  type FinetuneData,
+  type FinetuneOutput,
+  type FinetuneProgress,
+  type FinetuneResult,
+  FinetuneRunner,
+  initialClassifierStore,
+  type LabelledBatch,
+  loadClassifierWeights,
+  loadFinetuneCheckpoint,
+  resizePositionEmbedding,
+  saveFinetuneCheckpoint,
+} from "./lib/eval/finetune.ts";
+export {
+  buildFinetuneEval,
+  buildFinetuneStep,
+  finetuneParameterGroups,
+  type FinetuneStepConfig,
+} from "./lib/eval/finetune_step.ts";
+export {
+  classifier,
+  type ClassifierConfig,
+  type ClassifierInputs,
+  classifierKey,
+} from "./lib/models/classifier.ts";
+export {
+  type LayerDecayOptions,
+  layerScales,
+  type ParameterGroup,
+  parameterGroups,
+  swinLayerId,
+  vitLayerId,
+} from "./lib/optim/layer_decay.ts";
+export { softTargetCrossEntropy } from "./lib/losses/soft_target_ce.ts";
+export * from "./lib/analysis/occlusion.ts";
+export * from "./lib/analysis/shuffle.ts";
+export * from "./lib/analysis/linear_part.ts";
+export * from "./lib/analysis/line_plot.ts";
+export * from "./lib/analysis/linear_probe_model.ts";
+export * from "./lib/checkpoint/combined_checkpoint.ts";
+export * from "./lib/models/token_subset_features.ts";

@@ -3,7 +3,8 @@
  * in alternating rounds (timings on a shared machine drift; each side's best round counts). Each round runs three processes, each
  * with one warm-up iteration before the timed ones: PyTorch doing the official work (the head on
  * every token: what a user of the official code gets), PyTorch making the same update with the
- * work our step does (the head on CLS tokens and masked-patch slots only: engine speed), and ours.
+ * work our step does (the head on CLS tokens and masked-patch slots only, a Swin's attention
+ * projections on real tokens only: engine speed), and ours.
  *
  * Prints each side's work per iteration (multiply-accumulates of products and convolutions,
  * counted from our step graph at the patch-slot bucket the benchmark's masks need, and from the

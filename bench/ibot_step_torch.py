@@ -14,7 +14,8 @@ parameter is updated).
 
 --work official runs `ibot_torch.train_step`, the official algorithm (the head on every token);
 --work equal runs `ibot_equal_work_torch.equal_work_step`, the same update computed with the work
-of `lib/train/step.ts` (the head on the CLS tokens and the masked patches' slots only), on --slots
+of `lib/train/step.ts` (the head on the CLS tokens and the masked patches' slots only, and a
+Swin's attention projections on the real tokens only), on --slots
 S flat patch slots per step across the batch (our step's bucket; default: each batch's masked
 patches).
 

@@ -1,7 +1,8 @@
 /**
  * The file-based tasks on a Swin training checkpoint: `deno task knn` and `deno task linear` run
  * (the linear probe on the official n_last_blocks 4: the pooled tokens of the last four blocks
- * across stages), and the tasks that take a ViT only refuse in one sentence and exit 1.
+ * across stages). The other tasks' Swin cases are beside their own tests (export_onnx in
+ * tests/eval/onnx_backbone_test.ts, the analyses in tests/analysis/swin_analysis_test.ts).
  */
 
 import { join } from "node:path";
@@ -88,39 +89,6 @@ Deno.test("deno task knn and deno task linear evaluate a Swin checkpoint", async
     const saved = await loadSafetensors(join(dir, "linear_teacher.safetensors"));
     assert.deepEqual(saved.tensors.get("linear.weight")?.shape, [10, 576]);
     assert.equal(saved.metadata.n_last_blocks, "4");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("the tasks that take a ViT only refuse a Swin in one sentence", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const checkpoint = await swinCheckpoint(dir);
-    const picture = join(dir, "picture.png");
-    await Deno.writeFile(picture, new Uint8Array());
-    const runs: [string, string[], string][] = [
-      [
-        "export_onnx",
-        ["--output", join(dir, "backbone.onnx")],
-        "the Swin graph has static shapes, and the exported model takes any batch and image size",
-      ],
-      [
-        "attention",
-        ["--image_path", picture],
-        "a Swin attends within windows and has no CLS token whose attention could be drawn",
-      ],
-      ["correspondence", [], "it matches a ViT's patch tokens, one per patch of the image"],
-      ["patterns", [], "it reads a ViT's patch tokens, one per patch of the image"],
-    ];
-    for (const [task, extra, reason] of runs) {
-      const run = await runDenoTask(task, ["--pretrained_weights", checkpoint, ...extra]);
-      assert.equal(run.code, 1, `${task}: ${run.stdout}${run.stderr}`);
-      assert.equal(
-        run.stderr,
-        `error: deno task ${task} does not take a Swin backbone yet (${reason}): ${checkpoint} holds one\n`,
-      );
-    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
