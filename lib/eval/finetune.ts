@@ -17,7 +17,6 @@
 
 import { join } from "node:path";
 import { bicubicMatrix } from "../graph/nn.ts";
-import { shapeSize } from "../graph/tensor.ts";
 import { loadSafetensors, saveSafetensors } from "../checkpoint/safetensors.ts";
 import { readStateDict } from "../checkpoint/weights_file.ts";
 import { type Mixup, smoothedOneHot } from "../data/mixup.ts";
@@ -26,7 +25,6 @@ import {
   classifierKey,
   classifierParamName,
   fixInitWeight,
-  unusedClassifierParams,
 } from "../models/classifier.ts";
 import { dropPathRates } from "../models/vit.ts";
 import { ADAMW_DEFAULTS, addAdamWMoments, expAvgName, expAvgSqName } from "../optim/adamw.ts";
@@ -184,14 +182,7 @@ export class FinetuneRunner {
     for (const name of names) store.set(name, params.get(name).slice(), params.shape(name));
     const stateNames = addAdamWMoments(store, names);
     if (moments) store.copyFrom(moments, stateNames.slice(names.length));
-    // Parameters that do not reach the logits are baked as constants (onnxruntime drops them).
-    const baked = new Map(
-      unusedClassifierParams(config.model).map((name) => {
-        const spec = step.params.find((p) => p.name === name)!;
-        return [name, new Float32Array(shapeSize(spec.shape))];
-      }),
-    );
-    const options = { executionProviders: [config.device ?? "cpu"], initializers: baked } as const;
+    const options = { executionProviders: [config.device ?? "cpu"] } as const;
     return new FinetuneRunner(
       config,
       groups,

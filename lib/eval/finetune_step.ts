@@ -20,12 +20,7 @@ import { add, div, minimum, mul, sqrt } from "../graph/math.ts";
 import { sum } from "../graph/reduce.ts";
 import type { Tensor } from "../graph/tensor.ts";
 import { softTargetCrossEntropy } from "../losses/soft_target_ce.ts";
-import {
-  classifier,
-  type ClassifierConfig,
-  classifierKey,
-  unusedClassifierParams,
-} from "../models/classifier.ts";
+import { classifier, type ClassifierConfig, classifierKey } from "../models/classifier.ts";
 import { dropPathRates } from "../models/vit.ts";
 import { ADAMW_SCALAR_INPUTS, type AdamWConfig, applyAdamW } from "../optim/adamw.ts";
 import { groupScalarNames, type ParameterGroup, parameterGroups } from "../optim/layer_decay.ts";
@@ -57,7 +52,7 @@ export interface FinetuneStepConfig {
 
 /**
  * The trained parameters of a classifier: graph names and official keys with shapes, in the
- * model's order (the parameters that do not reach the logits left out).
+ * model's order.
  */
 export function classifierParams(
   model: ClassifierConfig,
@@ -65,8 +60,7 @@ export function classifierParams(
 ): { name: string; key: string; shape: readonly number[] }[] {
   const g = new Graph("classifier_params");
   classifier(g, model, { images: g.input("images", "float32", [1, 3, imageSize, imageSize]) });
-  const unused = new Set(unusedClassifierParams(model));
-  return g.params.filter((p) => !unused.has(p.name)).map((p) => ({
+  return g.params.map((p) => ({
     name: p.name,
     key: classifierKey(p.name),
     shape: p.shape,

@@ -63,6 +63,7 @@ export function classifier(g: Graph, config: ClassifierConfig, inputs: Classifie
     images: inputs.images,
     dropPath: inputs.dropPath,
     dropPathRates: inputs.dropPathRates,
+    finalNorm: config.useCls,
   });
   const [, tokens] = out.lastBlock.dims;
   const features = config.useCls
@@ -87,14 +88,6 @@ export function classifierParamName(key: string): string {
   return key === "fc_norm.weight" || key === "fc_norm.bias" || key.startsWith("head.")
     ? key
     : `backbone.${key}`;
-}
-
-/**
- * Graph parameters that do not reach the logits: with mean pooling, the backbone's final `norm`
- * (the official model has none there). Bake them as constants so they are neither fed nor trained.
- */
-export function unusedClassifierParams(config: ClassifierConfig): string[] {
-  return config.useCls ? [] : ["backbone.norm.weight", "backbone.norm.bias"];
 }
 
 /**

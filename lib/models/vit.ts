@@ -68,6 +68,12 @@ export interface VitInputs {
   readonly dropPathRates?: readonly number[];
   /** Also return the outputs of the last n blocks, each through the final norm (evaluation). */
   readonly intermediateLayers?: number;
+  /**
+   * False: the network has no final `norm` (the official fine-tuning model with mean pooling,
+   * whose `fc_norm` follows the pooling); `tokens` and `intermediate` are then the blocks' outputs
+   * as they are. Default true.
+   */
+  readonly finalNorm?: boolean;
 }
 
 /** Outputs of one forward pass. */
@@ -142,7 +148,9 @@ export function vit(g: Graph, config: VitConfig, inputs: VitInputs): VitOutputs 
       lastAttention = block.attention;
       outputs.push(x);
     }
-    const finalNorm = (t: Tensor) => layerNorm(g, "norm", t, 1e-6);
+    const finalNorm = inputs.finalNorm === false
+      ? (t: Tensor) => t
+      : (t: Tensor) => layerNorm(g, "norm", t, 1e-6);
     const n = inputs.intermediateLayers ?? 0;
     return {
       tokens: finalNorm(x),
