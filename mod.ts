@@ -275,6 +275,7 @@ export {
   type LinearProbeResult,
   LinearProbeSweep,
   OFFICIAL_LRS,
+  parseLrs,
   trainLinearProbes,
   trainLinearProbesPerEpoch,
 } from "./lib/eval/linear.ts";

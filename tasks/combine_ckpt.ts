@@ -10,22 +10,12 @@
 import { loadBackbone } from "../lib/checkpoint/backbone_file.ts";
 import { readLinearHead, writeCombinedCheckpoint } from "../lib/checkpoint/combined_checkpoint.ts";
 import { type OptionTable, type OptionValues, required } from "../lib/cli/options.ts";
+import { BACKBONE_FILE_OPTIONS } from "../lib/eval/frozen_backbone.ts";
 import { runTask } from "./run_task.ts";
 
 const OPTIONS = {
-  checkpoint_backbone: {
-    kind: "string",
-    metavar: "file",
-    help: "Required: our checkpoint (.safetensors), an official checkpoint (.pth), or an " +
-      "extracted backbone (.pth {'state_dict'} or flat, .safetensors).",
-  },
-  checkpoint_key: {
-    kind: "string",
-    help: "Which network of a full checkpoint: teacher or student; state_dict for an extracted " +
-      "backbone.",
-    choices: ["teacher", "student", "state_dict"],
-    default: "teacher",
-  },
+  checkpoint_backbone: BACKBONE_FILE_OPTIONS.pretrained_weights,
+  checkpoint_key: BACKBONE_FILE_OPTIONS.checkpoint_key,
   checkpoint_linear: {
     kind: "string",
     metavar: "file",

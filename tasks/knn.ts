@@ -17,6 +17,7 @@
 import {
   describeBackbone,
   FROZEN_BACKBONE_OPTIONS,
+  nLastBlocksOption,
   openFrozenBackbone,
 } from "../lib/eval/frozen_backbone.ts";
 import { evaluateKnn, evaluateKnnOnFiles } from "../lib/eval/knn_eval.ts";
@@ -29,12 +30,7 @@ const OPTIONS = {
   ...FROZEN_BACKBONE_OPTIONS,
   nb_knn: { kind: "ints", help: "Numbers of neighbours.", default: [10, 20, 100, 200], min: 1 },
   temperature: { kind: "float", help: "Voting temperature.", default: 0.07 },
-  n_last_blocks: {
-    kind: "int",
-    help: "CLS tokens of the last N blocks (Swin: pooled tokens of the last N, across stages).",
-    default: 1,
-    min: 1,
-  },
+  n_last_blocks: nLastBlocksOption(1),
   batch_size_per_gpu: { kind: "int", help: "Images per forward pass.", default: 128, min: 1 },
   dump_features: {
     kind: "string",

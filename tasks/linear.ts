@@ -15,9 +15,10 @@ import { dirname, join } from "node:path";
 import {
   describeBackbone,
   FROZEN_BACKBONE_OPTIONS,
+  nLastBlocksOption,
   openFrozenBackbone,
 } from "../lib/eval/frozen_backbone.ts";
-import { DEFAULT_LRS, type LinearProbeOptions, OFFICIAL_LRS } from "../lib/eval/linear.ts";
+import { DEFAULT_LRS, type LinearProbeOptions, parseLrs } from "../lib/eval/linear.ts";
 import { linearProbeAugmented, linearProbeCached } from "../lib/eval/linear_eval.ts";
 import { saveSafetensors } from "../lib/checkpoint/safetensors.ts";
 import { type OptionTable, type OptionValues, required } from "../lib/cli/options.ts";
@@ -25,12 +26,7 @@ import { runTask } from "./run_task.ts";
 
 const OPTIONS = {
   ...FROZEN_BACKBONE_OPTIONS,
-  n_last_blocks: {
-    kind: "int",
-    help: "CLS tokens of the last N blocks (Swin: pooled tokens of the last N, across stages).",
-    default: 4,
-    min: 1,
-  },
+  n_last_blocks: nLastBlocksOption(4),
   augment: {
     kind: "flag",
     help: "Train on RandomResizedCrop (scale 0.08-1, bilinear) + flip views of the train " +
@@ -65,17 +61,6 @@ const OPTIONS = {
     help: "Where linear_<key>.safetensors goes (default: beside the checkpoint).",
   },
 } as const satisfies OptionTable;
-
-/** `--lr`: positive numbers, or "official"; the default sweep when not given. */
-function parseLrs(words: readonly string[] | undefined): readonly number[] {
-  if (!words) return DEFAULT_LRS;
-  if (words.length === 1 && words[0] === "official") return OFFICIAL_LRS;
-  const lrs = words.map(Number);
-  if (lrs.some((lr) => !(lr > 0) || !Number.isFinite(lr))) {
-    throw new Error(`--lr takes positive numbers or "official", got ${words.join(" ")}`);
-  }
-  return lrs;
-}
 
 async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
   const batchSize = values.batch_size_per_gpu;

@@ -23,7 +23,7 @@ import {
   imageSizeOption,
   openBackboneFile,
 } from "../lib/eval/frozen_backbone.ts";
-import { DEFAULT_LRS, OFFICIAL_LRS } from "../lib/eval/linear.ts";
+import { DEFAULT_LRS, parseLrs } from "../lib/eval/linear.ts";
 import { resolveDataPath } from "../lib/data/source.ts";
 import { Progress } from "../lib/runtime/progress.ts";
 import type { OptionTable, OptionValues } from "../lib/cli/options.ts";
@@ -63,17 +63,6 @@ const OPTIONS = {
     default: ".linear_part",
   },
 } as const satisfies OptionTable;
-
-/** `--lr`: positive numbers, or "official"; the default sweep when not given. */
-function parseLrs(words: readonly string[] | undefined): readonly number[] {
-  if (!words) return DEFAULT_LRS;
-  if (words.length === 1 && words[0] === "official") return OFFICIAL_LRS;
-  const lrs = words.map(Number);
-  if (lrs.some((lr) => !(lr > 0) || !Number.isFinite(lr))) {
-    throw new Error(`--lr takes positive numbers or "official", got ${words.join(" ")}`);
-  }
-  return lrs;
-}
 
 async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
   const lrs = parseLrs(values.lr);

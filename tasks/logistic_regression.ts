@@ -12,6 +12,7 @@
 import {
   describeBackbone,
   FROZEN_BACKBONE_OPTIONS,
+  nLastBlocksOption,
   openFrozenBackbone,
 } from "../lib/eval/frozen_backbone.ts";
 import { l2NormalizeRows } from "../lib/eval/feature_bank.ts";
@@ -22,12 +23,7 @@ import { runTask } from "./run_task.ts";
 
 const OPTIONS = {
   ...FROZEN_BACKBONE_OPTIONS,
-  n_last_blocks: {
-    kind: "int",
-    help: "CLS tokens of the last N blocks (Swin: pooled tokens of the last N, across stages).",
-    default: 1,
-    min: 1,
-  },
+  n_last_blocks: nLastBlocksOption(1),
   batch_size_per_gpu: { kind: "int", help: "Images per forward pass.", default: 128, min: 1 },
   lr_lambd: {
     kind: "floats",

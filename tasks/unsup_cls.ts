@@ -10,11 +10,11 @@
  */
 
 import {
-  BACKBONE_FILE_OPTIONS,
   dataPathOption,
   DATASET_OPTIONS,
   describeBackbone,
   DEVICE_OPTIONS,
+  HEAD_FILE_OPTIONS,
   imageSizeOption,
   openBackboneFile,
 } from "../lib/eval/frozen_backbone.ts";
@@ -29,12 +29,7 @@ import type { OptionTable, OptionValues } from "../lib/cli/options.ts";
 import { runTask } from "./run_task.ts";
 
 const OPTIONS = {
-  ...BACKBONE_FILE_OPTIONS,
-  pretrained_weights: {
-    ...BACKBONE_FILE_OPTIONS.pretrained_weights,
-    help: `${BACKBONE_FILE_OPTIONS.pretrained_weights.help} It must hold the head: a full ` +
-      "checkpoint.",
-  },
+  ...HEAD_FILE_OPTIONS,
   ...DATASET_OPTIONS,
   ...DEVICE_OPTIONS,
   split: {

@@ -15,7 +15,12 @@ import { backboneStore, type LoadedVit, requireVit } from "../checkpoint/backbon
 import { type CombinedModel, readCombinedCheckpoint } from "../checkpoint/combined_checkpoint.ts";
 import { type OptionTable, type OptionValues, required } from "../cli/options.ts";
 import { resolveDataPath, type SourceSpec } from "../data/source.ts";
-import { dataPathOption, DEVICE_OPTIONS, imageSizeOption } from "../eval/frozen_backbone.ts";
+import {
+  BACKBONE_FILE_OPTIONS,
+  dataPathOption,
+  DEVICE_OPTIONS,
+  imageSizeOption,
+} from "../eval/frozen_backbone.ts";
 
 const PREFIX = "model";
 
@@ -168,11 +173,7 @@ export const LINEAR_PROBE_MODEL_OPTIONS = {
     metavar: "file",
     help: "Required: the backbone with its linear head in one file (deno task combine_ckpt).",
   },
-  arch: {
-    kind: "string",
-    metavar: "name",
-    help: "Architecture when the file has no run arguments (default: from the weight shapes).",
-  },
+  arch: BACKBONE_FILE_OPTIONS.arch,
   patch_size: {
     kind: "int",
     help: "Patch size when the file has no run arguments (default: from the weights).",

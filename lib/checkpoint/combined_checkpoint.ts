@@ -24,6 +24,7 @@ import {
   backboneFromEntry,
   type LoadedBackbone,
 } from "./backbone_file.ts";
+import { readExisting } from "./weights_file.ts";
 import type { NamedTensor } from "../runtime/named_tensor.ts";
 
 /** The linear classifier of a linear probe and the features it reads. */
@@ -124,13 +125,7 @@ export async function readLinearHead(
       avgpool: avgpoolOf(metadata.avgpool_patchtokens, path),
     }, { top1: optionalNumber(metadata.top1), epoch: optionalNumber(metadata.epoch) });
   }
-  let value: PthValue;
-  try {
-    value = await readPth(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) throw new Error(`${path} does not exist`);
-    throw error;
-  }
+  const value = await readExisting(path, readPth);
   const stateDict = value instanceof PyDict ? value.get("state_dict") : undefined;
   if (!(value instanceof PyDict) || !(stateDict instanceof PyDict)) {
     throw new Error(`${path} is not a linear checkpoint: it has no state_dict`);
@@ -244,13 +239,7 @@ export async function readCombinedCheckpoint(
   options: Omit<BackboneFileOptions, "key"> = {},
   officialRecipe: FeatureRecipe = { nLastBlocks: 4, avgpool: 0 },
 ): Promise<CombinedModel> {
-  let parts;
-  try {
-    parts = await readCombinedParts(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) throw new Error(`${path} does not exist`);
-    throw error;
-  }
+  const parts = await readExisting(path, readCombinedParts);
   const recipe: FeatureRecipe = parts.nLastBlocks === undefined ? officialRecipe : {
     nLastBlocks: positiveInteger(parts.nLastBlocks, "n_last_blocks", path),
     avgpool: avgpoolOf(parts.avgpool, path),

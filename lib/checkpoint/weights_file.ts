@@ -53,13 +53,7 @@ export interface CheckpointFileEntry {
  */
 export async function readCheckpointFile(path: string, key: string): Promise<CheckpointFileEntry> {
   if (path.endsWith(".safetensors")) {
-    let file;
-    try {
-      file = await loadSafetensors(path);
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) throw new Error(`${path} does not exist`);
-      throw error;
-    }
+    const file = await readExisting(path, loadSafetensors);
     const { tensors, metadata } = file;
     if (metadata.format !== CHECKPOINT_FORMAT) return { dict: tensors, key: "flat" };
     if (key !== "teacher" && key !== "student") {
@@ -75,13 +69,7 @@ export async function readCheckpointFile(path: string, key: string): Promise<Che
       epoch: checkpoint.epoch,
     };
   }
-  let value: PthValue;
-  try {
-    value = await readPth(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) throw new Error(`${path} does not exist`);
-    throw error;
-  }
+  const value = await readExisting(path, readPth);
   if (!(value instanceof PyDict)) throw new Error(`${path} does not hold a dict`);
   const args = value.get("args");
   const epoch = value.get("epoch");
@@ -177,4 +165,17 @@ export function checkBackboneKeys(
       parts.join("; ")
     } (refusing to evaluate a partly random network)`,
   );
+}
+
+/** `read(path)`, a missing file being one sentence ("<path> does not exist"). */
+export async function readExisting<T>(
+  path: string,
+  read: (path: string) => Promise<T>,
+): Promise<T> {
+  try {
+    return await read(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) throw new Error(`${path} does not exist`);
+    throw error;
+  }
 }

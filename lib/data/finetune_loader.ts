@@ -27,21 +27,20 @@ import {
   defaultFinetuneTransform,
   type FinetuneTransformConfig,
 } from "./finetune_transform.ts";
-import type {
-  FinetuneReply,
-  FinetuneRequest,
-  FinetuneResults,
-  FinetuneTask,
-} from "./finetune_worker.ts";
+import type { FinetuneResults, FinetuneTask } from "./finetune_worker.ts";
 import {
   DEFAULT_STALL_SECONDS,
   defaultWorkerCount,
   epochOrder,
   type EvalBatch,
+  requireNonNegativeInteger,
+  requirePositiveInteger,
+  requirePositiveSeconds,
   type SourcePart,
 } from "./loader.ts";
 import { requireRank, shardIndices, shardSize } from "./shard.ts";
 import { describeSource, type SourceSpec } from "./source.ts";
+import { inOrder, withDeadline, WorkerPool } from "./worker_pool.ts";
 
 /** Options of {@link finetuneBatches}. */
 export interface FinetuneBatchOptions {
@@ -111,14 +110,10 @@ export async function* finetuneBatches(
   if (!Number.isSafeInteger(seed)) throw new Error(`seed must be a safe integer, got ${seed}`);
   const config = { ...defaultFinetuneTransform(size), ...options.transform };
   checkFinetuneTransform(config);
-  const pool = new FinetunePool(workers);
+  const pool = finetunePool(workers);
   try {
     const what = describeSource(source);
-    const info = await pool.within(
-      pool.run({ type: "info", source }),
-      stallSeconds,
-      `opening ${what}`,
-    );
+    const info = await openInfo(pool, source, stallSeconds);
     const iters = finetuneItersPerEpoch(info.length, batchSize, worldSize);
     if (iters === 0) {
       throw new Error(
@@ -127,9 +122,9 @@ export async function* finetuneBatches(
       );
     }
     const order = shardIndices(epochOrder(info.length, seed, epoch), rank, worldSize);
-    yield* pool.inOrder(Math.max(0, iters - start), 2 * workers, stallSeconds, (k) => ({
-      label: `batch ${start + k + 1} of ${iters} of epoch ${epoch} of ${what}`,
-      task: {
+    const label = (k: number) => `batch ${start + k + 1} of ${iters}`;
+    const request = (k: number) =>
+      pool.run({
         type: "train",
         source,
         size,
@@ -137,8 +132,12 @@ export async function* finetuneBatches(
         seed,
         epoch,
         indices: order.slice((start + k) * batchSize, (start + k + 1) * batchSize),
-      },
-    }));
+      }, label(k));
+    const epochOf = `epoch ${epoch} of ${what}`;
+    yield* inOrder(Math.max(0, iters - start), 2 * workers, request, {
+      seconds: stallSeconds,
+      stalled: (k, inFlight) => pool.stallError(label(k), epochOf, stallSeconds, inFlight),
+    });
   } finally {
     pool.close();
   }
@@ -184,185 +183,54 @@ export async function* finetuneEvalBatches(
   requirePositiveSeconds(stallSeconds);
   requireRank(part.rank, part.parts);
   if (!(cropPct > 0 && cropPct <= 1)) throw new Error(`cropPct must be in (0, 1], got ${cropPct}`);
-  const pool = new FinetunePool(workers);
+  const pool = finetunePool(workers);
   try {
     const what = describeSource(source);
-    const info = await pool.within(
-      pool.run({ type: "info", source }),
-      stallSeconds,
-      `opening ${what}`,
-    );
+    const info = await openInfo(pool, source, stallSeconds);
     const first = Math.floor(info.length * part.rank / part.parts);
     const length = Math.floor(info.length * (part.rank + 1) / part.parts) - first;
     const batches = Math.ceil(length / batchSize);
-    const requests = pool.inOrder(batches, 2 * workers, stallSeconds, (k) => ({
-      label: `evaluation batch ${k + 1} of ${batches} of ${what}`,
-      task: {
-        type: "eval",
-        source,
-        size,
-        resizeImages,
-        cropPct,
-        rows: batchSize,
-        indices: Int32Array.from(
-          { length: Math.min(batchSize, length - k * batchSize) },
-          (_, i) => first + k * batchSize + i,
-        ),
-      },
-    }));
-    for await (const result of requests) {
-      yield { ...result, count: result.indices.length, total: length };
-    }
+    const label = (k: number) => `evaluation batch ${k + 1} of ${batches}`;
+    const request = (k: number): Promise<EvalBatch> => {
+      const count = Math.min(batchSize, length - k * batchSize);
+      const indices = Int32Array.from({ length: count }, (_, i) => first + k * batchSize + i);
+      const task = { type: "eval" as const, source, size, resizeImages, cropPct, rows: batchSize };
+      return pool.run({ ...task, indices }, label(k)).then((result) => ({
+        ...result,
+        count,
+        total: length,
+      }));
+    };
+    yield* inOrder(batches, 2 * workers, request, {
+      seconds: stallSeconds,
+      stalled: (k, inFlight) => pool.stallError(label(k), what, stallSeconds, inFlight),
+    });
   } finally {
     pool.close();
   }
 }
 
-/** A request of {@link FinetunePool.inOrder}: a task and its name for messages. */
-interface Labelled<K extends FinetuneTask["type"]> {
-  label: string;
-  task: Extract<FinetuneTask, { type: K }>;
+/** The pool of `finetune_worker.ts` workers. */
+type FinetunePool = WorkerPool<FinetuneTask, FinetuneResults>;
+
+/** A pool of `count` `finetune_worker.ts` workers. */
+function finetunePool(count: number): FinetunePool {
+  return new WorkerPool(new URL("./finetune_worker.ts", import.meta.url), count);
 }
 
-interface Pending {
-  resolve: (result: FinetuneResults[FinetuneTask["type"]]) => void;
-  reject: (error: Error) => void;
-}
-
-/** Workers running `finetune_worker.ts`, each given one request at a time from a shared queue. */
-class FinetunePool {
-  #idle: Worker[] = [];
-  #all: Worker[] = [];
-  #queue: { request: FinetuneRequest; pending: Pending }[] = [];
-  #pending = new Map<number, Pending>();
-  #nextId = 0;
-  #failure: Error | null = null;
-
-  constructor(count: number) {
-    const url = new URL("./finetune_worker.ts", import.meta.url);
-    for (let i = 0; i < count; i++) {
-      const worker = new Worker(url, { type: "module" });
-      worker.onmessage = (event: MessageEvent<FinetuneReply>) => this.#finish(worker, event.data);
-      worker.onerror = (event: ErrorEvent) => {
-        event.preventDefault();
-        this.#fail(new Error(`fine-tuning data worker ${i + 1} crashed: ${event.message}`));
-      };
-      worker.onmessageerror = () => {
-        this.#fail(new Error(`a reply from fine-tuning data worker ${i + 1} was lost`));
-      };
-      this.#all.push(worker);
-      this.#idle.push(worker);
-    }
-  }
-
-  /** Gives a task to the next idle worker; resolves with its result, rejects with its error. */
-  run<K extends FinetuneTask["type"]>(
-    task: Extract<FinetuneTask, { type: K }>,
-  ): Promise<FinetuneResults[K]> {
-    return new Promise((resolve, reject) => {
-      if (this.#failure) return reject(this.#failure);
-      const pending = { resolve: resolve as Pending["resolve"], reject };
-      this.#queue.push({ request: { id: this.#nextId++, task }, pending });
-      this.#dispatch();
-    });
-  }
-
-  /** `promise`, or an error naming `label` once `seconds` pass before it settles. */
-  within<T>(promise: Promise<T>, seconds: number, label: string): Promise<T> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const busy = this.#all.length - this.#idle.length;
-        reject(
-          new Error(
-            `the fine-tuning data loader waited ${seconds} s for ${label} and stopped ` +
-              `(${busy} of ${this.#all.length} workers busy, ${this.#queue.length} requests queued)`,
-          ),
-        );
-      }, seconds * 1000);
-    });
-    return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
-  }
-
-  /**
-   * Yields the results of request(0), …, request(count − 1) in order, keeping up to `depth` in
-   * flight; a failure ahead of the consumer surfaces when the consumer reaches it.
-   */
-  async *inOrder<K extends FinetuneTask["type"]>(
-    count: number,
-    depth: number,
-    seconds: number,
-    request: (k: number) => Labelled<K>,
-  ): AsyncGenerator<FinetuneResults[K]> {
-    const inFlight: { label: string; promise: Promise<FinetuneResults[K]> }[] = [];
-    let next = 0;
-    const refill = () => {
-      while (next < count && inFlight.length < depth) {
-        const { label, task } = request(next++);
-        const promise = this.run(task);
-        promise.catch(() => {});
-        inFlight.push({ label, promise });
-      }
-    };
-    refill();
-    while (inFlight.length > 0) {
-      const { label, promise } = inFlight.shift()!;
-      const result = await this.within(promise, seconds, label);
-      refill();
-      yield result;
-    }
-  }
-
-  /** Terminates every worker; queued and running requests reject. */
-  close(): void {
-    for (const worker of this.#all) worker.terminate();
-    this.#fail(new Error("the fine-tuning data loader was closed"));
-    this.#all = [];
-    this.#idle = [];
-  }
-
-  #dispatch(): void {
-    while (this.#idle.length > 0 && this.#queue.length > 0) {
-      const worker = this.#idle.shift()!;
-      const { request, pending } = this.#queue.shift()!;
-      this.#pending.set(request.id, pending);
-      worker.postMessage(request);
-    }
-  }
-
-  #finish(worker: Worker, reply: FinetuneReply): void {
-    const pending = this.#pending.get(reply.id);
-    if (!pending) return;
-    this.#pending.delete(reply.id);
-    this.#idle.push(worker);
-    if ("error" in reply) pending.reject(new Error(reply.error));
-    else pending.resolve(reply.result);
-    this.#dispatch();
-  }
-
-  #fail(error: Error): void {
-    this.#failure ??= error;
-    for (const pending of this.#pending.values()) pending.reject(error);
-    for (const { pending } of this.#queue) pending.reject(error);
-    this.#pending.clear();
-    this.#queue = [];
-  }
-}
-
-function requirePositiveInteger(name: string, value: number): void {
-  if (!Number.isInteger(value) || value < 1) {
-    throw new Error(`${name} must be a positive integer, got ${value}`);
-  }
-}
-
-function requireNonNegativeInteger(name: string, value: number): void {
-  if (!Number.isInteger(value) || value < 0) {
-    throw new Error(`${name} must be a non-negative integer, got ${value}`);
-  }
-}
-
-function requirePositiveSeconds(value: number): void {
-  if (!(value > 0 && Number.isFinite(value))) {
-    throw new Error(`stallSeconds must be a positive number of seconds, got ${value}`);
-  }
+/**
+ * The size and classes of `source`, opened by a worker of `pool`; an opening that takes
+ * `stallSeconds` throws an error naming the source and the workers' state.
+ */
+function openInfo(
+  pool: FinetunePool,
+  source: SourceSpec,
+  stallSeconds: number,
+): Promise<FinetuneResults["info"]> {
+  const label = "the opening";
+  return withDeadline(
+    pool.run({ type: "info", source }, label),
+    stallSeconds,
+    () => pool.stallError(label, describeSource(source), stallSeconds, 1),
+  );
 }

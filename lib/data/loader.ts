@@ -38,9 +38,10 @@
 
 import { Rng } from "../runtime/rng.ts";
 import { checkMultiCropConfig, type MultiCropConfig } from "./augment.ts";
-import type { WorkerReply, WorkerRequest, WorkerResults, WorkerTask } from "./loader_worker.ts";
+import type { WorkerResults, WorkerTask } from "./loader_worker.ts";
 import { requireRank, shardIndices, shardSize } from "./shard.ts";
 import { describeSource, type SourceSpec } from "./source.ts";
+import { inOrder, withDeadline, WorkerPool } from "./worker_pool.ts";
 
 /** Options of a {@link MultiCropLoader}. */
 export interface MultiCropLoaderOptions {
@@ -124,7 +125,7 @@ export function epochOrder(n: number, seed: number, epoch: number): Int32Array {
 export class MultiCropLoader {
   /** The options the loader was created with. */
   readonly options: Readonly<MultiCropLoaderOptions>;
-  #pool: WorkerPool | null = null;
+  #pool: LoaderPool | null = null;
   #length = 0;
   #classes: readonly string[] = [];
 
@@ -155,7 +156,7 @@ export class MultiCropLoader {
    */
   async open(): Promise<void> {
     if (this.#pool) return;
-    const pool = new WorkerPool(this.options.workers ?? defaultWorkerCount());
+    const pool = loaderPool(this.options.workers ?? defaultWorkerCount());
     try {
       const stallSeconds = this.options.stallSeconds ?? DEFAULT_STALL_SECONDS;
       const info = await openInfo(pool, this.options.source, stallSeconds);
@@ -235,7 +236,7 @@ export class MultiCropLoader {
     yield* inOrder(Math.max(0, iters - start), depth, (k) => request(start + k), {
       seconds: stallSeconds,
       stalled: (k, inFlight) =>
-        stallError(pool, `batch ${start + k + 1} of ${iters}`, what, stallSeconds, inFlight),
+        pool.stallError(`batch ${start + k + 1} of ${iters}`, what, stallSeconds, inFlight),
     });
   }
 
@@ -245,7 +246,7 @@ export class MultiCropLoader {
     this.#pool = null;
   }
 
-  #opened(): WorkerPool {
+  #opened(): LoaderPool {
     if (!this.#pool) throw new Error("MultiCropLoader is not open: call open() or create() first");
     return this.#pool;
   }
@@ -367,7 +368,7 @@ async function* sourceBatches(
   part: SourcePart,
   task: (indices: Int32Array<ArrayBuffer>) => Extract<WorkerTask, { type: "eval" | "randomCrop" }>,
 ): AsyncIterableIterator<EvalBatch> {
-  const pool = new WorkerPool(workers);
+  const pool = loaderPool(workers);
   try {
     const info = await openInfo(pool, source, stallSeconds);
     const first = Math.floor(info.length * part.rank / part.parts);
@@ -387,7 +388,7 @@ async function* sourceBatches(
     const what = describeSource(source);
     yield* inOrder(batches, 2 * workers, request, {
       seconds: stallSeconds,
-      stalled: (k, inFlight) => stallError(pool, label(k), what, stallSeconds, inFlight),
+      stalled: (k, inFlight) => pool.stallError(label(k), what, stallSeconds, inFlight),
     });
   } finally {
     pool.close();
@@ -399,7 +400,7 @@ async function* sourceBatches(
  * `stallSeconds` throws an error naming the source and the workers' state.
  */
 function openInfo(
-  pool: WorkerPool,
+  pool: LoaderPool,
   source: SourceSpec,
   stallSeconds: number,
 ): Promise<WorkerResults["info"]> {
@@ -407,282 +408,34 @@ function openInfo(
   return withDeadline(
     pool.run({ type: "info", source }, label),
     stallSeconds,
-    () => stallError(pool, label, describeSource(source), stallSeconds, 1),
+    () => pool.stallError(label, describeSource(source), stallSeconds, 1),
   );
 }
 
-/** How long {@link inOrder} waits for the request its consumer awaits, and the error it gives. */
-interface Watchdog {
-  /** Seconds to wait. */
-  readonly seconds: number;
-  /**
-   * The error that ends the iteration when request `k` did not settle in time, `inFlight`
-   * requests (it included) being unsettled.
-   */
-  readonly stalled: (k: number, inFlight: number) => Promise<Error>;
+/** The pool of `loader_worker.ts` workers. */
+type LoaderPool = WorkerPool<WorkerTask, WorkerResults>;
+
+/** A pool of `count` `loader_worker.ts` workers. */
+function loaderPool(count: number): LoaderPool {
+  return new WorkerPool(new URL("./loader_worker.ts", import.meta.url), count);
 }
 
-/**
- * Yields request(0), …, request(count − 1) in order, keeping up to `depth` requests in flight.
- * Every request gets a rejection handler at once, so a failure ahead of the consumer is not an
- * unhandled rejection; it surfaces when the consumer reaches it. A request that the consumer has
- * awaited for `watchdog.seconds` ends the iteration with `watchdog.stalled`'s error.
- */
-async function* inOrder<T>(
-  count: number,
-  depth: number,
-  request: (k: number) => Promise<T>,
-  watchdog: Watchdog,
-): AsyncIterableIterator<T> {
-  const inFlight: Promise<T>[] = [];
-  let next = 0;
-  const refill = () => {
-    while (next < count && inFlight.length < depth) {
-      const promise = request(next++);
-      promise.catch(() => {});
-      inFlight.push(promise);
-    }
-  };
-  refill();
-  while (inFlight.length > 0) {
-    const k = next - inFlight.length;
-    const waiting = inFlight.length;
-    const result = await withDeadline(
-      inFlight.shift()!,
-      watchdog.seconds,
-      () => watchdog.stalled(k, waiting),
-    );
-    refill();
-    yield result;
-  }
-}
-
-/** `promise`, or `timeout`'s error once `seconds` pass before it settles. */
-function withDeadline<T>(
-  promise: Promise<T>,
-  seconds: number,
-  timeout: () => Promise<Error>,
-): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => timeout().then(reject), seconds * 1000);
-  });
-  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
-}
-
-/**
- * The error of a pipeline that waited `seconds` for `label` of `what` with `inFlight` requests
- * unsettled: where that request is and what each worker is doing.
- */
-async function stallError(
-  pool: WorkerPool,
-  label: string,
-  what: string,
-  seconds: number,
-  inFlight: number,
-): Promise<Error> {
-  return new Error(
-    `the data loader waited ${seconds} s for ${label} of ${what} and stopped ` +
-      `(${inFlight} ${inFlight === 1 ? "request" : "requests"} in flight): ` +
-      `${await pool.describe(label)}`,
-  );
-}
-
-/** Milliseconds a stalled pool's workers get to answer a ping before they count as unresponsive. */
-const PING_MS = 2000;
-
-interface Job {
-  request: WorkerRequest;
-  /** What the request is, for messages (`batch 3 of 79`). */
-  label: string;
-  resolve: (result: WorkerResults[WorkerTask["type"]]) => void;
-  reject: (error: Error) => void;
-}
-
-/** One worker of a pool and what it is doing. */
-interface Slot {
-  readonly worker: Worker;
-  /** 1-based, for messages. */
-  readonly number: number;
-  /** The request it is working on. */
-  job: Job | null;
-  /** `performance.now()` when the job was posted. */
-  since: number;
-  /** Why it crashed, once it has. */
-  crash: string | null;
-}
-
-/** Workers running `loader_worker.ts`, each given one request at a time from a shared queue. */
-class WorkerPool {
-  #slots: Slot[] = [];
-  #queue: Job[] = [];
-  #pings = new Map<number, () => void>();
-  #nextId = 0;
-  #failure: Error | null = null;
-
-  constructor(count: number) {
-    const url = new URL("./loader_worker.ts", import.meta.url);
-    for (let i = 0; i < count; i++) {
-      const slot: Slot = {
-        worker: new Worker(url, { type: "module" }),
-        number: i + 1,
-        job: null,
-        since: 0,
-        crash: null,
-      };
-      slot.worker.onmessage = (event: MessageEvent<WorkerReply>) => this.#finish(slot, event.data);
-      slot.worker.onerror = (event: ErrorEvent) => {
-        event.preventDefault();
-        slot.crash = event.message;
-        const during = slot.job ? ` during ${slot.job.label}` : "";
-        this.#fail(
-          new Error(`data loader worker ${slot.number} crashed${during}: ${event.message}`),
-        );
-      };
-      slot.worker.onmessageerror = () => {
-        const during = slot.job ? ` to ${slot.job.label}` : "";
-        this.#fail(new Error(`the reply${during} from data loader worker ${slot.number} was lost`));
-      };
-      this.#slots.push(slot);
-    }
-  }
-
-  get size(): number {
-    return this.#slots.length;
-  }
-
-  /**
-   * Gives a task to the next idle worker; resolves with its result, rejects with its error.
-   * `label` names the request in messages.
-   */
-  run<K extends WorkerTask["type"]>(
-    task: Extract<WorkerTask, { type: K }>,
-    label: string,
-  ): Promise<WorkerResults[K]> {
-    return new Promise((resolve, reject) => {
-      if (this.#failure) return reject(this.#failure);
-      const request = { id: this.#nextId++, task };
-      this.#queue.push({ request, label, resolve: resolve as Job["resolve"], reject });
-      this.#dispatch();
-    });
-  }
-
-  /**
-   * Where request `label` is (with a worker, queued, or nowhere) and what every worker is doing,
-   * after asking each live worker to answer a ping within {@link PING_MS} ms.
-   */
-  async describe(label: string): Promise<string> {
-    const now = performance.now();
-    const seconds = (slot: Slot) => `${((now - slot.since) / 1000).toFixed(1)} s`;
-    const holder = this.#slots.find((slot) => slot.job?.label === label);
-    const queued = this.#queue.findIndex((job) => job.label === label);
-    const where = holder
-      ? `worker ${holder.number} has been on it for ${seconds(holder)}`
-      : queued >= 0
-      ? `it is queued behind ${queued} other ${queued === 1 ? "request" : "requests"}`
-      : "no worker has it and it is not queued (its reply was lost)";
-    const queue = this.#queue.length;
-    const waiting = queue === 0
-      ? "no request is queued"
-      : `${queue} ${queue === 1 ? "request is" : "requests are"} queued`;
-    const states = this.#slots.map((slot) =>
-      slot.crash !== null
-        ? `crashed (${slot.crash})`
-        : slot.job
-        ? `busy with ${slot.job.label} for ${seconds(slot)}`
-        : "idle"
-    );
-    const answers = await Promise.all(this.#slots.map((slot) => this.#ping(slot)));
-    const workers = this.#slots.map((slot, i) => {
-      const ping = slot.crash !== null
-        ? ""
-        : answers[i]
-        ? ", answers pings"
-        : ", does not answer pings";
-      return `worker ${slot.number}: ${states[i]}${ping}`;
-    });
-    return `${where}; ${waiting}; ${workers.join("; ")}`;
-  }
-
-  /** Terminates every worker; queued and running requests reject. */
-  close(): void {
-    for (const slot of this.#slots) slot.worker.terminate();
-    this.#fail(new Error("the data loader was closed"));
-    this.#slots = [];
-  }
-
-  /** Whether `slot`'s worker answers a ping within {@link PING_MS} ms. */
-  #ping(slot: Slot): Promise<boolean> {
-    if (slot.crash !== null) return Promise.resolve(false);
-    const id = this.#nextId++;
-    return new Promise((resolve) => {
-      // A late answer still finds its entry, so it is never mistaken for a request's reply.
-      const timer = setTimeout(() => resolve(false), PING_MS);
-      this.#pings.set(id, () => {
-        clearTimeout(timer);
-        resolve(true);
-      });
-      slot.worker.postMessage({ id, task: { type: "ping" } } satisfies WorkerRequest);
-    });
-  }
-
-  #dispatch(): void {
-    for (const slot of this.#slots) {
-      if (this.#queue.length === 0) return;
-      if (slot.job || slot.crash !== null) continue;
-      const job = this.#queue.shift()!;
-      slot.job = job;
-      slot.since = performance.now();
-      slot.worker.postMessage(job.request);
-    }
-  }
-
-  #finish(slot: Slot, reply: WorkerReply): void {
-    const pong = this.#pings.get(reply.id);
-    if (pong) {
-      this.#pings.delete(reply.id);
-      return pong();
-    }
-    const job = slot.job;
-    if (!job) return;
-    if (reply.id !== job.request.id) {
-      return this.#fail(
-        new Error(
-          `data loader worker ${slot.number} answered request ${reply.id} during ${job.label} ` +
-            `(request ${job.request.id})`,
-        ),
-      );
-    }
-    slot.job = null;
-    if ("error" in reply) job.reject(new Error(reply.error));
-    else job.resolve(reply.result);
-    this.#dispatch();
-  }
-
-  #fail(error: Error): void {
-    this.#failure ??= error;
-    for (const slot of this.#slots) {
-      slot.job?.reject(error);
-      slot.job = null;
-    }
-    for (const job of this.#queue) job.reject(error);
-    this.#queue = [];
-  }
-}
-
-function requirePositiveInteger(name: string, value: number): void {
+/** Throws unless `value` is a positive integer; `name` names it in the message. */
+export function requirePositiveInteger(name: string, value: number): void {
   if (!Number.isInteger(value) || value < 1) {
     throw new Error(`${name} must be a positive integer, got ${value}`);
   }
 }
 
-function requireNonNegativeInteger(name: string, value: number): void {
+/** Throws unless `value` is a non-negative integer; `name` names it in the message. */
+export function requireNonNegativeInteger(name: string, value: number): void {
   if (!Number.isInteger(value) || value < 0) {
     throw new Error(`${name} must be a non-negative integer, got ${value}`);
   }
 }
 
-function requirePositiveSeconds(value: number): void {
+/** Throws unless `value` (the stall limit `stallSeconds`) is a positive, finite number. */
+export function requirePositiveSeconds(value: number): void {
   if (!(value > 0 && Number.isFinite(value))) {
     throw new Error(`stallSeconds must be a positive number of seconds, got ${value}`);
   }

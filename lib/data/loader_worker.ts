@@ -2,8 +2,7 @@
  * The data-loader worker: opens a {@link SourceSpec} (once, on first use) and performs one task
  * at a time — report the source's size, build a multi-crop batch, an evaluation batch or a
  * linear-probing training batch (RandomResizedCrop + flip) — transferring the result buffers
- * back. A failure is answered with its message instead. A ping is answered at once, even while a
- * batch is being made, to show that the worker is alive.
+ * back, through `worker_scope.ts` (which also answers pings).
  *
  * Started by `loader.ts` as `new Worker(new URL("./loader_worker.ts", import.meta.url), { type:
  * "module" })`; never imported for its exports except the message types.
@@ -22,12 +21,12 @@ import {
   normalize,
   randomResizedCropBox,
 } from "./augment.ts";
-import { type ImageSource, openSource, type SourceSpec } from "./source.ts";
+import type { SourceSpec } from "./source.ts";
+import { imageBatch, serve, sourceFor, sourceInfo } from "./worker_scope.ts";
 
 /** What a worker is asked to do. */
 export type WorkerTask =
   | { type: "info"; source: SourceSpec }
-  | { type: "ping" }
   | {
     type: "multiCrop";
     source: SourceSpec;
@@ -63,8 +62,6 @@ export type WorkerTask =
 export interface WorkerResults {
   /** The source's image count and class names. */
   info: { length: number; classes: string[] };
-  /** Nothing: the reply itself shows that the worker is alive. */
-  ping: Record<string, never>;
   /** A multi-crop batch of B = indices.length images. */
   multiCrop: {
     /** Crop-major [G·B, 3, S, S]: global crop g of image b is row g·B + b. */
@@ -78,36 +75,6 @@ export interface WorkerResults {
   eval: { images: Float32Array; labels: Int32Array; indices: Int32Array };
   /** A batch of `rows` randomly cropped and flipped images [rows, 3, size, size] and labels. */
   randomCrop: { images: Float32Array; labels: Int32Array; indices: Int32Array };
-}
-
-/** A message to a worker; `id` pairs it with its reply. */
-export interface WorkerRequest {
-  /** Request number, unique within a pool. */
-  id: number;
-  /** What to do. */
-  task: WorkerTask;
-}
-
-/** A worker's reply to the request with the same `id`: a result or an error message. */
-export type WorkerReply =
-  | { id: number; result: WorkerResults[WorkerTask["type"]] }
-  | { id: number; error: string };
-
-/** The parts of the worker global scope used here. */
-interface WorkerScope {
-  onmessage: ((event: MessageEvent<WorkerRequest>) => void) | null;
-  postMessage(message: WorkerReply, transfer?: Transferable[]): void;
-}
-
-const scope = globalThis as unknown as WorkerScope;
-
-let opened: { key: string; source: ImageSource } | null = null;
-
-/** The source of `spec`, opened on first use and kept while requests name the same spec. */
-async function sourceFor(spec: SourceSpec): Promise<ImageSource> {
-  const key = JSON.stringify(spec);
-  if (opened?.key !== key) opened = { key, source: await openSource(spec) };
-  return opened.source;
 }
 
 /** Builds a crop-major multi-crop batch; image i is augmented by `Rng(seed).fork("<e>:<i>")`. */
@@ -143,22 +110,6 @@ async function multiCropBatch(
   ];
 }
 
-/** Builds an evaluation batch of `rows` rows, the images in `indices` first, zero padding after. */
-async function evalBatch(
-  task: Extract<WorkerTask, { type: "eval" }>,
-): Promise<[WorkerResults["eval"], Transferable[]]> {
-  const { size, resize, rows, indices } = task;
-  const source = await sourceFor(task.source);
-  const imageSize = 3 * size * size;
-  const images = new Float32Array(rows * imageSize);
-  const labels = new Int32Array(rows).fill(-1);
-  for (let b = 0; b < indices.length; b++) {
-    images.set(await evalTransform(await source.load(indices[b]), size, resize), b * imageSize);
-    labels[b] = source.label(indices[b]);
-  }
-  return [{ images, labels, indices }, [images.buffer, labels.buffer, indices.buffer]];
-}
-
 /**
  * Builds a batch of `rows` rows, the images in `indices` first (zero padding after), each through
  * the linear-probing train transform: RandomResizedCrop(size, scale, ratio 3/4–4/3, bilinear),
@@ -169,13 +120,8 @@ async function randomCropBatch(
   task: Extract<WorkerTask, { type: "randomCrop" }>,
 ): Promise<[WorkerResults["randomCrop"], Transferable[]]> {
   const { size, scale, seed, epoch, rows, indices } = task;
-  const source = await sourceFor(task.source);
-  const imageSize = 3 * size * size;
-  const images = new Float32Array(rows * imageSize);
-  const labels = new Int32Array(rows).fill(-1);
-  for (let b = 0; b < indices.length; b++) {
-    const image = await source.load(indices[b]);
-    const rng = new Rng(seed).fork(`linear:${epoch}:${indices[b]}`);
+  return await imageBatch(task.source, size, rows, indices, async (image, i) => {
+    const rng = new Rng(seed).fork(`linear:${epoch}:${i}`);
     const box = randomResizedCropBox(image.width, image.height, scale, rng);
     const flip = rng.uniform() < 0.5;
     const raw = { width: image.width, height: image.height, channels: 3 as const };
@@ -186,10 +132,8 @@ async function randomCropBatch(
       .toBuffer();
     let pixels: Uint8Array = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.length);
     if (flip) pixels = flipHorizontal(pixels, size, size);
-    images.set(normalize(pixels, size, size), b * imageSize);
-    labels[b] = source.label(indices[b]);
-  }
-  return [{ images, labels, indices }, [images.buffer, labels.buffer, indices.buffer]];
+    return normalize(pixels, size, size);
+  });
 }
 
 /** Runs a task; returns its result and the buffers to transfer with it. */
@@ -197,28 +141,23 @@ async function perform(
   task: WorkerTask,
 ): Promise<[WorkerResults[WorkerTask["type"]], Transferable[]]> {
   switch (task.type) {
-    case "info": {
-      const source = await sourceFor(task.source);
-      return [{ length: source.length, classes: [...source.classes] }, []];
-    }
-    case "ping":
-      return [{}, []];
+    case "info":
+      return await sourceInfo(task.source);
     case "multiCrop":
       return await multiCropBatch(task);
-    case "eval":
-      return await evalBatch(task);
+    case "eval": {
+      const { size, resize, rows, indices } = task;
+      return await imageBatch(
+        task.source,
+        size,
+        rows,
+        indices,
+        (image) => evalTransform(image, size, resize),
+      );
+    }
     case "randomCrop":
       return await randomCropBatch(task);
   }
 }
 
-scope.onmessage = (event) => {
-  const { id, task } = event.data;
-  perform(task).then(
-    ([result, transfer]) => scope.postMessage({ id, result }, transfer),
-    (error: unknown) => {
-      const message = error instanceof Error ? error.message : String(error);
-      scope.postMessage({ id, error: message });
-    },
-  );
-};
+serve(perform);

@@ -17,7 +17,7 @@ import { backboneBlocks } from "../models/backbone.ts";
 import type { LoadedBackbone } from "../checkpoint/backbone_file.ts";
 import type { StateStore } from "../runtime/store.ts";
 import type { FeatureOptions } from "./knn_eval.ts";
-import { type OptionTable, type OptionValues, required } from "../cli/options.ts";
+import { type OptionSpec, type OptionTable, type OptionValues, required } from "../cli/options.ts";
 import { readSubsetFile } from "../data/subset.ts";
 
 /** Options naming a weights file and its backbone; every evaluation and analysis task has them. */
@@ -55,6 +55,16 @@ export const BACKBONE_FILE_OPTIONS = {
 /** The values of {@link BACKBONE_FILE_OPTIONS}. */
 export type BackboneFileValues = OptionValues<typeof BACKBONE_FILE_OPTIONS>;
 
+/** {@link BACKBONE_FILE_OPTIONS} of the tasks that also need the projection head. */
+export const HEAD_FILE_OPTIONS = {
+  ...BACKBONE_FILE_OPTIONS,
+  pretrained_weights: {
+    ...BACKBONE_FILE_OPTIONS.pretrained_weights,
+    help: `${BACKBONE_FILE_OPTIONS.pretrained_weights.help} It must hold the head: a full ` +
+      "checkpoint.",
+  },
+} as const satisfies OptionTable;
+
 /** `--device`: where every evaluation and analysis task runs its network. */
 export const DEVICE_OPTIONS = {
   device: {
@@ -80,6 +90,19 @@ export const DATASET_OPTIONS = {
     min: 1,
   },
 } as const satisfies OptionTable;
+
+/**
+ * `--n_last_blocks` of the tasks that take features from the last blocks, with the task's
+ * official default (1 for k-NN and logistic regression, 4 for linear probing).
+ */
+export function nLastBlocksOption(defaultBlocks: number) {
+  return {
+    kind: "int",
+    help: "CLS tokens of the last N blocks (Swin: pooled tokens of the last N, across stages).",
+    default: defaultBlocks,
+    min: 1,
+  } as const satisfies OptionSpec;
+}
 
 /** The options shared by `deno task knn` and `deno task linear`. */
 export const FROZEN_BACKBONE_OPTIONS = {

@@ -62,6 +62,48 @@ export const DEFAULT_LRS: readonly number[] = [
   1,
 ];
 
+/**
+ * The sweep named by a task's `--lr` words: positive numbers, or "official" for
+ * {@link OFFICIAL_LRS}; {@link DEFAULT_LRS} when not given.
+ */
+export function parseLrs(words: readonly string[] | undefined): readonly number[] {
+  if (!words) return DEFAULT_LRS;
+  if (words.length === 1 && words[0] === "official") return OFFICIAL_LRS;
+  const lrs = words.map(Number);
+  if (lrs.some((lr) => !(lr > 0) || !Number.isFinite(lr))) {
+    throw new Error(`--lr takes positive numbers or "official", got ${words.join(" ")}`);
+  }
+  return lrs;
+}
+
+/** The feeds of a block of rows: features [rows, dim], labels [rows] and row weights [rows]. */
+export interface RowBlock {
+  readonly features: Float32Array;
+  readonly labels: BigInt64Array;
+  readonly rowWeights: Float32Array;
+}
+
+/**
+ * Fills `block` with rows start … start + count − 1 of `data` (row weights 1); the block's rows
+ * past `count` are zero, with weight 0.
+ */
+export function fillRowBlock(
+  block: RowBlock,
+  data: LabelledFeatures,
+  start: number,
+  count: number,
+): void {
+  const { features, labels, rowWeights } = block;
+  const dim = features.length / labels.length;
+  features.set(data.features.subarray(start * dim, (start + count) * dim));
+  features.fill(0, count * dim);
+  for (let i = 0; i < labels.length; i++) {
+    labels[i] = i < count ? BigInt(data.labels[start + i]) : 0n;
+  }
+  rowWeights.fill(1, 0, count);
+  rowWeights.fill(0, count);
+}
+
 /** Options of {@link LinearProbeSweep} and its drivers. */
 export interface LinearProbeOptions {
   /** Training epochs (default 100). */
@@ -381,11 +423,7 @@ export class LinearProbeSweep {
     const top5 = new Float64Array(L);
     for (let start = 0; start < nTest; start += rows) {
       const count = Math.min(rows, nTest - start);
-      features.set(test.features.subarray(start * dim, (start + count) * dim));
-      features.fill(0, count * dim);
-      for (let i = 0; i < rows; i++) labels[i] = i < count ? BigInt(test.labels[start + i]) : 0n;
-      rowWeights.fill(1, 0, count);
-      rowWeights.fill(0, count);
+      fillRowBlock({ features, labels, rowWeights }, test, start, count);
       const out = await this.#eval.run(feeds, this.#state);
       const hits1 = out[LINEAR_IO.top1] as Float32Array;
       const hits5 = out[LINEAR_IO.top5] as Float32Array;

@@ -33,7 +33,7 @@ import { sum } from "../graph/reduce.ts";
 import { unsqueeze } from "../graph/shape.ts";
 import type { Device } from "../runtime/ort_session.ts";
 import { CompiledGraph } from "../runtime/session.ts";
-import type { LabelledFeatures } from "./linear.ts";
+import { fillRowBlock, type LabelledFeatures } from "./linear.ts";
 import { buildLinearEvalGraph, LINEAR_IO, LINEAR_STATE } from "./linear_graph.ts";
 
 /** The official sweep of `--lr_lambd`: λ ∈ {0.01, 0.1, 1}. */
@@ -156,13 +156,11 @@ function settingsOf(options: LogisticRegressionOptions) {
 class ChunkedRunner {
   readonly #session: CompiledGraph;
   readonly #rows: number;
-  readonly #dim: number;
   readonly #feeds: Record<string, Float32Array | BigInt64Array>;
 
   private constructor(session: CompiledGraph, rows: number, dim: number) {
     this.#session = session;
     this.#rows = rows;
-    this.#dim = dim;
     this.#feeds = {
       [LINEAR_IO.features]: new Float32Array(rows * dim),
       [LINEAR_IO.labels]: new BigInt64Array(rows),
@@ -184,18 +182,14 @@ class ChunkedRunner {
     extra: Record<string, Float32Array>,
     take: (out: Readonly<Record<string, unknown>>) => void,
   ): Promise<void> {
-    const rows = this.#rows, dim = this.#dim;
+    const rows = this.#rows;
     const features = this.#feeds[LINEAR_IO.features] as Float32Array;
     const labels = this.#feeds[LINEAR_IO.labels] as BigInt64Array;
     const rowWeights = this.#feeds[LINEAR_IO.rowWeights] as Float32Array;
     const n = data.labels.length;
     for (let start = 0; start < n; start += rows) {
       const count = Math.min(rows, n - start);
-      features.set(data.features.subarray(start * dim, (start + count) * dim));
-      features.fill(0, count * dim);
-      for (let i = 0; i < rows; i++) labels[i] = i < count ? BigInt(data.labels[start + i]) : 0n;
-      rowWeights.fill(1, 0, count);
-      rowWeights.fill(0, count);
+      fillRowBlock({ features, labels, rowWeights }, data, start, count);
       take(await this.#session.run({ ...this.#feeds, ...extra }));
     }
   }

@@ -14,10 +14,17 @@
  * file; it is skipped elsewhere, CI included.
  */
 
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { assert } from "../assert.ts";
-import { PYTHON, torchScriptOutput } from "../reference/torch.ts";
+import { torchScriptOutput } from "../reference/torch.ts";
+import {
+  assertAllChecked,
+  assertRecord,
+  assertSameRecords,
+  type GoldenRecords,
+  noise,
+  pilFound,
+} from "../reference/pil_golden.ts";
 import { withTempDir, writeVendoredSubset } from "./fixtures.ts";
 import { flipHorizontal, IMAGENET_MEAN, IMAGENET_STD, normalize } from "../../lib/data/augment.ts";
 import {
@@ -47,35 +54,6 @@ import { Rng } from "../../lib/runtime/rng.ts";
 const FIXTURE = new URL("./fixtures/resize_pil.json", import.meta.url);
 const REGENERATE = "python3 tests/reference/resize_pil.py > tests/data/fixtures/resize_pil.json";
 
-/** The golden records: case name → "<width>x<height> <SHA-256 of Pillow's HWC RGB bytes>". */
-interface Golden {
-  pillow: string;
-  cases: Record<string, string>;
-}
-
-function pilFound(): boolean {
-  try {
-    return new Deno.Command(PYTHON, {
-      args: ["-c", "import PIL"],
-      stdout: "null",
-      stderr: "null",
-    }).outputSync().success;
-  } catch {
-    return false; // python3 itself is missing
-  }
-}
-
-/** Chris Wellons' lowbias32 hash of seed·65536 + i, as the reference script computes it. */
-function noise(seed: number, i: number): number {
-  let x = seed * 65536 + i;
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d);
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b);
-  x ^= x >>> 16;
-  return x >>> 0;
-}
-
 /**
  * A test image whose byte i (HWC, column x, channel c) is (40 x + 17 c + noise(seed, i) % 60) % 256,
  * as the reference script's `synthetic_image`.
@@ -86,10 +64,6 @@ function testImage(width: number, height: number, seed: number): RawImage {
     (_, i) => (40 * ((i / 3 | 0) % width) + 17 * (i % 3) + noise(seed, i) % 60) % 256,
   );
   return { data, width, height };
-}
-
-function sha256(bytes: Uint8Array): string {
-  return createHash("sha256").update(bytes).digest("hex");
 }
 
 /**
@@ -165,7 +139,7 @@ function cases(): { key: string; width: number; height: number; bytes: Uint8Arra
   ];
 }
 
-async function readGolden(): Promise<Golden> {
+async function readGolden(): Promise<GoldenRecords> {
   return JSON.parse(await Deno.readTextFile(FIXTURE));
 }
 
@@ -173,17 +147,9 @@ Deno.test("resize, the evaluation transform and the train crop equal Pillow's by
   const golden = await readGolden();
   const ours = cases();
   for (const { key, width, height, bytes } of ours) {
-    const expected = golden.cases[key];
-    assert(expected !== undefined, `${key}: no golden record; regenerate it with ${REGENERATE}`);
-    assert.equal(
-      `${width}x${height} ${sha256(bytes)}`,
-      expected,
-      `${key}: our bytes differ from Pillow ${golden.pillow}'s`,
-    );
+    assertRecord(golden, key, width, height, bytes, REGENERATE);
   }
-  const checked = new Set(ours.map((c) => c.key));
-  const unchecked = Object.keys(golden.cases).filter((key) => !checked.has(key));
-  assert.deepEqual(unchecked, [], "golden records that no test checks");
+  assertAllChecked(golden, ours.map((c) => c.key));
 });
 
 Deno.test({
@@ -191,14 +157,8 @@ Deno.test({
   ignore: !pilFound(),
   async fn() {
     const golden = await readGolden();
-    const fresh: Golden = JSON.parse(await torchScriptOutput("resize_pil.py"));
-    for (const key of new Set([...Object.keys(fresh.cases), ...Object.keys(golden.cases)])) {
-      assert.equal(
-        golden.cases[key],
-        fresh.cases[key],
-        `${key}: the fixture differs from Pillow ${fresh.pillow}'s output; ${REGENERATE}`,
-      );
-    }
+    const fresh: GoldenRecords = JSON.parse(await torchScriptOutput("resize_pil.py"));
+    assertSameRecords(golden, fresh, REGENERATE);
   },
 });
 

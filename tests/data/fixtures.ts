@@ -52,3 +52,25 @@ export async function writeVendoredSubset(
   await writeIdx(labels, { dims: [count], data: allLabels.data.slice(0, count) });
   return { kind: "idx", images, labels };
 }
+
+/**
+ * Creates the folder `dir` holding the first `train` train and `test` test images of the vendored
+ * subset as plain IDX files under the Fashion-MNIST names (a dataset `--data_path` reads);
+ * returns `dir`.
+ */
+export async function writeVendoredFolder(
+  dir: string,
+  train: number,
+  test: number,
+): Promise<string> {
+  await Deno.mkdir(dir, { recursive: true });
+  for (const [split, count] of [["train", train], ["t10k", test]] as const) {
+    await writeVendoredSubset(
+      split,
+      count,
+      join(dir, `${split}-images-idx3-ubyte`),
+      join(dir, `${split}-labels-idx1-ubyte`),
+    );
+  }
+  return dir;
+}

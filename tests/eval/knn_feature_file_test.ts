@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { assert, assertClose } from "../assert.ts";
-import { withTempDir, writeVendoredSubset } from "../data/fixtures.ts";
+import { withTempDir, writeVendoredFolder } from "../data/fixtures.ts";
 import { runDeno } from "../task_runner.ts";
 import { decodeSafetensors } from "../../lib/checkpoint/safetensors.ts";
 import { l2NormalizeRows, memoryBank } from "../../lib/eval/feature_bank.ts";
@@ -126,16 +126,7 @@ Deno.test("knnClassify reads feature files block by block as it reads memory", a
 
 Deno.test("evaluateKnn streams features to a folder and the task classifies it again", async () => {
   await withTempDir(async (dir) => {
-    const data = join(dir, "data");
-    await Deno.mkdir(data);
-    for (const [prefix, count] of [["train", 40], ["t10k", 12]] as const) {
-      await writeVendoredSubset(
-        prefix,
-        count,
-        join(data, `${prefix}-images-idx3-ubyte`),
-        join(data, `${prefix}-labels-idx1-ubyte`),
-      );
-    }
+    const data = await writeVendoredFolder(join(dir, "data"), 40, 12);
     const backbone = { embedDim: 24, depth: 1, heads: 2, patchSize: 4, imgSize: 16 };
     const features: FeatureOptions = {
       backbone,

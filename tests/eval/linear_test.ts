@@ -17,7 +17,7 @@ import { Rng } from "../../lib/runtime/rng.ts";
 import { loadSafetensors } from "../../lib/checkpoint/safetensors.ts";
 import { parsePretrainArgs } from "../../lib/train/args.ts";
 import { CHECKPOINT_FILE, IbotTrainer } from "../../lib/train/trainer.ts";
-import { writeVendoredSubset } from "../data/fixtures.ts";
+import { writeVendoredFolder, writeVendoredSubset } from "../data/fixtures.ts";
 
 async function collect<T>(iterator: AsyncIterable<T>): Promise<T[]> {
   const items: T[] = [];
@@ -354,16 +354,7 @@ Deno.test("trainLinearProbes: rejects mismatched features and out-of-range label
 Deno.test("deno task linear: a tiny checkpoint end to end, cached and --augment", async () => {
   const root = await Deno.makeTempDir({ prefix: "ibot_linear_test_" });
   try {
-    const data = join(root, "data");
-    await Deno.mkdir(data);
-    for (const [prefix, count] of [["train", 48], ["t10k", 16]] as const) {
-      await writeVendoredSubset(
-        prefix,
-        count,
-        join(data, `${prefix}-images-idx3-ubyte`),
-        join(data, `${prefix}-labels-idx1-ubyte`),
-      );
-    }
+    const data = await writeVendoredFolder(join(root, "data"), 48, 16);
     const output = join(root, "run");
     await Deno.mkdir(output);
     const { args } = parsePretrainArgs([

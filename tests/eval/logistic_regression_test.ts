@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { assert, assertCloseToScale } from "../assert.ts";
-import { writeVendoredSubset } from "../data/fixtures.ts";
+import { writeVendoredFolder } from "../data/fixtures.ts";
 import { runDeno } from "../task_runner.ts";
 import { f32, f64, float64Reader, runTorchReference, torchAvailable } from "../reference/torch.ts";
 import { saveTrainingCheckpoint } from "../../lib/checkpoint/training_checkpoint.ts";
@@ -165,16 +165,7 @@ Deno.test("logisticRegressionSweep: rejects bad options and labels in one senten
 
 /** A vit_mini training checkpoint for 16 px (initial weights) with 48 + 16 images beside it. */
 async function vitCheckpoint(dir: string): Promise<string> {
-  const data = join(dir, "data");
-  await Deno.mkdir(data);
-  for (const [prefix, count] of [["train", 48], ["t10k", 16]] as const) {
-    await writeVendoredSubset(
-      prefix,
-      count,
-      join(data, `${prefix}-images-idx3-ubyte`),
-      join(data, `${prefix}-labels-idx1-ubyte`),
-    );
-  }
+  const data = await writeVendoredFolder(join(dir, "data"), 48, 16);
   const { args } = parsePretrainArgs([
     ...["--arch=vit_mini", "--patch_size=4", "--img_size=16", "--global_crop_size=16"],
     `--data_path=${data}`,

@@ -13,11 +13,12 @@ filter, operation, argument), the size and the SHA-256 of Pillow's HWC RGB outpu
 images are synthetic_image(width, height, seed) below, which the test computes the same way.
 """
 
-import hashlib
 import json
 
 import PIL
 from PIL import Image, ImageEnhance, ImageOps
+
+from pil_golden import noise, record
 
 RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 FILL = (124, 116, 104)
@@ -39,16 +40,6 @@ STEPS = (
     + [("TranslateYRel", a) for a in (0.405, -0.31)]
 )
 GEOMETRIC = {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"}
-
-
-def noise(seed, i):
-    """Chris Wellons' lowbias32 integer hash of seed·65536 + i: 32-bit pseudo-random noise."""
-    x = seed * 65536 + i
-    x ^= x >> 16
-    x = (x * 0x7FEB352D) & 0xFFFFFFFF
-    x ^= x >> 15
-    x = (x * 0x846CA68B) & 0xFFFFFFFF
-    return x ^ (x >> 16)
 
 
 def synthetic_image(width, height, seed):
@@ -114,8 +105,7 @@ def main():
             for op, arg in steps:
                 out = apply(img, op, arg, RESAMPLE[resample])
                 key = f"{resample} {op}({arg}) on {width}x{height} image {seed}"
-                digest = hashlib.sha256(out.tobytes()).hexdigest()
-                cases[key] = f"{out.size[0]}x{out.size[1]} {digest}"
+                cases[key] = record(out)
     print(json.dumps({"pillow": PIL.__version__, "fill": FILL, "cases": cases}, indent=2))
 
 

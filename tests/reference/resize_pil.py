@@ -13,11 +13,12 @@ SHA-256 of Pillow's HWC RGB output bytes. The test images are synthetic_image(wi
 below, which the test computes the same way.
 """
 
-import hashlib
 import json
 
 import PIL
 from PIL import Image
+
+from pil_golden import noise, record
 
 FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 SQUARE, WIDE, TALL = (28, 28, 1), (30, 20, 2), (13, 19, 3)
@@ -33,16 +34,6 @@ RESIZES = [
 EVALS = [(SQUARE, 32), (WIDE, 16), (TALL, 12), (SQUARE, 25)]
 # (image, (left, top, width, height), size)
 CROPS = [(SQUARE, (3, 5, 17, 20), 32), (WIDE, (0, 2, 30, 15), 16), (TALL, (4, 1, 6, 6), 20)]
-
-
-def noise(seed, i):
-    """Chris Wellons' lowbias32 integer hash of seed·65536 + i: 32-bit pseudo-random noise."""
-    x = seed * 65536 + i
-    x ^= x >> 16
-    x = (x * 0x7FEB352D) & 0xFFFFFFFF
-    x ^= x >> 15
-    x = (x * 0x846CA68B) & 0xFFFFFFFF
-    return x ^ (x >> 16)
 
 
 def synthetic_image(width, height, seed):
@@ -81,10 +72,7 @@ def main():
         cropped = synthetic_image(*image).crop((left, top, left + width, top + height))
         key = f"crop {width}x{height} at ({left}, {top}) of {name(image)} to {size}"
         outputs[key] = cropped.resize((size, size), Image.BICUBIC)
-    cases = {
-        key: f"{out.size[0]}x{out.size[1]} {hashlib.sha256(out.tobytes()).hexdigest()}"
-        for key, out in outputs.items()
-    }
+    cases = {key: record(out) for key, out in outputs.items()}
     print(json.dumps({"pillow": PIL.__version__, "cases": cases}, indent=2))
 
 

@@ -17,7 +17,7 @@ import {
   NonFiniteLossError,
   type TrainOutcome,
 } from "../../lib/train/trainer.ts";
-import { writeVendoredSubset } from "../data/fixtures.ts";
+import { writeVendoredFolder } from "../data/fixtures.ts";
 import { runDenoTask, type TaskRun } from "../task_runner.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
@@ -39,16 +39,7 @@ const root = await Deno.makeTempDir({ prefix: "ibot_trainer_test_" });
 globalThis.addEventListener("unload", () => Deno.removeSync(root, { recursive: true }));
 
 /** The first 48 train and 16 test images of the bundled Fashion-MNIST, as plain IDX files. */
-const DATA = join(root, "data");
-await Deno.mkdir(DATA);
-for (const [prefix, count] of [["train", 48], ["t10k", 16]] as const) {
-  await writeVendoredSubset(
-    prefix,
-    count,
-    join(DATA, `${prefix}-images-idx3-ubyte`),
-    join(DATA, `${prefix}-labels-idx1-ubyte`),
-  );
-}
+const DATA = await writeVendoredFolder(join(root, "data"), 48, 16);
 
 let dirCount = 0;
 /** A fresh, empty output directory. */
