@@ -7,7 +7,7 @@
 
 import { join } from "node:path";
 import { assert } from "../assert.ts";
-import { writeVendoredSubset } from "../data/fixtures.ts";
+import { writeVendoredFolder } from "../data/fixtures.ts";
 import { runDenoTask } from "../task_runner.ts";
 import { loadSafetensors } from "../../lib/checkpoint/safetensors.ts";
 import { saveTrainingCheckpoint } from "../../lib/checkpoint/training_checkpoint.ts";
@@ -22,16 +22,7 @@ import { parsePretrainArgs } from "../../lib/train/args.ts";
  * 48 + 16 image dataset beside it; returns the checkpoint's path.
  */
 async function swinCheckpoint(dir: string): Promise<string> {
-  const data = join(dir, "data");
-  await Deno.mkdir(data);
-  for (const [prefix, count] of [["train", 48], ["t10k", 16]] as const) {
-    await writeVendoredSubset(
-      prefix,
-      count,
-      join(data, `${prefix}-images-idx3-ubyte`),
-      join(data, `${prefix}-labels-idx1-ubyte`),
-    );
-  }
+  const data = await writeVendoredFolder(join(dir, "data"), 48, 16);
   const { args } = parsePretrainArgs([
     ...["--arch=swin_mini", "--patch_size=4", "--window_size=7", "--img_size=32"],
     ...["--global_crop_size=32", "--local_crop_size=16", "--out_dim=16", "--patch_out_dim=16"],
