@@ -38,6 +38,7 @@ export { grad } from "./lib/graph/grad.ts";
 export * from "./lib/graph/math.ts";
 export * from "./lib/graph/shape.ts";
 export * from "./lib/graph/permute.ts";
+export * from "./lib/graph/masked_softmax.ts";
 export * from "./lib/graph/scatter.ts";
 export * from "./lib/graph/reduce.ts";
 export * from "./lib/graph/linalg.ts";

@@ -10,7 +10,7 @@
 
 import { staticDim } from "./graph.ts";
 import { sum, sumToShape } from "./reduce.ts";
-import { expand, normalizeAxis, reshape } from "./shape.ts";
+import { concat, expand, normalizeAxis, reshape } from "./shape.ts";
 import { type Dims, isSymbolic } from "./dim.ts";
 import type { Tensor } from "./tensor.ts";
 
@@ -29,12 +29,32 @@ export function permuteAxis(
   axis: number,
   fill?: Tensor,
 ): Tensor {
+  return permuteAxisParts(x, [index], axis, fill)[0];
+}
+
+/**
+ * {@link permuteAxis} with the index cut into parts, one output per part: the same as permuting
+ * with the parts concatenated and splitting the result along `axis`, without the copy a split
+ * makes (e.g. the query, key and value windows of an attention gathered from one projection).
+ * Each input entry may be picked at most once across all parts. VJP: the parts' gradients are
+ * concatenated and mapped back as in {@link permuteAxis}.
+ */
+export function permuteAxisParts(
+  x: Tensor,
+  parts: readonly (readonly number[])[],
+  axis: number,
+  fill?: Tensor,
+): Tensor[] {
   const g = x.graph;
   const a = normalizeAxis("permuteAxis", x, axis);
   const size = staticDim("permuteAxis", x, a);
   if (fill && (fill.rank !== x.rank || isSymbolic(fill.dims[a]))) {
     g.fail("permuteAxis", `fill ${fill} must have the rank of ${x} and fixed rows on axis ${a}`);
   }
+  if (parts.length === 0 || parts.some((part) => part.length === 0)) {
+    g.fail("permuteAxis", `every part of the index into ${x} must pick at least one entry`);
+  }
+  const index = parts.flat();
   const rows = fill ? staticDim("permuteAxis", fill, a) : 1;
   const seen = new Uint8Array(size);
   // The filled entries, by fill row.
@@ -50,11 +70,12 @@ export function permuteAxis(
   if (fill && filled.some((positions) => positions.length !== uses)) {
     g.fail("permuteAxis", `the ${rows} rows of fill ${fill} must fill as many entries each`);
   }
-  if (uses === 0 && index.length === size && index.every((i, position) => i === position)) {
-    return x;
+  if (
+    parts.length === 1 && uses === 0 && index.length === size &&
+    index.every((i, position) => i === position)
+  ) {
+    return [x];
   }
-  const dims = [...x.dims];
-  dims[a] = index.length;
   const withAxis = (d: number) => [...x.dims.slice(0, a), d, ...x.dims.slice(a + 1)];
   let source = x;
   if (uses > 0) {
@@ -63,29 +84,39 @@ export function permuteAxis(
       axis: { i: a },
     });
   }
-  const picked = index.map((i) => i < 0 ? size - 1 - i : i);
-  const y = g.emit1("Gather", [source, g.int64s(picked)], x.dtype, dims, { axis: { i: a } });
+  const ys = parts.map((part) =>
+    g.emit1(
+      "Gather",
+      [source, g.int64s(part.map((i) => i < 0 ? size - 1 - i : i))],
+      x.dtype,
+      withAxis(part.length),
+      { axis: { i: a } },
+    )
+  );
   const inputs = fill ? [x, fill] : [x];
-  g.record("permuteAxis", inputs, [y], ([gy]) => {
+  g.record("permuteAxis", inputs, ys, (grads) => {
+    const gy = grads.length === 1
+      ? grads[0]!
+      : concat(grads.map((gi, p) => gi ?? zerosLike(ys[p], ys[p].dims)), a);
     const inverse = new Array<number>(size).fill(-1);
     index.forEach((i, position) => {
       if (i >= 0) inverse[i] = position;
     });
-    const gx = permuteAxis(gy!, inverse, a);
+    const gx = permuteAxis(gy, inverse, a);
     if (!fill) return [gx];
     if (uses === 0) return [gx, undefined];
-    const gyShape = gy!.shape;
+    const gyShape = gy.shape;
     const byRow = g.emit1(
       "Gather",
-      [gy!, g.int64s(filled.flat())],
-      gy!.dtype,
+      [gy, g.int64s(filled.flat())],
+      gy.dtype,
       [...gyShape.slice(0, a), rows * uses, ...gyShape.slice(a + 1)],
       { axis: { i: a } },
     );
     const split = reshape(byRow, [...gyShape.slice(0, a), rows, uses, ...gyShape.slice(a + 1)]);
     return [gx, sumToShape(sum(split, [a + 1]), fill.shape)];
   });
-  return y;
+  return ys;
 }
 
 /** Zeros of `like`'s dtype with the given (possibly symbolic) dims; not recorded. */

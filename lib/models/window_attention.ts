@@ -17,8 +17,9 @@ import { type Graph, staticDim } from "../graph/graph.ts";
 import { linear as linearOp, matmul } from "../graph/linalg.ts";
 import { add } from "../graph/math.ts";
 import { softmax } from "../graph/nn.ts";
-import { permuteAxis } from "../graph/permute.ts";
-import { gather, reshape, split, transpose } from "../graph/shape.ts";
+import { maskedSoftmax } from "../graph/masked_softmax.ts";
+import { permuteAxis, permuteAxisParts } from "../graph/permute.ts";
+import { gather, reshape, transpose } from "../graph/shape.ts";
 import type { Tensor } from "../graph/tensor.ts";
 import { linear, TRUNC_NORMAL_002 } from "./layers.ts";
 
@@ -115,7 +116,9 @@ export function windowTokenIndex(h: number, w: number, layout: WindowLayout): nu
  * and back; padded tokens take part as keys and values), with the projections on the grid's tokens
  * only: padding, shift, partition and the split into heads are one constant gather of the
  * projected tokens (a padded token's q, k and v are the qkv bias, the projection of zeros), and
- * the merge of the heads, the way back and the crop one more.
+ * the merge of the heads, the way back and the crop one more. Pairs of tokens the shift mask
+ * separates get weight exactly 0 (the official code's weights for them are below float32
+ * resolution).
  */
 export function shiftedWindowAttention(
   g: Graph,
@@ -168,42 +171,69 @@ export function shiftedWindowAttention(
     const qkv = linearOp(x, weight, bias);
     const rows = reshape(qkv, [batch, tokens * 3 * heads, headDim]);
     const fill = reshape(bias, [1, 3 * heads, headDim]);
-    const windows = reshape(permuteAxis(rows, headsIn, 1, fill), [
-      batch,
-      3,
-      count,
-      heads,
-      n,
-      headDim,
-    ]);
-    const [q, k, v] = split(windows, [1, 1, 1], 1).map((t) =>
-      reshape(t, [batch, count, heads, n, headDim])
-    );
+    const part = count * heads * n;
+    const [q, k, v] = permuteAxisParts(
+      rows,
+      [0, 1, 2].map((s) => headsIn.slice(s * part, (s + 1) * part)),
+      1,
+      fill,
+    ).map((t) => reshape(t, [batch, count, heads, n, headDim]));
     const logits = matmul(q, k, { transB: true, alpha: headDim ** -0.5 });
     const positions = gather(table, g.int64s(relativePositionIndex(window)), 0);
     const positionBias = transpose(reshape(positions, [n, n, heads]), [2, 0, 1]);
-    const mask = shift > 0 ? shiftMaskConstant(g, hp, wp, layout) : undefined;
-    const probabilities = softmax(
-      add(logits, mask ? add(positionBias, reshape(mask, [count, 1, n, n])) : positionBias),
-    );
+    const mask = shift > 0 ? shiftMaskConstants(g, hp, wp, layout) : undefined;
+    const probabilities = mask
+      ? maskedSoftmax(add(logits, add(positionBias, mask.offsets)), mask.keep)
+      : softmax(add(logits, positionBias));
     const mixed = reshape(matmul(probabilities, v), [batch, count * heads * n, headDim]);
     const back = reshape(permuteAxis(mixed, headsBack, 1), [batch, tokens, dim]);
     return reshape(linear(g, "proj", back, dim), [batch, tokens, dim]);
   });
 }
 
-const shiftMasks = new WeakMap<Graph, Map<string, Tensor>>();
+/**
+ * The logit offset the graph adds where the official mask has {@link SHIFT_MASK_VALUE}. The
+ * weights of those pairs are set to 0 after the softmax ({@link maskedSoftmax}), so the offset
+ * only keeps them out of the normalisation, where e^−60 ≈ 1e-26, like the official e^−100, is far
+ * below float32 resolution. Unlike −100 it leaves the softmax's weights normal numbers:
+ * onnxruntime's CPU softmax takes no exponent below e^−88, which divided by the row's sum is
+ * subnormal, and products that read subnormal numbers are many times slower.
+ */
+const DROPPED_LOGIT_OFFSET = -60;
 
-/** The {@link shiftedWindowMask} as a float32 constant [nW, N, N], one per graph and layout. */
-function shiftMaskConstant(g: Graph, hp: number, wp: number, layout: WindowLayout): Tensor {
+/** A shift mask as the graph uses it: logit offsets and where they are 0, both [nW, 1, N, N]. */
+interface ShiftMaskConstants {
+  /** float32: 0 for the pairs kept, {@link DROPPED_LOGIT_OFFSET} for the others. */
+  readonly offsets: Tensor;
+  /** bool: whether the pair is kept. */
+  readonly keep: Tensor;
+}
+
+const shiftMasks = new WeakMap<Graph, Map<string, ShiftMaskConstants>>();
+
+/**
+ * The {@link shiftedWindowMask} as constants [nW, 1, N, N], one pair per graph and layout: the
+ * bool mask of the token pairs it keeps (offset 0), with which the attention sets the weights of
+ * the others to exactly 0, and the float32 logit offsets (0 or {@link DROPPED_LOGIT_OFFSET}).
+ */
+function shiftMaskConstants(
+  g: Graph,
+  hp: number,
+  wp: number,
+  layout: WindowLayout,
+): ShiftMaskConstants {
   const key = `${hp}x${wp}:${layout.window}:${layout.shift}`;
-  const cache = shiftMasks.get(g) ?? new Map<string, Tensor>();
+  const cache = shiftMasks.get(g) ?? new Map<string, ShiftMaskConstants>();
   shiftMasks.set(g, cache);
   let mask = cache.get(key);
   if (!mask) {
     const n = layout.window * layout.window;
-    const count = (hp * wp) / n;
-    mask = g.constant(shiftedWindowMask(hp, wp, layout), "float32", [count, n, n]);
+    const shape = [(hp * wp) / n, 1, n, n];
+    const keep = shiftedWindowMask(hp, wp, layout).map((v) => v === 0 ? 1 : 0);
+    mask = {
+      offsets: g.constant(keep.map((k) => k ? 0 : DROPPED_LOGIT_OFFSET), "float32", shape),
+      keep: g.constant(keep, "bool", shape),
+    };
     cache.set(key, mask);
   }
   return mask;

@@ -1,8 +1,9 @@
 import { assert, assertClose } from "../assert.ts";
 import { checkGradients } from "./gradcheck.ts";
 import { Graph } from "../../lib/graph/graph.ts";
-import { permuteAxis } from "../../lib/graph/permute.ts";
+import { permuteAxis, permuteAxisParts } from "../../lib/graph/permute.ts";
 import { CompiledGraph } from "../../lib/runtime/session.ts";
+import { add, mul } from "../../lib/graph/math.ts";
 
 Deno.test("permuteAxis picks entries and fills the rest", async () => {
   const g = new Graph();
@@ -67,3 +68,37 @@ Deno.test("permuteAxis returns an identity map's input and refuses bad indices",
   );
   assert.throws(() => permuteAxis(x, [-2], 1), /index entry -2 is outside \[-1, 3\)/);
 });
+
+Deno.test("permuteAxisParts gives the parts of the permutation by their concatenated index", async () => {
+  const g = new Graph();
+  const x = g.input("x", "float32", [2, 3, 2]);
+  const fill = g.input("fill", "float32", [1, 1, 2]);
+  const [a, b] = permuteAxisParts(x, [[2, -1], [0, -1, 1]], 1, fill);
+  g.output("a", a);
+  g.output("b", b);
+  const session = await CompiledGraph.create(g, { threads: 1 });
+  const out = await session.run({
+    x: Float32Array.from({ length: 12 }, (_, i) => i),
+    fill: Float32Array.of(-1, -2),
+  });
+  assertClose(out.a as Float32Array, [4, 5, -1, -2, 10, 11, -1, -2]);
+  assertClose(out.b as Float32Array, [0, 1, -1, -2, 2, 3, 6, 7, -1, -2, 8, 9]);
+  await session.release();
+  assert.throws(
+    () => permuteAxisParts(x, [[0], [0]], 1),
+    /permuteAxis: index picks entry 0 of x\[2,3,2\]:float32 twice/,
+  );
+  assert.throws(
+    () => permuteAxisParts(x, [[0], []], 1),
+    /permuteAxis: every part of the index into x\[2,3,2\]:float32 must pick at least one entry/,
+  );
+});
+
+Deno.test("permuteAxisParts: gradients through parts with a broadcast fill", () =>
+  checkGradients(
+    (x, fill) => {
+      const [a, b, c] = permuteAxisParts(x, [[2, -1], [0, -1], [3, 1]], 1, fill);
+      return add(add(mul(a, 2), b), mul(c, c));
+    },
+    [[2, 4, 3], [1, 1, 3]],
+  ));
