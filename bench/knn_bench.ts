@@ -13,6 +13,7 @@
  */
 
 import { join } from "node:path";
+import process from "node:process";
 import { parseArgs } from "node:util";
 import { l2NormalizeRows, memoryBank } from "../lib/eval/feature_bank.ts";
 import { FeatureFile, FeatureFileWriter } from "../lib/eval/feature_file.ts";
@@ -85,10 +86,9 @@ function difference(a: readonly KnnResult[], b: readonly KnnResult[]): number {
   );
 }
 
-/** This process's peak resident memory so far, in MiB (VmHWM). */
-async function peakRssMib(): Promise<number> {
-  const status = await Deno.readTextFile("/proc/self/status");
-  return Number(/^VmHWM:\s+(\d+) kB/m.exec(status)![1]) / 1024;
+/** This process's peak resident memory so far, in MiB (getrusage's maxrss). */
+function peakRssMib(): number {
+  return process.resourceUsage().maxRSS / 1024;
 }
 
 /** Writes rows to a new feature file (normalising them in place). */
@@ -214,7 +214,7 @@ try {
   } finally {
     bank.close();
   }
-  const peak = await peakRssMib();
+  const peak = peakRssMib();
   console.log(
     `peak RSS of this process: ${(peak / 1024).toFixed(2)} GiB (limit 4 GiB: ${
       peak < 4096 ? "within" : "EXCEEDED"
