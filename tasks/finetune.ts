@@ -34,8 +34,9 @@ import {
   loadClassifierWeights,
   loadFinetuneCheckpoint,
 } from "../lib/eval/finetune.ts";
+import { DEVICE_OPTIONS } from "../lib/eval/frozen_backbone.ts";
 import { BUILTIN_DATA_PATH } from "../lib/train/args.ts";
-import type { ClassifierConfig } from "../lib/models/classifier.ts";
+import { type ClassifierConfig, DEFAULT_INIT_SCALE } from "../lib/models/classifier.ts";
 import { VIT_SIZES } from "../lib/models/vit.ts";
 import type { NamedTensor } from "../lib/runtime/named_tensor.ts";
 import { runTask } from "./run_task.ts";
@@ -82,7 +83,7 @@ const OPTIONS = {
   init_scale: {
     kind: "float",
     help: "Scale of the classifier's initial weight and bias (semi-supervised: 1).",
-    default: 0.001,
+    default: DEFAULT_INIT_SCALE,
   },
   batch_size: {
     kind: "int",
@@ -151,12 +152,7 @@ const OPTIONS = {
       "(ours, or an official one with its state dict under 'model').",
   },
   eval: { kind: "flag", help: "Only evaluate the --resume model on the validation split." },
-  device: {
-    kind: "string",
-    help: "cpu, or cuda (onnxruntime's CUDA execution provider).",
-    choices: ["cpu", "cuda"],
-    default: "cpu",
-  },
+  ...DEVICE_OPTIONS,
   seed: {
     kind: "int",
     help: "Seed of the data order, augmentation, mixup and drop path.",
@@ -249,7 +245,7 @@ async function main(first: Values): Promise<number> {
     clipGrad: values.clip_grad,
     smoothing: values.smoothing,
     seed: values.seed,
-    device: values.device as "cpu" | "cuda",
+    device: values.device,
   };
   let progress: FinetuneProgress = { epoch: 0, step: 0, maxAccuracy: 0 };
   let runner: FinetuneRunner;

@@ -106,7 +106,7 @@ async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
       const progress = new Progress({ label: "random drop" });
       const points = await randomDropCurve(model, batches(), {
         grid: grid && (grid.length === 1 ? [grid[0], grid[0]] : [grid[0], grid[1]]),
-        mode: values.drop_mode as "zero" | "remove",
+        mode: values.drop_mode,
         runs: values.exp_count,
         seed: values.seed,
         onBatch: (done, total) => progress.update(done, total),

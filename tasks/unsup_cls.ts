@@ -54,7 +54,7 @@ async function main(values: OptionValues<typeof OPTIONS>): Promise<number> {
     throw new Error(`--out_dim ${values.out_dim} differs from the head's ${outDim} prototypes`);
   }
   const dataPath = dataPathOption(values.data_path, loaded);
-  const split = values.split as "train" | "test";
+  const split = values.split;
   console.log(
     `Unsupervised classification by ${describeBackbone(loaded)} on ${dataPath} (${split})`,
   );

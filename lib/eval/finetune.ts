@@ -177,7 +177,7 @@ export class FinetuneRunner {
       clipGrad: config.clipGrad,
     });
     const evaluation = buildFinetuneEval(config.model, config.evalBatchSize, config.imageSize);
-    const names = classifierParams(config.model, config.imageSize).map((p) => p.name);
+    const names = evaluation.params.map((p) => p.name);
     const store = new StateStore();
     for (const name of names) store.set(name, params.get(name).slice(), params.shape(name));
     const stateNames = addAdamWMoments(store, names);
@@ -289,12 +289,12 @@ export function initialClassifierStore(
   seed: number,
   pretrained: ReadonlyMap<string, NamedTensor> = new Map(),
 ): { store: StateStore; loaded: string[] } {
-  const params = classifierParams(model, imageSize);
-  const specs = new Map(buildFinetuneEval(model, 1, imageSize).params.map((p) => [p.name, p]));
-  const store = StateStore.fromParams(params.map((p) => specs.get(p.name)!), seed);
+  const params = buildFinetuneEval(model, 1, imageSize).params;
+  const store = StateStore.fromParams(params, seed);
   fixInitWeight(store, model.backbone.depth);
   const loaded: string[] = [];
-  for (const { name, key, shape } of params) {
+  for (const { name, shape } of params) {
+    const key = classifierKey(name);
     const given = pretrained.get(key);
     if (!given) continue;
     const tensor = key === "pos_embed" && given.shape[1] !== shape[1]

@@ -106,7 +106,7 @@ export function buildFinetuneStep(config: FinetuneStepConfig): Graph {
   const loss = softTargetCrossEntropy(logits, targets);
   g.output("loss", loss);
 
-  const params = classifierParams(model, imageSize).map((p) => g.paramTensor(p.name));
+  const params = g.params.map((p) => g.paramTensor(p.name));
   const raw = grad(loss, params);
   const grads = config.clipGrad === undefined ? raw : clipGradNorm(raw, config.clipGrad);
   const gradOf = new Map(

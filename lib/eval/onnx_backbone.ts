@@ -174,9 +174,10 @@ export const ONNX_BACKBONE_TOLERANCE = 1e-2;
 /**
  * Runs the model file at `path` (written by {@link writeOnnxBackbone} from `config` and
  * `weights`) with onnxruntime on `options.device`, on a batch of random normal images at the
- * size the Swin model takes or the ViT's position embedding is laid out for, and compares its `cls_token` and `patch_tokens`
- * with our forward of the same weights on the CPU. Throws one sentence when onnxruntime cannot run
- * it there or when they differ by more than {@link ONNX_BACKBONE_TOLERANCE} of the tokens' scale.
+ * size the Swin model takes or the ViT's position embedding is laid out for, and compares its
+ * `cls_token` and `patch_tokens` with our forward of the same weights on the CPU. Throws one
+ * sentence when onnxruntime cannot run it there or when they differ by more than
+ * {@link ONNX_BACKBONE_TOLERANCE} of the tokens' scale.
  */
 export async function checkOnnxBackbone(
   path: string,

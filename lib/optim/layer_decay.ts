@@ -35,20 +35,14 @@ export function vitLayerId(name: string, numLayers: number): number {
 /**
  * The layer id of a Swin parameter (`get_num_layer_for_swin`): block b of stage s is layer
  * depths[0] + … + depths[s − 1] + b + 1; a stage's other parameters (its patch merging) count as
- * its last block.
+ * its last block; parameters outside the stages count as in {@link vitLayerId}.
  */
 export function swinLayerId(name: string, depths: readonly number[]): number {
-  const numLayers = depths.reduce((a, b) => a + b, 0);
-  if (name === "cls_token" || name === "mask_token" || name === "pos_embed") return 0;
-  if (name.startsWith("patch_embed")) return 0;
-  if (name.startsWith("rel_pos_bias")) return numLayers + 1;
-  if (name.startsWith("layers.")) {
-    const parts = name.split(".");
-    const stage = Number(parts[1]);
-    const block = name.includes("blocks") ? Number(parts[3]) : depths[stage] - 1;
-    return depths.slice(0, stage).reduce((a, b) => a + b, 0) + block + 1;
-  }
-  return numLayers + 1;
+  if (!name.startsWith("layers.")) return vitLayerId(name, depths.reduce((a, b) => a + b, 0));
+  const parts = name.split(".");
+  const stage = Number(parts[1]);
+  const block = name.includes("blocks") ? Number(parts[3]) : depths[stage] - 1;
+  return depths.slice(0, stage).reduce((a, b) => a + b, 0) + block + 1;
 }
 
 /** The lr scale of each layer id 0 … numLayers + 1: decay^(numLayers + 1 − id). */
