@@ -16,7 +16,8 @@
  * @module
  */
 
-import { type PthValue, PyDict, PyNamespace, readPth, writePth } from "./pth.ts";
+import { PyDict, PyNamespace, readPth, writePth } from "./pth.ts";
+import { argsNamespace } from "./official_checkpoint.ts";
 import { isTensor } from "./pickle.ts";
 import { loadSafetensors, saveSafetensors } from "./safetensors.ts";
 import {
@@ -155,16 +156,6 @@ function linearTensors(head: LinearHead): [string, NamedTensor][] {
     [WEIGHT, { dtype: "float32", shape: [head.classes, head.dim], data: head.weight }],
     [BIAS, { dtype: "float32", shape: [head.classes], data: head.bias }],
   ];
-}
-
-function argsNamespace(args: Readonly<Record<string, unknown>>): PyNamespace {
-  const plain = (v: unknown): PthValue =>
-    typeof v === "number" || typeof v === "string" || typeof v === "boolean" || v === null
-      ? v
-      : Array.isArray(v)
-      ? v.map(plain)
-      : String(v);
-  return new PyNamespace(new Map(Object.entries(args).map(([k, v]) => [k, plain(v)])));
 }
 
 /** Writes the combined model to `path` (`.pth` or `.safetensors`, by its extension). */

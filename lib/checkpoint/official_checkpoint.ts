@@ -160,6 +160,20 @@ export function officialOptimizerState(checkpoint: TrainingCheckpoint): PyDict {
 }
 
 /**
+ * A run's arguments as the official `args` (an `argparse.Namespace`): numbers, strings, booleans
+ * and null as they are, arrays element by element, anything else as its string.
+ */
+export function argsNamespace(args: Readonly<Record<string, unknown>>): PyNamespace {
+  const plain = (v: unknown): PthValue =>
+    typeof v === "number" || typeof v === "string" || typeof v === "boolean" || v === null
+      ? v
+      : Array.isArray(v)
+      ? v.map(plain)
+      : String(v);
+  return new PyNamespace(new Map(Object.entries(args).map(([k, v]) => [k, plain(v)])));
+}
+
+/**
  * The official full checkpoint of a training checkpoint: `{'student', 'teacher', 'optimizer',
  * 'epoch', 'args', 'ibot_loss'}` (§8.1; see {@link officialOptimizerState}). `epoch` is the
  * completed-epoch count of our metadata.
@@ -172,20 +186,12 @@ export function toOfficialCheckpoint(checkpoint: TrainingCheckpoint): PyDict {
     if (!store.has(name)) throw new Error(`the training checkpoint has no ${name} tensor`);
     return { dtype: "float32", shape: [...store.shape(name)], data: store.get(name) };
   };
-  const args = new PyNamespace(
-    new Map<string, PthValue>(
-      Object.entries(checkpoint.args).map(([k, v]): [string, PthValue] => [
-        k,
-        typeof v === "object" && v !== null ? [...v] : v,
-      ]),
-    ),
-  );
   return new PyDict([
     ["student", orderedDict([...student].map(([k, t]) => [`${MODULE}${k}`, t]))],
     ["teacher", orderedDict(teacher)],
     ["optimizer", officialOptimizerState(checkpoint)],
     ["epoch", checkpoint.epoch],
-    ["args", args],
+    ["args", argsNamespace(checkpoint.args)],
     [
       "ibot_loss",
       new PyDict([["center", centre("ibot_loss.center")], [

@@ -33,6 +33,7 @@ import {
   defaultWorkerCount,
   epochOrder,
   type EvalBatch,
+  partRange,
   requireNonNegativeInteger,
   requirePositiveInteger,
   requirePositiveSeconds,
@@ -187,8 +188,7 @@ export async function* finetuneEvalBatches(
   try {
     const what = describeSource(source);
     const info = await openInfo(pool, source, stallSeconds);
-    const first = Math.floor(info.length * part.rank / part.parts);
-    const length = Math.floor(info.length * (part.rank + 1) / part.parts) - first;
+    const { first, count: length } = partRange(info.length, part);
     const batches = Math.ceil(length / batchSize);
     const label = (k: number) => `evaluation batch ${k + 1} of ${batches}`;
     const request = (k: number): Promise<EvalBatch> => {

@@ -80,7 +80,11 @@ export async function decodeImage(path: string): Promise<RawImage> {
 
 /** Opens an ImageFolder tree as an {@link ImageSource}; images decode on `load`. */
 export async function openImageFolder(root: string): Promise<ImageSource> {
-  const { classes, samples } = await scanImageFolder(root);
+  return folderSource(await scanImageFolder(root));
+}
+
+/** The {@link ImageSource} of a scanned ImageFolder tree; images decode on `load`. */
+export function folderSource({ classes, samples }: FolderIndex): ImageSource {
   return {
     length: samples.length,
     classes,

@@ -273,6 +273,7 @@ export async function* evalBatches(
   requirePositiveInteger("batchSize", batchSize);
   requirePositiveInteger("workers", workers);
   requirePositiveSeconds(stallSeconds);
+  requireRank(part.rank, part.parts);
   const resize = Math.round(size * 256 / 224);
   yield* sourceBatches(source, batchSize, workers, stallSeconds, part, (indices) => ({
     type: "eval",
@@ -290,6 +291,15 @@ export interface SourcePart {
   readonly rank: number;
   /** The number of parts (ranks). */
   readonly parts: number;
+}
+
+/**
+ * The images of `part` of a source of `length` images: indices `first` … `first + count − 1`,
+ * from ⌊length·rank/parts⌋ to ⌊length·(rank + 1)/parts⌋.
+ */
+export function partRange(length: number, part: SourcePart): { first: number; count: number } {
+  const first = Math.floor(length * part.rank / part.parts);
+  return { first, count: Math.floor(length * (part.rank + 1) / part.parts) - first };
 }
 
 /** Options of {@link randomCropBatches}. */
@@ -371,8 +381,7 @@ async function* sourceBatches(
   const pool = loaderPool(workers);
   try {
     const info = await openInfo(pool, source, stallSeconds);
-    const first = Math.floor(info.length * part.rank / part.parts);
-    const length = Math.floor(info.length * (part.rank + 1) / part.parts) - first;
+    const { first, count: length } = partRange(info.length, part);
     const batches = Math.ceil(length / batchSize);
     const label = (k: number) => `batch ${k + 1} of ${batches}`;
     const request = (k: number): Promise<EvalBatch> => {

@@ -24,7 +24,7 @@
 
 import { basename } from "node:path";
 import { openIdxSource } from "./idx.ts";
-import { decodeImage, scanImageFolder } from "./image_folder.ts";
+import { folderSource, scanImageFolder } from "./image_folder.ts";
 import type { ImageSource, SourceSpec } from "./source.ts";
 import type { Rng } from "../runtime/rng.ts";
 
@@ -118,20 +118,11 @@ export async function openNamedSource(spec: SourceSpec): Promise<NamedSource> {
     const names = Array.from({ length: source.length }, (_, i) => idxImageName(spec.images, i));
     return { source, names };
   }
-  const { classes, samples } = await scanImageFolder(spec.root);
-  const sample = (i: number) => {
-    if (!Number.isInteger(i) || i < 0 || i >= samples.length) {
-      throw new RangeError(`image index ${i} is outside [0, ${samples.length})`);
-    }
-    return samples[i];
+  const index = await scanImageFolder(spec.root);
+  return {
+    source: folderSource(index),
+    names: index.samples.map((sample) => basename(sample.path)),
   };
-  const source: ImageSource = {
-    length: samples.length,
-    classes,
-    label: (i) => sample(i).label,
-    load: (i) => decodeImage(sample(i).path),
-  };
-  return { source, names: samples.map((sample) => basename(sample.path)) };
 }
 
 /**
