@@ -3,10 +3,10 @@
  * onnxruntime graphs (`lib/eval/knn.ts`), the single-threaded TypeScript classifier the toolkit had
  * before (`tests/eval/knn_js.ts`), and PyTorch's matmul + topk (`bench/knn_torch.py`: the official
  * loop, once per k, and the same loop doing our work, topk once for the largest k). Every timed
- * classifier but the JS one runs twice (ours first and again last) and the faster run counts. Prints the times, the speed ratios and the
- * largest difference between the accuracies, which must agree.
- * Then classifies a few test rows against a bank of `--bank` rows streamed from a feature file the
- * bench writes, and prints the process's peak resident memory.
+ * classifier but the JS one runs twice (ours first and again last) and the faster run counts.
+ * Prints the times, the speed ratios and the largest difference between the accuracies, which must
+ * agree. Then classifies a few test rows against a bank of `--bank` rows streamed from a feature
+ * file the bench writes, and prints the process's peak resident memory.
  *
  * Usage: deno task bench:knn [--train 60000] [--test 10000] [--dim 384] [--classes 10]
  *   [--bank 1000000] [--bank_test 1000]

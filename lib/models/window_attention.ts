@@ -187,7 +187,7 @@ export function shiftedWindowAttention(
       : softmax(add(logits, positionBias));
     const mixed = reshape(matmul(probabilities, v), [batch, count * heads * n, headDim]);
     const back = reshape(permuteAxis(mixed, headsBack, 1), [batch, tokens, dim]);
-    return reshape(linear(g, "proj", back, dim), [batch, tokens, dim]);
+    return linear(g, "proj", back, dim);
   });
 }
 

@@ -354,9 +354,7 @@ export class IbotTrainer {
           timedImages = 0;
         }
         // Every rank stops after the same iteration when any was asked to.
-        stopping = ranks > 1
-          ? await anyRank(this.communicator, signal?.aborted ?? false)
-          : signal?.aborted ?? false;
+        stopping = await anyRank(this.communicator, signal?.aborted ?? false);
         if (stopping && i < iters) {
           await this.#save();
           return "interrupted";
