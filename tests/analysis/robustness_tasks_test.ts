@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { assert } from "../assert.ts";
-import { runDeno } from "../task_runner.ts";
+import { runDenoTask } from "../task_runner.ts";
 import { saveSafetensors } from "../../lib/checkpoint/safetensors.ts";
 import { Graph } from "../../lib/graph/graph.ts";
 import { vit, VIT_SIZES } from "../../lib/models/vit.ts";
@@ -57,7 +57,7 @@ Deno.test("tasks: combine_ckpt, occlusion, shuffle and linear_part run end to en
     const { backbone, linear } = await writeFixture(dir);
     const full = join(dir, "full.pth");
     const run = async (task: string, args: string[]) => {
-      const result = await runDeno(["run", "-A", `tasks/${task}.ts`, ...args]);
+      const result = await runDenoTask(task, args);
       assert.equal(result.code, 0, `${task} failed:\n${result.stderr}`);
       return result.stdout;
     };
@@ -122,7 +122,7 @@ Deno.test("tasks: combine_ckpt, occlusion, shuffle and linear_part run end to en
     ]);
     assert.match(part, /top +1 patches: Top1 [\d.]+/);
     assert.match(part, /top +4 patches: Top1 [\d.]+/);
-    const refused = await runDeno(["run", "-A", "tasks/occlusion.ts", ...common]);
+    const refused = await runDenoTask("occlusion", common);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /error: choose --random_drop, --dino or both/);
   });

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { assert, assertClose } from "../assert.ts";
 import { withTempDir, writeVendoredFolder } from "../data/fixtures.ts";
-import { runDeno } from "../task_runner.ts";
+import { runDenoTask } from "../task_runner.ts";
 import { decodeSafetensors } from "../../lib/checkpoint/safetensors.ts";
 import { l2NormalizeRows, memoryBank } from "../../lib/eval/feature_bank.ts";
 import { FeatureFile, FeatureFileWriter } from "../../lib/eval/feature_file.ts";
@@ -149,15 +149,13 @@ Deno.test("evaluateKnn streams features to a folder and the task classifies it a
     train.close();
     assert.deepEqual(await evaluateKnnOnFiles(folder, knn), inMemory);
 
-    const task = await runDeno([
-      ...["run", "-A", "tasks/knn.ts", "--load_features", folder, "--nb_knn", "5"],
-    ]);
+    const task = await runDenoTask("knn", ["--load_features", folder, "--nb_knn", "5"]);
     assert.equal(task.code, 0, task.stderr);
     const line = `5-NN classifier result: Top1: ${inMemory[1].top1.toFixed(2)}, Top5: ${
       inMemory[1].top5.toFixed(2)
     }`;
     assert(task.stdout.includes(line), `${task.stdout} lacks ${line}`);
-    const missing = await runDeno(["run", "-A", "tasks/knn.ts", "--load_features", data]);
+    const missing = await runDenoTask("knn", ["--load_features", data]);
     assert.notEqual(missing.code, 0);
     assert.match(missing.stderr, /trainfeat\.safetensors/);
   });

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { assert, assertCloseToScale } from "../assert.ts";
 import { writeVendoredFolder } from "../data/fixtures.ts";
-import { runDeno } from "../task_runner.ts";
+import { runDenoTask } from "../task_runner.ts";
 import { f32, f64, float64Reader, runTorchReference, torchAvailable } from "../reference/torch.ts";
 import { saveTrainingCheckpoint } from "../../lib/checkpoint/training_checkpoint.ts";
 import { Graph } from "../../lib/graph/graph.ts";
@@ -193,9 +193,7 @@ Deno.test("tasks/logistic_regression.ts: a tiny checkpoint end to end", async ()
   const dir = await Deno.makeTempDir();
   try {
     const checkpoint = await vitCheckpoint(dir);
-    const run = await runDeno([
-      ...["run", "--allow-read", "--allow-write", "--allow-env", "--allow-ffi", "--allow-sys"],
-      "tasks/logistic_regression.ts",
+    const run = await runDenoTask("logistic_regression", [
       ...["--pretrained_weights", checkpoint, "--lr_lambd", "0.1", "1"],
       ...["--batch_size_per_gpu", "16", "--num_workers", "1", "--epochs", "20"],
     ]);
@@ -207,9 +205,7 @@ Deno.test("tasks/logistic_regression.ts: a tiny checkpoint end to end", async ()
       ["0.1", "1"],
     );
     assert.match(run.stdout, /^Best: lambda (0\.1|1), Top1: \d+\.\d\d, Top5: \d+\.\d\d/m);
-    const refused = await runDeno([
-      ...["run", "--allow-read", "--allow-write", "--allow-env", "--allow-ffi", "--allow-sys"],
-      "tasks/logistic_regression.ts",
+    const refused = await runDenoTask("logistic_regression", [
       ...["--pretrained_weights", checkpoint, "--lr_lambd", "0"],
     ]);
     assert.equal(refused.code, 1);

@@ -18,7 +18,7 @@ import type { BackboneConfig } from "../../lib/models/backbone.ts";
 import type { NamedTensor } from "../../lib/runtime/named_tensor.ts";
 import { StateStore } from "../../lib/runtime/store.ts";
 import { withTempDir, writeVendoredSubset } from "../data/fixtures.ts";
-import { runDeno } from "../task_runner.ts";
+import { runDenoTask } from "../task_runner.ts";
 
 const HEAD: HeadConfig = {
   outDim: 6,
@@ -161,11 +161,11 @@ Deno.test("tasks/unsup_cls.ts: prints the official line, warns on out_dim, check
     const weights = join(dir, "tiny.safetensors");
     await saveSafetensors(weights, tinyModel(true));
     const args = [
-      ...["run", "-A", "tasks/unsup_cls.ts", "--pretrained_weights", weights],
+      ...["--pretrained_weights", weights],
       ...["--data_path", data, "--image_size", "16", "--batch_size_per_gpu", "8"],
       ...["--num_workers", "1"],
     ];
-    const run = await runDeno(args);
+    const run = await runDenoTask("unsup_cls", args);
     assert.equal(run.code, 0, run.stdout + run.stderr);
     const assigned = await assignClusters(await loadBackbone(weights), spec, { size: 16 });
     const r = scoreClusters(assigned.clusters, assigned.labels);
@@ -179,7 +179,7 @@ Deno.test("tasks/unsup_cls.ts: prints the official line, warns on out_dim, check
     );
     assert.match(run.stderr, new RegExp(`warning: the head has 6 prototypes for ${r.classes}`));
 
-    const wrong = await runDeno([...args, "--out_dim", "10"]);
+    const wrong = await runDenoTask("unsup_cls", [...args, "--out_dim", "10"]);
     assert.equal(wrong.code, 1);
     assert.equal(
       wrong.stderr.trim(),
