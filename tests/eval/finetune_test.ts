@@ -11,6 +11,8 @@ import {
   loadFinetuneCheckpoint,
 } from "../../lib/eval/finetune.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
+import { runDenoTask } from "../task_runner.ts";
+import { tinyVitCheckpoint } from "./tiny_vit_checkpoint.ts";
 
 const [SIZE, CLASSES, BATCH] = [8, 3, 6];
 const CONFIG: FinetuneConfig = {
@@ -122,6 +124,34 @@ Deno.test("fine-tuning writes its log and checkpoints, and a resumed run continu
     for (const name of whole.store.names()) {
       assert.deepEqual(resumed.store.get(name), whole.store.get(name), name);
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("deno task finetune: a tiny checkpoint fine-tuned for one epoch, then evaluated", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const checkpoint = await tinyVitCheckpoint(dir);
+    const out = join(dir, "finetune");
+    const common = ["--input_size", "16", "--batch_size", "8", "--num_workers", "1"];
+    const run = await runDenoTask("finetune", [
+      ...["--finetune", checkpoint, "--epochs", "1", "--warmup_epochs", "0", "--use_cls"],
+      ...["--output_dir", out, ...common],
+    ]);
+    assert.equal(run.code, 0, `${run.stdout}\n${run.stderr}`);
+    const accuracy = /^Max accuracy: (\d+\.\d\d)%$/m.exec(run.stdout);
+    assert(accuracy, `no accuracy line in:\n${run.stdout}`);
+    const log = (await Deno.readTextFile(join(out, "log.txt"))).trim().split("\n");
+    assert.equal(log.length, 1);
+    assert.equal(JSON.parse(log[0]).epoch, 0);
+
+    const evaluated = await runDenoTask("finetune", [
+      ...["--finetune", checkpoint, "--eval", "--resume", join(out, "checkpoint.safetensors")],
+      ...["--use_cls", ...common],
+    ]);
+    assert.equal(evaluated.code, 0, `${evaluated.stdout}\n${evaluated.stderr}`);
+    assert.match(evaluated.stdout, new RegExp(`${accuracy[1]}%`));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

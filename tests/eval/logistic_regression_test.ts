@@ -1,10 +1,7 @@
-import { join } from "node:path";
 import { assert, assertCloseToScale } from "../assert.ts";
-import { writeVendoredFolder } from "../data/fixtures.ts";
 import { runDenoTask } from "../task_runner.ts";
+import { tinyVitCheckpoint } from "./tiny_vit_checkpoint.ts";
 import { f32, f64, float64Reader, runTorchReference, torchAvailable } from "../reference/torch.ts";
-import { saveTrainingCheckpoint } from "../../lib/checkpoint/training_checkpoint.ts";
-import { Graph } from "../../lib/graph/graph.ts";
 import { l2NormalizeRows } from "../../lib/eval/feature_bank.ts";
 import { type LabelledFeatures, linearPredict } from "../../lib/eval/linear.ts";
 import {
@@ -12,10 +9,7 @@ import {
   logisticRegressionSweep,
   OFFICIAL_LAMBDAS,
 } from "../../lib/eval/logistic_regression.ts";
-import { vit, VIT_SIZES } from "../../lib/models/vit.ts";
 import { Rng } from "../../lib/runtime/rng.ts";
-import { StateStore } from "../../lib/runtime/store.ts";
-import { parsePretrainArgs } from "../../lib/train/args.ts";
 
 /** L2-normalised Gaussian blobs: `n` train and n/2 test rows, labels i mod classes. */
 function blobs(seed: number, n: number, dim: number, classes: number, noise: number) {
@@ -163,36 +157,10 @@ Deno.test("logisticRegressionSweep: rejects bad options and labels in one senten
   await assert.rejects(() => fitLogisticRegression(train, 4, 2, 0), /lambdas must be/);
 });
 
-/** A vit_mini training checkpoint for 16 px (initial weights) with 48 + 16 images beside it. */
-async function vitCheckpoint(dir: string): Promise<string> {
-  const data = await writeVendoredFolder(join(dir, "data"), 48, 16);
-  const { args } = parsePretrainArgs([
-    ...["--arch=vit_mini", "--patch_size=4", "--img_size=16", "--global_crop_size=16"],
-    `--data_path=${data}`,
-  ]);
-  const g = new Graph();
-  const images = g.input("images", "float32", [1, 3, 16, 16]);
-  for (const net of ["student", "teacher"]) {
-    g.scope(net, () => {
-      vit(g, { ...VIT_SIZES.vit_mini, patchSize: 4, imgSize: 16, maskedImModeling: false }, {
-        images,
-      });
-    });
-  }
-  const path = join(dir, "checkpoint.safetensors");
-  await saveTrainingCheckpoint(
-    path,
-    StateStore.fromParams(g.params, 1),
-    { epoch: 1, iteration: 0, step: 3, lastLayerStep: 3 },
-    args,
-  );
-  return path;
-}
-
 Deno.test("tasks/logistic_regression.ts: a tiny checkpoint end to end", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const checkpoint = await vitCheckpoint(dir);
+    const checkpoint = await tinyVitCheckpoint(dir);
     const run = await runDenoTask("logistic_regression", [
       ...["--pretrained_weights", checkpoint, "--lr_lambd", "0.1", "1"],
       ...["--batch_size_per_gpu", "16", "--num_workers", "1", "--epochs", "20"],
